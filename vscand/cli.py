@@ -1,0 +1,242 @@
+"""The ``vscan`` command line.
+
+This module is the edge: it parses arguments, loads the probe database and
+prints.  Errors a user can cause end in exit code 2 with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from vscand.output.table import service_column, service_info_line, version_column
+from vscand.probes import pcre
+from vscand.probes.matcher import Matcher, load_matcher
+from vscand.probes.parser import ProbeFileError
+from vscand.result import service_from_match
+
+EXIT_OK = 0
+EXIT_NO_MATCH = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: reported in one line, exit 2."""
+
+
+def _add_probe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--probes",
+        metavar="FILE",
+        help="nmap-service-probes file (default: Nmap's installed file)",
+    )
+    parser.add_argument(
+        "--extra-probes",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="extra probe file layered on top (repeatable)",
+    )
+    parser.add_argument(
+        "--no-prefilter",
+        action="store_true",
+        help="match every line with PCRE in turn (the plain path)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        type=Path,
+        help="where the compiled prefilter is cached (default: $VSCAND_CACHE_DIR "
+        "or ~/.cache/vscand)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vscan", description="Service and version detection, answer for answer as nmap -sV."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    match = sub.add_parser(
+        "match",
+        help="identify one saved response offline",
+        description="Match a saved response against PROBE's fallback chain, as Nmap would "
+        "after sending PROBE (NULL: a banner sent on connect).",
+    )
+    match.add_argument("probe", metavar="PROBE", help="probe name, e.g. NULL, GetRequest, UDP/Help")
+    match.add_argument("file", metavar="FILE", help="response bytes; - reads standard input")
+    match.add_argument("--json", action="store_true", help="print the result's service object")
+    match.add_argument(
+        "--trace",
+        action="store_true",
+        help="also print Nmap's --version-trace style match line on stderr",
+    )
+    _add_probe_options(match)
+
+    probes = sub.add_parser("probes", help="describe the probe database")
+    probes.add_argument("--stats", action="store_true", help="counts and load time")
+    probes.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_probe_options(probes)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Matcher:
+    try:
+        return load_matcher(
+            args.probes,
+            args.extra_probes,
+            use_prefilter=False if args.no_prefilter else None,
+            cache_dir=args.cache_dir,
+        )
+    except ProbeFileError as exc:
+        raise UsageError(f"probe file error: {exc}") from None
+    except pcre.PcreError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
+def _find_probe(matcher: Matcher, spec: str) -> Any:
+    protocol = None
+    name = spec
+    if "/" in spec:
+        head, _, tail = spec.partition("/")
+        if head.upper() in ("TCP", "UDP"):
+            protocol, name = head.upper(), tail
+    try:
+        return matcher.db.find(name, protocol)
+    except KeyError:
+        raise UsageError(f"no probe named {spec!r} in the probe database") from None
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    matcher = _load(args)
+    probe = _find_probe(matcher, args.probe)
+    response = _read_input(args.file)
+    found = matcher.match(probe, response)
+    if args.trace and found is not None:
+        kind = "soft" if found.soft else "hard"
+        sys.stderr.write(
+            f"Service scan {kind} match (Probe {probe.name} matched with "
+            f"{found.matched_probe} line {found.line.lineno}): {found.service}\n"
+        )
+    for warning in found.warnings if found else ():
+        sys.stderr.write(f"Warning: Servicescan {warning}\n")
+    if args.json:
+        if found is None:
+            print("null")
+        else:
+            print(json.dumps(service_from_match(found), sort_keys=False))
+        return EXIT_OK if found else EXIT_NO_MATCH
+    if found is None:
+        print(f"No match for {len(response)} bytes in the {probe.protocol} {probe.name} chain.")
+        return EXIT_NO_MATCH
+    service = service_from_match(found)
+    svc_text = service_column(service["name"], service["tunnel"], service["conf"])
+    version_text = version_column(service["product"], service["version"], service["extrainfo"])
+    width = max(len("SERVICE"), len(svc_text)) + 1
+    print(f"{'SERVICE'.ljust(width)}VERSION")
+    print(f"{svc_text.ljust(width)}{version_text}".rstrip())
+    info = service_info_line([service])
+    if info:
+        print(info)
+    print(
+        f"({'soft' if found.soft else 'hard'} match: {probe.name} matched with "
+        f"{found.matched_probe} line {found.line.lineno} of {found.line.filename})"
+    )
+    return EXIT_OK
+
+
+def probe_stats(matcher: Matcher) -> dict[str, Any]:
+    db = matcher.db
+    probes = db.all_probes()
+    stats = matcher.stats
+    return {
+        "files": db.files,
+        "probes": len(probes),
+        "tcp_probes": sum(1 for p in probes if p.protocol == "TCP"),
+        "udp_probes": sum(1 for p in probes if p.protocol == "UDP"),
+        "match": sum(1 for line in db.lines if not line.soft),
+        "softmatch": sum(1 for line in db.lines if line.soft),
+        "null_probe_lines": len(db.null_probe.matches) if db.null_probe else 0,
+        "fallbacks": sum(1 for p in probes if p.fallback_names),
+        "exclude": {
+            "tcp": [list(r) for r in db.exclude.tcp.ranges()],
+            "udp": [list(r) for r in db.exclude.udp.ranges()],
+            "any": [list(r) for r in db.exclude.any_proto.ranges()],
+        },
+        "load_seconds": round(stats.seconds, 4) if stats else None,
+        "prefilter": stats.prefilter if stats else None,
+        "prefilter_always_candidates": len(matcher.prefilter.always) if matcher.prefilter else None,
+        "pcre": pcre.version(),
+        "digest": db.digest,
+    }
+
+
+def cmd_probes(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    matcher = _load(args)
+    if args.stats:
+        stats = probe_stats(matcher)
+        if args.json:
+            print(json.dumps(stats))
+        else:
+            for key, value in stats.items():
+                print(f"{key}: {value}")
+        return EXIT_OK
+    rows = [
+        {
+            "protocol": p.protocol,
+            "name": p.name,
+            "rarity": p.rarity,
+            "totalwaitms": p.totalwaitms,
+            "ports": str(p.ports).removeprefix("PortRanges(").removesuffix(")"),
+            "sslports": str(p.sslports).removeprefix("PortRanges(").removesuffix(")"),
+            "lines": len(p.matches),
+            "fallback": [c.name for c in p.chain[1:]],
+        }
+        for p in matcher.db.all_probes()
+    ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(
+                f"{row['protocol']} {row['name']:<24} rarity {row['rarity']} "
+                f"wait {row['totalwaitms']:>6}ms lines {row['lines']:>5} "
+                f"ports {row['ports'] or '-'}"
+            )
+        print(f"({len(rows)} probes, loaded in {time.perf_counter() - started:.2f}s)")
+    return EXIT_OK
+
+
+COMMANDS = {"match": cmd_match, "probes": cmd_probes}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="vscan: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"vscan: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

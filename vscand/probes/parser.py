@@ -1,0 +1,541 @@
+"""Parser for the ``nmap-service-probes`` grammar (SPEC §1), as Nmap 7.93 reads it.
+
+Every error is a :class:`ProbeFileError` naming the file, the line and the
+reason; like Nmap, a bad line fails the whole load.
+
+Pure code: nothing here imports Twisted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from vscand.probes.model import (
+    ExcludeSpec,
+    MatchLine,
+    PortRanges,
+    Probe,
+    ProbeDatabase,
+    Protocol,
+    Templates,
+)
+from vscand.probes.pcre import PcreError
+
+#: fgets() buffer Nmap reads the file with: a longer line is split by Nmap.
+LINE_BUFFER = 2048
+MAX_FALLBACKS = 17
+WAIT_RANGE = (100, 300_000)
+
+DEFAULT_PROBE_PATHS = (
+    "/usr/share/nmap/nmap-service-probes",
+    "/usr/local/share/nmap/nmap-service-probes",
+)
+
+_C_SPACE = b" \t\n\v\f\r"
+_SIMPLE_ESCAPES = {
+    ord("0"): 0,
+    ord("a"): 7,
+    ord("b"): 8,
+    ord("f"): 12,
+    ord("n"): 10,
+    ord("r"): 13,
+    ord("t"): 9,
+    ord("v"): 11,
+}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+class ProbeFileError(Exception):
+    """A probe file that Nmap would refuse to load."""
+
+    def __init__(self, filename: str, lineno: int, reason: str) -> None:
+        super().__init__(f"{filename}:{lineno}: {reason}")
+        self.filename = filename
+        self.lineno = lineno
+        self.reason = reason
+
+
+class EscapeError(ValueError):
+    pass
+
+
+def cstring_unescape(data: bytes) -> bytes:
+    """Nmap's probe-string unescaping (SPEC §1.4): C-like, not full C."""
+    out = bytearray()
+    i = 0
+    n = len(data)
+    while i < n:
+        c = data[i]
+        if c != 0x5C:  # backslash
+            out.append(c)
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise EscapeError("backslash at end of string")
+        e = data[i + 1]
+        if e in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[e])
+            i += 2
+        elif e == ord("x"):
+            digits = data[i + 2 : i + 4]
+            if len(digits) < 2 or any(d not in _HEX for d in digits):
+                raise EscapeError("\\x needs exactly two hex digits")
+            out.append(int(digits, 16))
+            i += 4
+        elif chr(e).isalnum() and e < 0x80:
+            raise EscapeError(f"unknown escape \\{chr(e)}")
+        else:
+            out.append(e)
+            i += 2
+    return bytes(out)
+
+
+def _isspace(c: int) -> bool:
+    return c in _C_SPACE
+
+
+def _strtol(text: bytes, pos: int) -> tuple[int | None, int]:
+    """Base-10 strtol: returns (value, end) or (None, pos) when no digits."""
+    j = pos
+    while j < len(text) and _isspace(text[j]):
+        j += 1
+    start = j
+    if j < len(text) and text[j] in b"+-":
+        j += 1
+    k = j
+    while k < len(text) and 0x30 <= text[k] <= 0x39:
+        k += 1
+    if k == j:
+        return None, pos
+    return int(text[start:k]), k
+
+
+def parse_port_list(text: bytes) -> list[tuple[int, int]]:
+    """``ports``/``sslports`` lists: ``N`` or ``N-M`` items separated by commas."""
+    ranges: list[tuple[int, int]] = []
+    i = 0
+    n = len(text)
+    example = 'an example of proper portlist form is "21-25,53,80"'
+    while True:
+        while i < n and _isspace(text[i]):
+            i += 1
+        if i >= n or not (0x30 <= text[i] <= 0x39):
+            raise ValueError(example)
+        start, i = _strtol(text, i)
+        assert start is not None
+        if start > 65535:
+            raise ValueError("ports must be between 0 and 65535 inclusive")
+        while i < n and _isspace(text[i]):
+            i += 1
+        if i >= n or text[i] == ord(","):
+            end = start
+        elif text[i] == ord("-"):
+            i += 1
+            if i >= n or not (0x30 <= text[i] <= 0x39):
+                raise ValueError(example)
+            end_value, i = _strtol(text, i)
+            assert end_value is not None
+            end = end_value
+            if end > 65535 or end < start:
+                raise ValueError("ports must be between 0 and 65535 inclusive, low before high")
+            while i < n and _isspace(text[i]):
+                i += 1
+        else:
+            raise ValueError(example)
+        ranges.append((start, end))
+        if i >= n:
+            return ranges
+        if text[i] != ord(","):
+            raise ValueError(example)
+        i += 1
+
+
+@dataclass
+class _Template:
+    mode: bytes
+    text: bytes
+    flags: bytes
+
+
+def next_template(line: bytes, pos: int) -> tuple[_Template | None, int]:
+    """Read one ``<mode><d><text><d>[flags]`` item starting at ``pos``."""
+    n = len(line)
+    while pos < n and _isspace(line[pos]):
+        pos += 1
+    if pos >= n:
+        return None, pos
+    q = pos
+    while q < n and (chr(line[q]).isalpha() and line[q] < 0x80 or line[q] == ord(":")):
+        q += 1
+    if q >= n or _isspace(line[q]):
+        raise ValueError(f"template {line[pos:q]!r} has no delimiter")
+    mode = line[pos:q]
+    delim = line[q]
+    end = line.find(bytes([delim]), q + 1)
+    if end < 0:
+        raise ValueError(f"no closing delimiter {chr(delim)!r} for {mode.decode('latin-1')!r}")
+    text = line[q + 1 : end]
+    f = end + 1
+    while f < n and chr(line[f]).isalpha() and line[f] < 0x80:
+        f += 1
+    flags = line[end + 1 : f]
+    if f < n and not _isspace(line[f]):
+        raise ValueError(f"unexpected {chr(line[f])!r} after {mode.decode('latin-1')!r} template")
+    return _Template(mode, text, flags), f
+
+
+_FIELD_MODES = {
+    b"p": "product",
+    b"v": "version",
+    b"i": "extrainfo",
+    b"h": "hostname",
+    b"o": "ostype",
+    b"d": "devicetype",
+}
+
+
+def parse_match_line(
+    line: bytes, soft: bool, probe: Probe, filename: str, lineno: int
+) -> MatchLine:
+    """The text after ``match ``/``softmatch ``: service, regex, templates."""
+    space = line.find(b" ")
+    if space < 0:
+        raise ValueError("no regular expression after the service name")
+    service = line[:space]
+    if not service:
+        raise ValueError("empty service name")
+    tmpl, pos = next_template(line, space)
+    if tmpl is None:
+        raise ValueError("no regular expression")
+    if tmpl.mode != b"m":
+        raise ValueError("the regular expression must be written m<d>…<d>")
+    caseless = dotall = False
+    for flag in tmpl.flags:
+        if flag == ord("i"):
+            caseless = True
+        elif flag == ord("s"):
+            dotall = True
+        else:
+            raise ValueError(f"illegal regexp option {chr(flag)!r}")
+    fields: dict[str, bytes] = {}
+    cpes: list[bytes] = []
+    while True:
+        item, pos = next_template(line, pos)
+        if item is None:
+            break
+        if item.mode in _FIELD_MODES:
+            # a repeated field template replaces the earlier one; empty = absent
+            fields[_FIELD_MODES[item.mode]] = item.text
+        elif item.mode == b"cpe:":
+            cpes.append(b"cpe:/" + item.text)
+        else:
+            raise ValueError(f"unknown template specifier {item.mode.decode('latin-1')!r}")
+    templates = Templates(
+        **{name: (value if value else None) for name, value in fields.items()},
+        cpes=tuple(cpes),
+    )
+    match = MatchLine(
+        service=service.decode("latin-1"),
+        pattern=tmpl.text,
+        caseless=caseless,
+        dotall=dotall,
+        soft=soft,
+        templates=templates,
+        probe_name=probe.name,
+        probe_protocol=probe.protocol,
+        filename=filename,
+        lineno=lineno,
+    )
+    try:
+        match.compiled  # noqa: B018 - compile now: a bad pattern fails the load, as in Nmap
+    except PcreError as exc:
+        raise ValueError(f"illegal regexp: {exc}") from None
+    return match
+
+
+def parse_probe_line(rest: bytes) -> tuple[Protocol, str, bytes, bool]:
+    if rest.startswith(b"TCP "):
+        protocol: Protocol = "TCP"
+    elif rest.startswith(b"UDP "):
+        protocol = "UDP"
+    else:
+        raise ValueError("invalid protocol: must be 'TCP' or 'UDP'")
+    rest = rest[4:]
+    if not rest or not (chr(rest[0]).isalnum() and rest[0] < 0x80):
+        raise ValueError("bad probe name")
+    space = rest.find(b" ")
+    if space < 0:
+        raise ValueError("nothing after probe name")
+    name = rest[:space].decode("latin-1")
+    rest = rest[space + 1 :]
+    if not rest.startswith(b"q") or len(rest) < 2:
+        raise ValueError("probe string must begin with 'q'")
+    delim = rest[1]
+    end = rest.find(bytes([delim]), 2)
+    if end < 0:
+        raise ValueError("no ending delimiter for probe string")
+    try:
+        string = cstring_unescape(rest[2:end])
+    except EscapeError as exc:
+        raise ValueError(f"bad probe string escaping: {exc}") from None
+    flags = rest[end + 1 :].split()
+    no_payload = b"no-payload" in flags
+    return protocol, name, string, no_payload
+
+
+def _ranged_int(value: bytes, what: str, low: int, high: int, *, atoi: bool = False) -> int:
+    number, end = _strtol(value, 0)
+    if number is None:
+        if atoi:
+            number = 0
+        else:
+            raise ValueError(f"{what} must be a number")
+    if not atoi and value[end:].strip(_C_SPACE):
+        raise ValueError(f"{what} must be a number")
+    if not low <= number <= high:
+        raise ValueError(f"{what} must be between {low} and {high}")
+    return number
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.probes: list[Probe] = []
+        self.null_probe: Probe | None = None
+        self.exclude = ExcludeSpec()
+        self.exclude_seen = False
+        self.files: list[str] = []
+        self._hasher = hashlib.sha256()
+        #: directives that only a new probe may carry (extra files may not redefine them)
+        self._fresh: set[int] = set()
+
+    def load(self, path: str, data: bytes, *, extra: bool) -> None:
+        self.files.append(path)
+        self._hasher.update(str(len(data)).encode() + b"\0" + data)
+        current: Probe | None = None
+        existing = False
+        lineno = 0
+        for raw in _fgets_lines(data, path):
+            lineno += 1
+            if raw.startswith(b"#") or raw in (b"", b"\n"):
+                continue
+            line = raw[:-1] if raw.endswith(b"\n") else raw
+            while line.endswith(b"\r"):
+                line = line[:-1]
+            try:
+                current, existing = self._directive(line, current, existing, path, lineno, extra)
+            except ProbeFileError:
+                raise
+            except ValueError as exc:
+                raise ProbeFileError(path, lineno, str(exc)) from None
+
+    def _directive(
+        self,
+        line: bytes,
+        current: Probe | None,
+        existing: bool,
+        path: str,
+        lineno: int,
+        extra: bool,
+    ) -> tuple[Probe | None, bool]:
+        if line.startswith(b"Exclude "):
+            if current is not None or self.probes or self.null_probe:
+                raise ValueError("Exclude directive must precede all Probes")
+            if self.exclude_seen:
+                raise ValueError("only one Exclude directive is allowed")
+            self.exclude = parse_exclude(line[8:])
+            self.exclude_seen = True
+            return current, existing
+        if line.startswith(b"Probe "):
+            protocol, name, string, no_payload = parse_probe_line(line[6:])
+            found = self._existing(protocol, name, string) if extra else None
+            if found is not None:
+                return found, True
+            probe = Probe(
+                protocol=protocol,
+                name=name,
+                string=string,
+                filename=path,
+                lineno=lineno,
+                no_payload=no_payload,
+            )
+            if not string:
+                if self.null_probe is not None:
+                    raise ValueError("more than one NULL probe (zero-length probe string)")
+                self.null_probe = probe
+            else:
+                self.probes.append(probe)
+            return probe, False
+        if current is None:
+            raise ValueError(f"directive before the first Probe: {line[:40]!r}")
+        for prefix, soft in ((b"match ", False), (b"softmatch ", True)):
+            if line.startswith(prefix):
+                current.matches.append(
+                    parse_match_line(line[len(prefix) :], soft, current, path, lineno)
+                )
+                return current, existing
+        if line.startswith(b"ports "):
+            current.ports = current.ports.union(PortRanges(parse_port_list(line[6:])))
+            return current, existing
+        if line.startswith(b"sslports "):
+            current.sslports = current.sslports.union(PortRanges(parse_port_list(line[9:])))
+            return current, existing
+        if existing:
+            raise ValueError(
+                f"probe {current.name} is already defined; an extra file may only add "
+                "match, softmatch, ports and sslports lines to it"
+            )
+        if line.startswith(b"rarity "):
+            current.rarity = _ranged_int(line[7:], "rarity", 1, 9, atoi=True)
+        elif line.startswith(b"totalwaitms "):
+            current.totalwaitms = _ranged_int(line[12:], "totalwaitms", *WAIT_RANGE)
+        elif line.startswith(b"tcpwrappedms "):
+            current.tcpwrappedms = _ranged_int(line[13:], "tcpwrappedms", *WAIT_RANGE)
+        elif line.startswith(b"fallback "):
+            names = [
+                n.decode("latin-1") for n in line[9:].replace(b",", b" ").replace(b"\t", b" ").split()
+            ]
+            if len(names) > MAX_FALLBACKS:
+                raise ValueError(f"too many fallbacks (at most {MAX_FALLBACKS})")
+            current.fallback_names = tuple(names)
+        else:
+            raise ValueError(f"unknown directive: {line[:40]!r}")
+        return current, existing
+
+    def _existing(self, protocol: str, name: str, string: bytes) -> Probe | None:
+        if not string:
+            if self.null_probe is not None:
+                return self.null_probe
+            return None
+        for probe in self.probes:
+            if probe.name == name and probe.protocol == protocol:
+                if probe.string != string:
+                    raise ValueError(
+                        f"probe {protocol}/{name} is already defined with a different probe string"
+                    )
+                return probe
+        return None
+
+    def finish(self) -> ProbeDatabase:
+        if self.null_probe is None and not self.probes:
+            raise ProbeFileError(self.files[-1] if self.files else "?", 0, "no probes defined")
+        for probe in self.all_probes():
+            probe.chain = self._chain(probe)
+        lines: list[MatchLine] = []
+        for probe in self.all_probes():
+            for match in probe.matches:
+                match.index = len(lines)
+                lines.append(match)
+        return ProbeDatabase(
+            probes=self.probes,
+            null_probe=self.null_probe,
+            exclude=self.exclude,
+            files=list(self.files),
+            lines=lines,
+            digest=self._hasher.hexdigest(),
+        )
+
+    def all_probes(self) -> list[Probe]:
+        return ([self.null_probe] if self.null_probe else []) + self.probes
+
+    def _chain(self, probe: Probe) -> list[Probe]:
+        if probe is self.null_probe:
+            return [probe]
+        chain = [probe]
+        for name in probe.fallback_names:
+            chain.append(self._resolve(name, probe))
+        if probe.protocol == "TCP" and self.null_probe is not None:
+            chain.append(self.null_probe)
+        return chain
+
+    def _resolve(self, name: str, referrer: Probe) -> Probe:
+        if name == "NULL" and self.null_probe is not None:
+            if referrer.protocol == "TCP":
+                return self.null_probe
+        same = [p for p in self.probes if p.name == name and p.protocol == referrer.protocol]
+        if same:
+            return same[0]
+        other = [p for p in self.probes if p.name == name]
+        if other:
+            return other[0]
+        raise ProbeFileError(
+            referrer.filename,
+            referrer.lineno,
+            f"probe {referrer.name}: unknown fallback probe {name!r}",
+        )
+
+
+def _fgets_lines(data: bytes, path: str) -> Iterable[bytes]:
+    """Lines as Nmap's 2048-byte ``fgets`` sees them; over-long lines are errors.
+
+    Nmap would split such a line and misparse its tail; we refuse it instead of
+    guessing, naming the line.
+    """
+    start = 0
+    lineno = 0
+    n = len(data)
+    while start < n:
+        lineno += 1
+        end = data.find(b"\n", start)
+        stop = n if end < 0 else end + 1
+        line = data[start:stop]
+        if len(line) > LINE_BUFFER - 1:
+            raise ProbeFileError(
+                path, lineno, f"line is {len(line)} bytes; Nmap reads at most {LINE_BUFFER - 1}"
+            )
+        yield line
+        start = stop
+
+
+def parse_exclude(text: bytes) -> ExcludeSpec:
+    """``Exclude`` port specification (Nmap ``-p`` syntax, numeric forms)."""
+    from vscand.ports import parse_port_spec  # local import keeps the module light
+
+    spec = parse_port_spec(text.decode("latin-1").strip())
+    return ExcludeSpec(
+        tcp=PortRanges((p, p) for p in spec.tcp),
+        udp=PortRanges((p, p) for p in spec.udp),
+        sctp=PortRanges((p, p) for p in spec.sctp),
+        any_proto=PortRanges((p, p) for p in spec.unprefixed),
+    )
+
+
+def load_probe_files(
+    primary: str | os.PathLike[str],
+    extras: Sequence[str | os.PathLike[str]] = (),
+) -> ProbeDatabase:
+    """Load the main probe file and layer extra files on top of it."""
+    loader = _Loader()
+    for index, path in enumerate([primary, *extras]):
+        name = os.fspath(path)
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise ProbeFileError(name, 0, f"cannot read probe file: {exc.strerror or exc}") from None
+        loader.load(name, data, extra=index > 0)
+    return loader.finish()
+
+
+def parse_probe_text(text: bytes, filename: str = "<probes>") -> ProbeDatabase:
+    """Parse probe-file content held in memory (tests, ``vscan match --probes -``)."""
+    loader = _Loader()
+    loader.load(filename, text, extra=False)
+    return loader.finish()
+
+
+def find_probe_file(configured: str | None = None) -> str:
+    """The probe file to use: the configured path, else Nmap's usual locations."""
+    if configured:
+        return configured
+    for candidate in DEFAULT_PROBE_PATHS:
+        if os.path.exists(candidate):
+            return candidate
+    raise ProbeFileError(
+        DEFAULT_PROBE_PATHS[0],
+        0,
+        "nmap-service-probes not found; install Debian's nmap-common package "
+        "or set probes_file",
+    )

@@ -1,0 +1,183 @@
+"""Optional multi-pattern prefilter built with Hyperscan.
+
+Every match line's pattern is compiled in Hyperscan's *prefilter* mode, which
+may report a pattern that does not really match but never misses one that
+does.  One scan of a response yields the candidate lines; the matcher then
+confirms candidates in chain order with PCRE, so answers are exactly those of
+the plain path.  A pattern Hyperscan cannot compile is a candidate for every
+response.
+
+The compiled database is cached on disk, keyed by the probe files' content and
+the Hyperscan version, so a warm start only loads it.
+
+Pure code: nothing here imports Twisted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from vscand.probes.model import MatchLine
+
+log = logging.getLogger(__name__)
+
+try:  # the accelerator is optional
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover - exercised by the plain-path tests via `disabled`
+    _hs = None
+
+CACHE_FORMAT = 1
+
+
+def available() -> bool:
+    return _hs is not None and os.environ.get("VSCAND_NO_HYPERSCAN", "") in ("", "0")
+
+
+def default_cache_dir() -> Path:
+    configured = os.environ.get("VSCAND_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "vscand"
+
+
+def _flags(line: MatchLine) -> int:
+    assert _hs is not None
+    flags = _hs.HS_FLAG_PREFILTER | _hs.HS_FLAG_SINGLEMATCH | _hs.HS_FLAG_ALLOWEMPTY
+    if line.caseless:
+        flags |= _hs.HS_FLAG_CASELESS
+    if line.dotall:
+        flags |= _hs.HS_FLAG_DOTALL
+    return int(flags)
+
+
+class Prefilter:
+    """Candidate match lines for a response, from one Hyperscan scan."""
+
+    def __init__(self, database: Any, always: frozenset[int]) -> None:
+        assert _hs is not None
+        self._db = database
+        self.always = always
+        self._local = threading.local()
+
+    def _scratch(self) -> Any:
+        assert _hs is not None
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = _hs.Scratch(self._db)
+            self._local.scratch = scratch
+        return scratch
+
+    def candidates(self, data: bytes) -> set[int]:
+        found: set[int] = set(self.always)
+        add = found.add
+
+        def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
+            add(pattern_id)
+
+        if data:
+            self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
+        else:
+            # Hyperscan reports nothing on an empty block; patterns that can
+            # match the empty string are confirmed by PCRE.
+            found.update(self.empty_candidates)
+        return found
+
+    empty_candidates: frozenset[int] = frozenset()
+
+    @classmethod
+    def build(cls, lines: Sequence[MatchLine]) -> tuple[Prefilter, bytes]:
+        """Compile all lines; returns the prefilter and its serialised form."""
+        assert _hs is not None
+        usable: list[MatchLine] = []
+        always: set[int] = set()
+        try:
+            database = _compile(lines)
+            usable = list(lines)
+        except _hs.error:
+            # find the patterns Hyperscan refuses, one by one, and leave them to PCRE
+            for line in lines:
+                try:
+                    _compile([line])
+                    usable.append(line)
+                except _hs.error as exc:
+                    log.info("prefilter: line %s left to PCRE alone: %s", line.where(), exc)
+                    always.add(line.index)
+            database = _compile(usable) if usable else None
+        if database is None:
+            raise RuntimeError("no pattern could be compiled for the prefilter")
+        blob = _hs.dumpb(database)
+        header = (",".join(str(i) for i in sorted(always))).encode()
+        payload = len(header).to_bytes(4, "big") + header + blob
+        prefilter = cls(database, frozenset(always))
+        prefilter.empty_candidates = frozenset(line.index for line in lines)
+        return prefilter, payload
+
+    @classmethod
+    def from_bytes(cls, payload: bytes, lines: Sequence[MatchLine]) -> Prefilter:
+        assert _hs is not None
+        size = int.from_bytes(payload[:4], "big")
+        header = payload[4 : 4 + size].decode()
+        always = frozenset(int(i) for i in header.split(",") if i)
+        database = _hs.loadb(payload[4 + size :], _hs.HS_MODE_BLOCK)
+        prefilter = cls(database, always)
+        prefilter.empty_candidates = frozenset(line.index for line in lines)
+        return prefilter
+
+
+def _compile(lines: Sequence[MatchLine]) -> Any:
+    assert _hs is not None
+    database = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[line.pattern for line in lines],
+        ids=[line.index for line in lines],
+        elements=len(lines),
+        flags=[_flags(line) for line in lines],
+    )
+    return database
+
+
+def cache_key(digest: str) -> str:
+    assert _hs is not None
+    version = getattr(_hs, "__version__", "?")
+    raw = f"{CACHE_FORMAT}:{version}:{digest}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def load_or_build(
+    lines: Sequence[MatchLine], digest: str, cache_dir: Path | None
+) -> tuple[Prefilter, str]:
+    """The prefilter for these lines, from the cache when possible.
+
+    Returns the prefilter and how it was obtained (``cache`` or ``built``).
+    A cache that cannot be read or written is not an error: it is rebuilt.
+    """
+    path = None
+    if cache_dir is not None:
+        path = cache_dir / f"prefilter-{cache_key(digest)}.hsdb"
+        try:
+            payload = path.read_bytes()
+        except OSError:
+            payload = b""
+        if payload:
+            try:
+                return Prefilter.from_bytes(payload, lines), "cache"
+            except Exception as exc:  # a corrupt or foreign cache file: rebuild it
+                log.warning("prefilter cache %s unusable (%s); rebuilding", path, exc)
+    prefilter, payload = Prefilter.build(lines)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+                tmp.write(payload)
+            os.replace(tmp.name, path)
+        except OSError as exc:
+            log.warning("prefilter cache %s not written: %s", path, exc)
+    return prefilter, "built"
