@@ -11,8 +11,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vscand.output.table import service_column, service_info_line, version_column
 from vscand.probes import pcre

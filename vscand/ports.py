@@ -64,8 +64,8 @@ class ServicesTable:
 
 def parse_services(text: str) -> ServicesTable:
     entries = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         parts = line.split()

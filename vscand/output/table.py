@@ -5,7 +5,8 @@ Pure code: nothing here imports Twisted.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 VERSION_COLUMN_MAX = 159
 
@@ -30,10 +31,9 @@ def version_column(product: str | None, version: str | None, extrainfo: str | No
             left -= 1
         if left < 8:
             break
-        if len(value) > left:
-            value = value[: left - 3] + "..."
-        parts.append(value)
-        left -= len(value)
+        shown = value if len(value) <= left else value[: left - 3] + "..."
+        parts.append(shown)
+        left -= len(shown)
     if extrainfo:
         if parts:
             left -= 1

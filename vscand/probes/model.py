@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Literal
+from typing import Literal
 
 from vscand.probes.pcre import Pattern
 
@@ -18,7 +19,7 @@ Protocol = Literal["TCP", "UDP"]
 class PortRanges:
     """A set of ports stored as sorted, merged ``(low, high)`` ranges."""
 
-    __slots__ = ("_lows", "_highs")
+    __slots__ = ("_highs", "_lows")
 
     def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
         merged: list[list[int]] = []
@@ -46,22 +47,24 @@ class PortRanges:
         return hash(tuple(self.ranges()))
 
     def ranges(self) -> list[tuple[int, int]]:
-        return list(zip(self._lows, self._highs))
+        return list(zip(self._lows, self._highs, strict=True))
 
     def union(self, other: PortRanges) -> PortRanges:
         return PortRanges(self.ranges() + other.ranges())
 
     def __len__(self) -> int:
-        return sum(h - lo + 1 for lo, h in zip(self._lows, self._highs))
+        return sum(h - lo + 1 for lo, h in zip(self._lows, self._highs, strict=True))
 
     def __iter__(self) -> Iterator[int]:
-        for low, high in zip(self._lows, self._highs):
+        for low, high in zip(self._lows, self._highs, strict=True):
             yield from range(low, high + 1)
 
     def __repr__(self) -> str:
-        return "PortRanges(" + ",".join(
-            f"{lo}" if lo == h else f"{lo}-{h}" for lo, h in self.ranges()
-        ) + ")"
+        return (
+            "PortRanges("
+            + ",".join(f"{lo}" if lo == h else f"{lo}-{h}" for lo, h in self.ranges())
+            + ")"
+        )
 
 
 @dataclass(frozen=True)

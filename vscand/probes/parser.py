@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
+from vscand.ports import parse_port_spec
 from vscand.probes.model import (
     ExcludeSpec,
     MatchLine,
@@ -169,7 +170,7 @@ def next_template(line: bytes, pos: int) -> tuple[_Template | None, int]:
     if pos >= n:
         return None, pos
     q = pos
-    while q < n and (chr(line[q]).isalpha() and line[q] < 0x80 or line[q] == ord(":")):
+    while q < n and ((chr(line[q]).isalpha() and line[q] < 0x80) or line[q] == ord(":")):
         q += 1
     if q >= n or _isspace(line[q]):
         raise ValueError(f"template {line[pos:q]!r} has no delimiter")
@@ -287,15 +288,12 @@ def parse_probe_line(rest: bytes) -> tuple[Protocol, str, bytes, bool]:
     return protocol, name, string, no_payload
 
 
-def _ranged_int(value: bytes, what: str, low: int, high: int, *, atoi: bool = False) -> int:
-    number, end = _strtol(value, 0)
+def _ranged_int(value: bytes, what: str, low: int, high: int) -> int:
+    # atoi() and strtol(…, NULL, 10) alike: text after the digits is ignored and
+    # no digits at all read as 0 (which is then out of range).
+    number, _end = _strtol(value, 0)
     if number is None:
-        if atoi:
-            number = 0
-        else:
-            raise ValueError(f"{what} must be a number")
-    if not atoi and value[end:].strip(_C_SPACE):
-        raise ValueError(f"{what} must be a number")
+        number = 0
     if not low <= number <= high:
         raise ValueError(f"{what} must be between {low} and {high}")
     return number
@@ -309,8 +307,8 @@ class _Loader:
         self.exclude_seen = False
         self.files: list[str] = []
         self._hasher = hashlib.sha256()
-        #: directives that only a new probe may carry (extra files may not redefine them)
-        self._fresh: set[int] = set()
+        #: where each probe's (last) ``fallback`` directive is: (file, line)
+        self._fallback_at: dict[int, tuple[str, int]] = {}
 
     def load(self, path: str, data: bytes, *, extra: bool) -> None:
         self.files.append(path)
@@ -389,18 +387,18 @@ class _Loader:
                 "match, softmatch, ports and sslports lines to it"
             )
         if line.startswith(b"rarity "):
-            current.rarity = _ranged_int(line[7:], "rarity", 1, 9, atoi=True)
+            current.rarity = _ranged_int(line[7:], "rarity", 1, 9)
         elif line.startswith(b"totalwaitms "):
             current.totalwaitms = _ranged_int(line[12:], "totalwaitms", *WAIT_RANGE)
         elif line.startswith(b"tcpwrappedms "):
             current.tcpwrappedms = _ranged_int(line[13:], "tcpwrappedms", *WAIT_RANGE)
         elif line.startswith(b"fallback "):
-            names = [
-                n.decode("latin-1") for n in line[9:].replace(b",", b" ").replace(b"\t", b" ").split()
-            ]
-            if len(names) > MAX_FALLBACKS:
-                raise ValueError(f"too many fallbacks (at most {MAX_FALLBACKS})")
+            # strtok(…, ",\r\n\t "); a repeated directive replaces the earlier one and
+            # the count is checked when the chains are compiled, as in Nmap
+            separated = line[9:].replace(b",", b" ").replace(b"\t", b" ")
+            names = [n.decode("latin-1") for n in separated.split()]
             current.fallback_names = tuple(names)
+            self._fallback_at[id(current)] = (path, lineno)
         else:
             raise ValueError(f"unknown directive: {line[:40]!r}")
         return current, existing
@@ -444,6 +442,14 @@ class _Loader:
     def _chain(self, probe: Probe) -> list[Probe]:
         if probe is self.null_probe:
             return [probe]
+        if len(probe.fallback_names) > MAX_FALLBACKS:
+            path, lineno = self._fallback_at.get(id(probe), (probe.filename, probe.lineno))
+            raise ProbeFileError(
+                path,
+                lineno,
+                f"probe {probe.name}: too many fallbacks "
+                f"({len(probe.fallback_names)}; at most {MAX_FALLBACKS})",
+            )
         chain = [probe]
         for name in probe.fallback_names:
             chain.append(self._resolve(name, probe))
@@ -452,18 +458,21 @@ class _Loader:
         return chain
 
     def _resolve(self, name: str, referrer: Probe) -> Probe:
-        if name == "NULL" and self.null_probe is not None:
-            if referrer.protocol == "TCP":
-                return self.null_probe
+        # Nmap's getProbeByName: the NULL probe (by its name, for TCP referrers
+        # only), then the same protocol, then any protocol.
+        null = self.null_probe
+        if null is not None and referrer.protocol == "TCP" and name == null.name:
+            return null
         same = [p for p in self.probes if p.name == name and p.protocol == referrer.protocol]
         if same:
             return same[0]
         other = [p for p in self.probes if p.name == name]
         if other:
             return other[0]
+        path, lineno = self._fallback_at.get(id(referrer), (referrer.filename, referrer.lineno))
         raise ProbeFileError(
-            referrer.filename,
-            referrer.lineno,
+            path,
+            lineno,
             f"probe {referrer.name}: unknown fallback probe {name!r}",
         )
 
@@ -492,8 +501,6 @@ def _fgets_lines(data: bytes, path: str) -> Iterable[bytes]:
 
 def parse_exclude(text: bytes) -> ExcludeSpec:
     """``Exclude`` port specification (Nmap ``-p`` syntax, numeric forms)."""
-    from vscand.ports import parse_port_spec  # local import keeps the module light
-
     spec = parse_port_spec(text.decode("latin-1").strip())
     return ExcludeSpec(
         tcp=PortRanges((p, p) for p in spec.tcp),
@@ -514,7 +521,8 @@ def load_probe_files(
         try:
             data = Path(name).read_bytes()
         except OSError as exc:
-            raise ProbeFileError(name, 0, f"cannot read probe file: {exc.strerror or exc}") from None
+            reason = f"cannot read probe file: {exc.strerror or exc}"
+            raise ProbeFileError(name, 0, reason) from None
         loader.load(name, data, extra=index > 0)
     return loader.finish()
 
@@ -536,6 +544,5 @@ def find_probe_file(configured: str | None = None) -> str:
     raise ProbeFileError(
         DEFAULT_PROBE_PATHS[0],
         0,
-        "nmap-service-probes not found; install Debian's nmap-common package "
-        "or set probes_file",
+        "nmap-service-probes not found; install Debian's nmap-common package or set probes_file",
     )

@@ -135,7 +135,7 @@ class Match:
 class Pattern:
     """One compiled and studied pattern, with Nmap's limits attached."""
 
-    __slots__ = ("source", "flags", "_code", "_extra", "_exec", "capture_count", "__weakref__")
+    __slots__ = ("__weakref__", "_code", "_exec", "_extra", "capture_count", "flags", "source")
 
     def __init__(self, source: bytes, *, caseless: bool = False, dotall: bool = False) -> None:
         if b"\0" in source:
@@ -184,7 +184,8 @@ class Pattern:
 
     def hits(self, subject: bytes) -> bool:
         """Whether the pattern matches (within the limits), without captures."""
-        return bool(self._exec(self._code, self._extra, subject, len(subject), 0, 0, _ffi.NULL, 0) >= 0)
+        rc = self._exec(self._code, self._extra, subject, len(subject), 0, 0, _ffi.NULL, 0)
+        return bool(rc >= 0)
 
     def search_status(self, subject: bytes) -> int:
         """The raw ``pcre_exec`` return code (``-8``: match limit hit)."""

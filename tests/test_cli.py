@@ -1,0 +1,243 @@
+"""The ``vscan`` command line: output, exit codes and one-line errors.
+
+A few cases run the installed console script in a subprocess (what a user
+runs); the rest call :func:`vscand.cli.main` in-process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vscand.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+VSCAN = REPO / ".venv" / "bin" / "vscan"
+SSH_BANNER = b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.1\r\n"
+SSH_SERVICE = {
+    "name": "ssh",
+    "product": "OpenSSH",
+    "version": "8.9p1 Ubuntu 3ubuntu0.1",
+    "extrainfo": "Ubuntu Linux; protocol 2.0",
+    "hostname": None,
+    "ostype": "Linux",
+    "devicetype": None,
+    "tunnel": None,
+    "method": "probed",
+    "conf": 10,
+    "cpe": ["cpe:/a:openbsd:openssh:8.9p1", "cpe:/o:linux:linux_kernel"],
+}
+
+
+def cache_dir() -> str:
+    configured = os.environ.get("VSCAND_CACHE_DIR")
+    return configured if configured else str(REPO / ".cache" / "vscand")
+
+
+def run_script(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    if not VSCAN.exists():
+        pytest.skip(f"console script {VSCAN} is not installed")
+    env = dict(os.environ, VSCAND_CACHE_DIR=cache_dir())
+    return subprocess.run(
+        [str(VSCAN), *args], input=stdin, capture_output=True, env=env, timeout=120, check=False
+    )
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main([*args[:2], *args[2:], "--cache-dir", cache_dir()] if args else [])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *words: str) -> None:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vscan: error: ")
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture
+def ssh_file(tmp_path: Path) -> Path:
+    path = tmp_path / "ssh.bin"
+    path.write_bytes(SSH_BANNER)
+    return path
+
+
+# --- the console script ------------------------------------------------------------------------
+
+
+def test_script_match_table(ssh_file: Path) -> None:
+    proc = run_script("match", "NULL", str(ssh_file))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    assert lines[0].split() == ["SERVICE", "VERSION"]
+    assert lines[1].split(None, 1) == [
+        "ssh",
+        "OpenSSH 8.9p1 Ubuntu 3ubuntu0.1 (Ubuntu Linux; protocol 2.0)",
+    ]
+    assert "Service Info: OS: Linux; CPE: cpe:/o:linux:linux_kernel" in lines
+    assert lines[-1].startswith("(hard match: NULL matched with NULL line ")
+
+
+def test_script_stdin_json() -> None:
+    proc = run_script("match", "NULL", "-", "--json", stdin=SSH_BANNER)
+    assert proc.returncode == 0, proc.stderr
+    service = json.loads(proc.stdout)
+    assert {k: service[k] for k in SSH_SERVICE} == SSH_SERVICE
+
+
+def test_script_no_match_exit_code() -> None:
+    proc = run_script("match", "NULL", "-", stdin=b"\x01\x02 nothing known \x03")
+    assert proc.returncode == 1
+    assert b"No match for" in proc.stdout
+
+
+def test_script_unknown_probe() -> None:
+    proc = run_script("match", "NoSuchProbe", "-", stdin=SSH_BANNER)
+    assert proc.returncode == 2
+    assert proc.stdout == b""
+    assert_one_line_error(proc.stderr.decode(), "NoSuchProbe")
+
+
+def test_script_probes_stats_json() -> None:
+    proc = run_script("probes", "--stats", "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert (stats["probes"], stats["tcp_probes"], stats["udp_probes"]) == (148, 100, 48)
+    assert (stats["match"], stats["softmatch"]) == (11721, 196)
+    assert stats["null_probe_lines"] == 4029
+    assert stats["fallbacks"] == 11
+    assert stats["exclude"]["tcp"] == [[9100, 9107]]
+    assert stats["pcre"].startswith("8.39")
+
+
+# --- in-process ------------------------------------------------------------------------------
+
+
+def test_match_json_service_object(capsys: pytest.CaptureFixture[str], ssh_file: Path) -> None:
+    code, out, err = run_main(capsys, "match", "NULL", str(ssh_file), "--json")
+    assert code == 0, err
+    service = json.loads(out)
+    assert {k: service[k] for k in SSH_SERVICE} == SSH_SERVICE
+
+
+def test_match_plain_path_gives_the_same_json(
+    capsys: pytest.CaptureFixture[str], ssh_file: Path
+) -> None:
+    code, out, _ = run_main(capsys, "match", "NULL", str(ssh_file), "--json", "--no-prefilter")
+    assert code == 0
+    service = json.loads(out)
+    assert {k: service[k] for k in SSH_SERVICE} == SSH_SERVICE
+
+
+def test_match_through_a_fallback_with_trace(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    response = tmp_path / "http.bin"
+    response.write_bytes(SSH_BANNER)
+    code, out, err = run_main(capsys, "match", "GetRequest", str(response), "--trace")
+    assert code == 0
+    assert "ssh" in out.splitlines()[1]
+    assert "Probe GetRequest matched with NULL line" in err
+    assert "hard match" in err
+
+
+def test_match_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(SSH_BANNER)))
+    code, out, _ = run_main(capsys, "match", "NULL", "-", "--json")
+    assert code == 0
+    assert json.loads(out)["product"] == "OpenSSH"
+
+
+def test_no_match_json_is_null(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    code, out, _ = run_main(capsys, "match", "NULL", "-", "--json")
+    assert code == 1
+    assert out.strip() == "null"
+
+
+def test_udp_probe_by_protocol(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    response = tmp_path / "r.bin"
+    response.write_bytes(b"\x01\x02")
+    code, out, err = run_main(capsys, "match", "UDP/DNSVersionBindReq", str(response))
+    assert code == 1
+    assert "UDP DNSVersionBindReq chain" in out
+    assert err == ""
+
+
+def test_unknown_probe(capsys: pytest.CaptureFixture[str], ssh_file: Path) -> None:
+    code, out, err = run_main(capsys, "match", "UDP/NULL", str(ssh_file))
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, "UDP/NULL")
+
+
+def test_unreadable_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "missing.bin"
+    code, out, err = run_main(capsys, "match", "NULL", str(missing))
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, str(missing))
+    code, _, err = run_main(capsys, "match", "NULL", str(tmp_path))
+    assert code == 2
+    assert_one_line_error(err, str(tmp_path))
+
+
+def test_bad_extra_probe_file(
+    capsys: pytest.CaptureFixture[str], ssh_file: Path, tmp_path: Path
+) -> None:
+    extra = tmp_path / "extra.probes"
+    extra.write_bytes(b"Probe TCP NULL q||\nmatch broken m|(unclosed|\n")
+    code, out, err = run_main(capsys, "match", "NULL", str(ssh_file), "--extra-probes", str(extra))
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, f"{extra}:2:")
+
+
+def test_good_extra_probe_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = tmp_path / "extra.probes"
+    extra.write_bytes(b"Probe TCP NULL q||\nmatch vscand-test m|^VSCAND (\\d+)| v/$1/\n")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"VSCAND 42\n")))
+    code, out, _ = run_main(
+        capsys, "match", "NULL", "-", "--json", "--no-prefilter", "--extra-probes", str(extra)
+    )
+    assert code == 0
+    service = json.loads(out)
+    assert (service["name"], service["version"]) == ("vscand-test", "42")
+
+
+def test_missing_probes_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "none"
+    code, _, err = run_main(capsys, "probes", "--stats", "--probes", str(missing))
+    assert code == 2
+    assert_one_line_error(err, str(missing))
+
+
+def test_probes_stats_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(capsys, "probes", "--stats", "--json", "--no-prefilter")
+    assert code == 0
+    stats = json.loads(out)
+    assert (stats["probes"], stats["match"], stats["softmatch"]) == (148, 11721, 196)
+    assert stats["prefilter"] == "disabled"
+
+
+def test_probes_listing(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(capsys, "probes", "--json", "--no-prefilter")
+    assert code == 0
+    rows = {(r["protocol"], r["name"]): r for r in json.loads(out)}
+    assert len(rows) == 148
+    assert rows[("TCP", "DNSVersionBindReqTCP")]["fallback"] == ["DNSVersionBindReq", "NULL"]
+    assert rows[("TCP", "NULL")]["totalwaitms"] == 6000
+    assert rows[("TCP", "NULL")]["lines"] == 4029
