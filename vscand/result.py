@@ -35,10 +35,14 @@ def empty_service(name: str | None = None, method: str = "table", conf: int = 3)
 
 
 def service_from_match(found: ServiceMatch) -> dict[str, Any]:
-    """A match line's result as Nmap reports it: ``ssl/x`` means x over TLS."""
+    """A match line's result as Nmap reports it: ``ssl/x`` means x over TLS.
+
+    Only a *hard* match does that; a softmatch line named ``ssl/x`` is reported
+    with that very name and no tunnel (verified with nmap 7.93, tests/test_oracle.py).
+    """
     name = found.service
     tunnel = None
-    if name.startswith("ssl/"):
+    if name.startswith("ssl/") and not found.soft:
         name = name[4:]
         tunnel = "ssl"
     service = empty_service(name, method="probed", conf=10)

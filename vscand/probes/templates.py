@@ -2,9 +2,10 @@
 
 Nmap expands each template into a fixed C buffer (product 80 bytes, extrainfo
 256, ...).  This module reproduces that buffer arithmetic byte for byte: which
-length fails a field, NUL bytes in captures cutting the value (the buffer is
-read back as a C string), trailing whitespace and commas stripped from the end
-of the *buffer*, ``$P``/``$SUBST``/``$I`` argument parsing, and CPE escaping.
+length fails a field, NUL bytes in captures cutting that substitution (before
+the length check; literal text after it is kept), trailing whitespace and
+commas stripped from the end of the *buffer*, ``$P``/``$SUBST``/``$I``
+argument parsing, and CPE escaping.
 
 A failed field is empty; the match itself still counts (Nmap prints a warning).
 
@@ -14,6 +15,7 @@ Pure code: nothing here imports Twisted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from vscand.probes.model import Templates
 from vscand.probes.parser import EscapeError, cstring_unescape
@@ -80,8 +82,11 @@ def _strtol_auto(text: bytes, pos: int) -> tuple[int | None, int]:
     digits = b"0123456789"
     base = 10
     if i < n and text[i] == ord("0"):
-        if i + 2 < n + 1 and text[i + 1 : i + 2] in (b"x", b"X") and i + 2 < n and (
-            text[i + 2] in b"0123456789abcdefABCDEF"
+        if (
+            i + 2 < n + 1
+            and text[i + 1 : i + 2] in (b"x", b"X")
+            and i + 2 < n
+            and (text[i + 2] in b"0123456789abcdefABCDEF")
         ):
             base = 16
             i += 2
@@ -155,6 +160,12 @@ def _find_any(data: bytes, pos: int, chars: bytes) -> int:
     return -1
 
 
+def _cstr(value: bytes) -> bytes:
+    """``value`` read back as a C string: up to its first NUL byte."""
+    nul = value.find(b"\0")
+    return value if nul < 0 else value[:nul]
+
+
 def _capture(subject: bytes, match: Match, subnum: int | None) -> bytes:
     if subnum is None or subnum > 9 or subnum <= 0 or subnum >= match.rc:
         raise _Failure(f"no capture group {subnum}")
@@ -171,10 +182,13 @@ def _substitute(
     """One ``$…`` item at ``pos``; returns the bytes written and the next position."""
     i = pos + 1
     if i < len(tmpl) and 0x30 <= tmpl[i] <= 0x39:
-        value = _capture(subject, match, tmpl[i] - 0x30)
+        # The capture is a C string from here on: cut at its first NUL *before*
+        # the length check (a long capture with an early NUL fits; literal text
+        # after it is kept) -- verified against nmap 7.93 by the oracle tests.
+        value = _cstr(_capture(subject, match, tmpl[i] - 0x30))
         i += 1
         if cpe:
-            value = cpe_escape(value.split(b"\0", 1)[0])
+            value = cpe_escape(value)
         if len(value) >= room:
             raise _Failure("capture exceeds the field's length")
         return value, i
@@ -205,7 +219,8 @@ def _substitute(
         if not find:
             # Nmap loops forever on an empty search string; we refuse it.
             raise _Failure("$SUBST with an empty search string")
-        value = _capture(subject, match, args.ints[0])
+        # only the capture's bytes before its first NUL are substituted (oracle-verified)
+        value = _cstr(_capture(subject, match, args.ints[0]))
         j = 0
         while j < len(value):
             if len(out) >= room - 1:
@@ -229,13 +244,13 @@ def _substitute(
         value = _capture(subject, match, args.ints[0])
         if len(value) > 8:
             raise _Failure("$I capture longer than 8 bytes")
-        order = "big" if args.strs[1] == b">" else "little"
+        order: Literal["big", "little"] = "big" if args.strs[1] == b">" else "little"
         out += str(int.from_bytes(value, order)).encode()
     else:
         raise _Failure(f"unknown command ${command.decode('latin-1')}")
-    result = bytes(out)
+    result = _cstr(bytes(out))
     if cpe:
-        result = cpe_escape(result.split(b"\0", 1)[0])
+        result = cpe_escape(result)
     if len(result) >= room:
         raise _Failure("substitution exceeds the field's length")
     return result, end

@@ -1,0 +1,205 @@
+"""vscan against Nmap itself: the oracle harness (tests/oracle/).
+
+``tests/oracle/fixtures/nmap-7.93.json`` holds what ``nmap -sV --version-all``
+reported for every case of ``tests/oracle/cases.py`` when the case's response was
+replayed on 127.0.0.1 (see ``tests/oracle/regenerate.py`` for how, and why the
+answer equals the single-chain answer of ``vscan match``).  Every case is
+compared field by field -- service name, the six version fields, CPE list,
+tunnel, soft/hard, the matching probe and line number -- on the prefiltered and
+the plain matcher path, a few through the real CLI, and a live subset runs nmap
+itself (``-m oracle_live``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import cache_dir
+from tests.oracle.cases import CASES, SHIPPED, Case, by_id, probe_file_path
+from tests.oracle.regenerate import FIXTURE, nmap_binary, probe_file_for, run_oracle
+from vscand.probes.matcher import Matcher, ServiceMatch, load_matcher
+from vscand.result import service_from_match
+
+VERSION_FIELDS = ("product", "version", "extrainfo", "hostname", "ostype", "devicetype")
+CLI_CASES = (
+    "ssh-openssh-ubuntu",
+    "mysql-5-7",
+    "dns-bind-ubuntu",
+    "vmware-auth-ssl",
+    "tpl-nul-capture",
+    "cpe-escape",
+    "ch-ssl-soft",
+    "ch-nomatch-chain",
+)
+
+
+@pytest.fixture(scope="module")
+def fixture_doc() -> dict[str, Any]:
+    return json.loads(FIXTURE.read_text())
+
+
+@pytest.fixture(scope="module")
+def matchers(matcher: Matcher, plain_matcher: Matcher) -> dict[tuple[str, bool], Matcher]:
+    """(probe file, prefilter?) -> Matcher; the shipped file reuses conftest's."""
+    table = {(SHIPPED, True): matcher, (SHIPPED, False): plain_matcher}
+    for name in {c.probes for c in CASES} - {SHIPPED}:
+        path = str(probe_file_path(name))
+        table[(name, True)] = load_matcher(path, cache_dir=cache_dir())
+        table[(name, False)] = load_matcher(path, use_prefilter=False)
+    return table
+
+
+def nmap_answer(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The fixture's record reduced to what a single chain can tell (None: no match)."""
+    if rec.get("method") != "probed":
+        return None
+    answer = {key: rec.get(key) for key in ("name", *VERSION_FIELDS, "tunnel")}
+    answer["cpe"] = list(rec.get("cpe", []))
+    answer["soft"] = rec["soft"]
+    match = rec["match"]
+    answer["via"] = match["via"] if match else None
+    answer["line"] = match["line"] if match else None
+    return answer
+
+
+def vscan_answer(found: ServiceMatch | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    service = service_from_match(found)
+    answer = {key: service[key] for key in ("name", *VERSION_FIELDS, "tunnel")}
+    answer["cpe"] = list(service["cpe"])
+    answer["soft"] = found.soft
+    answer["via"] = found.matched_probe
+    answer["line"] = found.line.lineno
+    return answer
+
+
+def run_vscan(m: Matcher, case: Case) -> ServiceMatch | None:
+    return m.match(m.db.find(case.probe, "TCP"), case.response)
+
+
+def test_enough_cases_and_fixture_is_current(fixture_doc: dict[str, Any]) -> None:
+    table = by_id()
+    assert len(table) >= 150
+    assert fixture_doc["nmap_version"] == "7.93"
+    recorded = fixture_doc["cases"]
+    missing = sorted(set(table) - set(recorded))
+    assert not missing, f"run tests/oracle/regenerate.py: no nmap answer for {missing}"
+    stale = sorted(
+        cid
+        for cid, case in table.items()
+        if (recorded[cid]["digest"], recorded[cid]["probe"], recorded[cid]["probes"])
+        != (case.digest, case.probe, case.probes)
+    )
+    assert not stale, f"run tests/oracle/regenerate.py: cases changed since recorded: {stale}"
+    for name, digest in fixture_doc["probe_files"].items():
+        if name == SHIPPED:
+            continue
+        current = hashlib.sha256(Path(probe_file_for(name)).read_bytes()).hexdigest()[:16]
+        assert current == digest, f"{name} changed since the fixtures were recorded"
+
+
+def test_fixture_records_are_usable(fixture_doc: dict[str, Any]) -> None:
+    """Every nmap answer is open, and a probed one names the line that made it."""
+    for cid, entry in fixture_doc["cases"].items():
+        rec = entry["nmap"]
+        assert rec["state"] == "open", cid
+        if rec.get("method") == "probed":
+            assert rec["conf"] == 10, cid
+            assert rec["match"] is not None, cid
+            assert len(rec["trace"]) == 1, cid  # one read, one match event
+
+
+@pytest.mark.parametrize("prefilter", [True, False], ids=["prefilter", "plain"])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_vscan_agrees_with_nmap(
+    case: Case,
+    prefilter: bool,
+    matchers: dict[tuple[str, bool], Matcher],
+    fixture_doc: dict[str, Any],
+) -> None:
+    rec = fixture_doc["cases"][case.id]["nmap"]
+    found = run_vscan(matchers[(case.probes, prefilter)], case)
+    assert vscan_answer(found) == nmap_answer(rec), case.desc
+
+
+def _vscan_cli() -> list[str]:
+    script = Path(sys.executable).with_name("vscan")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from vscand.cli import main; sys.exit(main())"]
+
+
+TRACE_RE = re.compile(
+    r"^Service scan (soft|hard) match \(Probe (\S+) matched with (\S+) line (\d+)\): (\S+)$",
+    re.M,
+)
+
+
+@pytest.mark.parametrize("case_id", CLI_CASES)
+def test_cli_agrees_with_nmap(case_id: str, fixture_doc: dict[str, Any]) -> None:
+    case = by_id()[case_id]
+    cmd = [*_vscan_cli(), "match", case.probe, "-", "--json", "--trace"]
+    path = probe_file_path(case.probes)
+    if path is not None:
+        cmd += ["--probes", str(path)]
+    env = dict(os.environ, VSCAND_CACHE_DIR=str(cache_dir()))
+    proc = subprocess.run(
+        cmd, check=False, input=case.response, capture_output=True, env=env, timeout=120
+    )
+    expected = nmap_answer(fixture_doc["cases"][case_id]["nmap"])
+    service = json.loads(proc.stdout)
+    if expected is None:
+        assert proc.returncode == 1
+        assert service is None
+        return
+    assert proc.returncode == 0, proc.stderr
+    trace = TRACE_RE.search(proc.stderr.decode())
+    assert trace is not None, proc.stderr
+    kind, probe, via, line, svc = trace.groups()
+    got = {key: service[key] for key in ("name", *VERSION_FIELDS, "tunnel")}
+    got["cpe"] = service["cpe"]
+    got["soft"] = kind == "soft"
+    got["via"] = via
+    got["line"] = int(line)
+    assert probe == case.probe
+    assert svc == fixture_doc["cases"][case_id]["nmap"]["trace"][0]["text"].split(".  ")[0]
+    assert service["method"] == "probed" and service["conf"] == 10
+    assert got == expected
+
+
+# -- live: nmap itself, now ---------------------------------------------------------
+
+
+@pytest.mark.oracle_live
+def test_live_nmap_agrees_with_vscan(
+    tmp_path: Path, matchers: dict[tuple[str, bool], Matcher]
+) -> None:
+    nmap = nmap_binary()
+    if nmap is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("nmap is not installed (required in CI for the oracle tests)")
+        pytest.skip("nmap is not installed")
+    live = [c for c in CASES if c.live]
+    assert 10 <= len(live) <= 20
+    assert all(c.probes != SHIPPED for c in live)  # short waits only
+    version, results, info = run_oracle(live, tmp_path, nmap)
+    assert version == "7.93"
+    assert info["seconds"] < 60
+    disagreements = {}
+    for case in live:
+        want = nmap_answer(results[case.id])
+        for prefilter in (True, False):
+            got = vscan_answer(run_vscan(matchers[(case.probes, prefilter)], case))
+            if got != want:
+                disagreements[(case.id, prefilter)] = (want, got)
+    assert not disagreements
