@@ -12,13 +12,12 @@ Pure code: nothing here imports Twisted.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from vscand.probes import prefilter as prefilter_mod
 from vscand.probes.model import MatchLine, Probe, ProbeDatabase
@@ -59,43 +58,73 @@ class Matcher:
     db: ProbeDatabase
     prefilter: prefilter_mod.Prefilter | None = None
     stats: LoadStats | None = None
-    _ranges: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)
+    #: this database's probes by identity (a probe from elsewhere gets no table)
+    _probes: dict[int, Probe] = field(default_factory=dict, repr=False)
+    #: per line index: the probe whose line it is and its place among that probe's lines
+    _owner: dict[int, tuple[Probe, int]] = field(default_factory=dict, repr=False)
+    #: per probe: the place in its chain of each member (by identity; first occurrence)
+    _order: dict[int, dict[int, int]] = field(default_factory=dict, repr=False)
+    #: per probe, built on first use on the plain path: its lines' ``hits`` tests
+    _tests: dict[int, list[Callable[[bytes], bool]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for probe in self.db.all_probes():
-            if probe.matches:
-                self._ranges[id(probe)] = (probe.matches[0].index, probe.matches[-1].index)
+            self._probes[id(probe)] = probe
+            self._order[id(probe)] = _chain_order(probe)
+            for place, line in enumerate(probe.matches):
+                self._owner[line.index] = (probe, place)
 
     def match(self, probe: Probe, response: bytes) -> ServiceMatch | None:
         """The first match of ``response`` in ``probe``'s chain, or ``None``."""
-        if self.prefilter is None:
-            for member in probe.chain:
-                for line in member.matches:
-                    found = self._try(line, member, response)
+        own = self._probes.get(id(probe)) is probe
+        if self.prefilter is None or not own:
+            return self._match_plain(probe, response)
+        candidates = self.prefilter.candidates(response)
+        if not candidates:
+            return None
+        order = self._order[id(probe)]
+        owner = self._owner
+        keyed: list[tuple[int, int, Probe]] = []
+        for index in candidates:
+            member, place = owner[index]
+            rank = order.get(id(member))
+            if rank is not None:
+                keyed.append((rank, place, member))
+        if len(keyed) > 1:
+            # chain order: member by member, each member's lines in file order
+            keyed.sort(key=_rank_place)
+        for _, place, member in keyed:
+            line = member.matches[place]
+            found = self._try(line, member, response)
+            if found is not None:
+                return found
+        return None
+
+    def _match_plain(self, probe: Probe, response: bytes) -> ServiceMatch | None:
+        """Every line of the chain in turn: what Nmap does."""
+        for member in probe.chain:
+            tests = self._tests.get(id(member))
+            if tests is None or self._probes.get(id(member)) is not member:
+                tests = [line.compiled.hits for line in member.matches]
+                if self._probes.get(id(member)) is member:
+                    self._tests[id(member)] = tests
+            for place, hits in enumerate(tests):
+                # the cheap test first: no capture vector for the (usual) miss
+                if hits(response):
+                    found = self._confirm(member.matches[place], member, response)
                     if found is not None:
                         return found
-            return None
-        candidates = sorted(self.prefilter.candidates(response))
-        lines = self.db.lines
-        for member in probe.chain:
-            bounds = self._ranges.get(id(member))
-            if bounds is None:
-                continue
-            low, high = bounds
-            i = bisect.bisect_left(candidates, low)
-            while i < len(candidates) and candidates[i] <= high:
-                found = self._try(lines[candidates[i]], member, response)
-                if found is not None:
-                    return found
-                i += 1
         return None
 
     def _try(self, line: MatchLine, member: Probe, response: bytes) -> ServiceMatch | None:
-        pattern = line.compiled
         # the cheap test first: no capture vector for the (usual) miss
-        if not pattern.hits(response):
+        if not line.compiled.hits(response):
             return None
-        hit = pattern.search(response)
+        return self._confirm(line, member, response)
+
+    def _confirm(self, line: MatchLine, member: Probe, response: bytes) -> ServiceMatch | None:
+        """The match of a line whose pattern hits, with its version info."""
+        hit = line.compiled.search(response)
         if hit is None:
             return None
         info = expand_all(line.templates, response, hit, line.where())
@@ -108,6 +137,18 @@ class Matcher:
             line=line,
             matched_probe=member.name,
         )
+
+
+def _chain_order(probe: Probe) -> dict[int, int]:
+    order: dict[int, int] = {}
+    for rank, member in enumerate(probe.chain):
+        # a member twice in a chain: its first place wins, as on the plain path
+        order.setdefault(id(member), rank)
+    return order
+
+
+def _rank_place(item: tuple[int, int, Probe]) -> tuple[int, int]:
+    return item[0], item[1]
 
 
 def load_matcher(

@@ -20,13 +20,15 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from vscand.probes.model import MatchLine
 
 log = logging.getLogger(__name__)
 
+_hs: Any
 try:  # the accelerator is optional
     import hyperscan as _hs
 except ImportError:  # pragma: no cover - exercised by the plain-path tests via `disabled`
@@ -75,19 +77,18 @@ class Prefilter:
             self._local.scratch = scratch
         return scratch
 
-    def candidates(self, data: bytes) -> set[int]:
-        found: set[int] = set(self.always)
-        add = found.add
-
-        def on_match(pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
-            add(pattern_id)
-
-        if data:
-            self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
-        else:
+    def candidates(self, data: bytes) -> Collection[int]:
+        """Indices of the lines that may match ``data`` (each at most once), unordered."""
+        if not data:
             # Hyperscan reports nothing on an empty block; patterns that can
             # match the empty string are confirmed by PCRE.
-            found.update(self.empty_candidates)
+            return self.empty_candidates
+        found: list[int] = []
+        # the context argument carries the list: no closure is made per scan,
+        # and HS_FLAG_SINGLEMATCH reports each pattern at most once
+        self._db.scan(data, match_event_handler=_collect, context=found, scratch=self._scratch())
+        if self.always:
+            return self.always.union(found)
         return found
 
     empty_candidates: frozenset[int] = frozenset()
@@ -130,6 +131,10 @@ class Prefilter:
         prefilter = cls(database, always)
         prefilter.empty_candidates = frozenset(line.index for line in lines)
         return prefilter
+
+
+def _collect(pattern_id: int, start: int, end: int, flags: int, found: list[int]) -> None:
+    found.append(pattern_id)
 
 
 def _compile(lines: Sequence[MatchLine]) -> Any:
