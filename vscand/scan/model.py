@@ -1,0 +1,59 @@
+"""Shared records of the scan engine: what to scan, options, and the result.
+
+Pure code: nothing here imports Twisted.
+
+A port's result is a plain dict in the result format of ``../shared/DESIGN.md``
+(one per port: JSON lines, Redis stream entries, ``-oJ``)::
+
+    {"job": None, "host": "127.0.0.1", "hostname": None, "port": 22, "protocol": "tcp",
+     "state": "open", "reason": "syn-ack", "service": {...}, "tags": {},
+     "worker": "host-a", "scanned_at": "2026-11-22T10:00:00Z", "duration_ms": 812}
+
+``state`` is one of ``open``, ``closed``, ``filtered``, ``open|filtered``;
+``reason`` one of ``syn-ack``, ``conn-refused``, ``no-response``,
+``host-unreach``, ``net-unreach``, ``udp-response``, ``port-unreach``.
+``service`` is the dict of ``vscand.result`` (``SERVICE_KEYS``); for closed and
+filtered ports it carries the ``nmap-services`` name with method ``table``,
+conf 3, as Nmap's XML does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Result = dict[str, Any]
+Protocol = Literal["tcp", "udp"]
+
+
+@dataclass(frozen=True)
+class PortTask:
+    """One (address, port, protocol) to scan.
+
+    ``address`` is the literal IP address that is dialled (hostnames are resolved
+    once, before tasks are made, and the checked address is the dialled one);
+    ``hostname`` is the name the user gave, if any (output, TLS SNI).
+    """
+
+    address: str
+    port: int
+    protocol: Protocol = "tcp"
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """Version-detection options (Nmap's ``--version-*`` and friends)."""
+
+    intensity: int = 7
+    allports: bool = False
+    connect_timeout: float = 5.0
+    ssl_connect_timeout: float = 8.0
+    #: Nmap's debugging level changes fingerprint limits (900 B / 2200 chars)
+    debugging: int = 0
+    #: tags echoed into every result (job field)
+    tags: dict[str, str] = field(default_factory=dict)
+    job: str | None = None
+    worker: str | None = None
+    #: protocols the whole scan covers (Exclude's unprefixed ports apply to these)
+    scanned_protocols: tuple[str, ...] = ("tcp",)
