@@ -11,38 +11,52 @@ from typing import Any
 VERSION_COLUMN_MAX = 159
 
 
-def service_column(name: str | None, tunnel: str | None, conf: int, state: str = "open") -> str:
-    """``[ssl/]<name>[?]``: ``?`` for an open port identified with conf <= 5."""
+def service_column(
+    name: str | None,
+    tunnel: str | None,
+    conf: int,
+    state: str = "open",
+    *,
+    version_scan: bool = True,
+) -> str:
+    """``[ssl/]<name>[?]``: ``?`` when -sV ran and an open port's conf is <= 5."""
     shown = name or "unknown"
     text = ("ssl/" if tunnel == "ssl" else "") + shown
-    if shown != "unknown" and state == "open" and conf <= 5:
+    if version_scan and shown != "unknown" and state == "open" and conf <= 5:
         text += "?"
     return text
 
 
 def version_column(product: str | None, version: str | None, extrainfo: str | None) -> str:
-    """``product version (extrainfo)`` within Nmap's 159-character budget."""
-    parts: list[str] = []
+    """``product version (extrainfo)`` within Nmap's 159-character budget (SPEC §8.2).
+
+    A part is considered only while at least 8 characters of budget remain
+    (checked *before* the separating space is taken); a product or version
+    that does not fit ends in ``...``, an extrainfo in ``...)``.
+    """
+    text = ""
     left = VERSION_COLUMN_MAX
     for value in (product, version):
-        if not value:
+        if not value or left < 8:
             continue
-        if parts:
+        if text:
+            text += " "
             left -= 1
-        if left < 8:
-            break
-        shown = value if len(value) <= left else value[: left - 3] + "..."
-        parts.append(shown)
-        left -= len(shown)
-    if extrainfo:
-        if parts:
+        if len(value) > left:
+            text += value[: left - 3] + "..."
+            left = 0
+        else:
+            text += value
+            left -= len(value)
+    if extrainfo and left >= 8:
+        if text:
+            text += " "
             left -= 1
-        if left >= 8:
-            text = f"({extrainfo})"
-            if len(text) > left:
-                text = "(" + extrainfo[: left - 5] + "...)"
-            parts.append(text)
-    return " ".join(parts)
+        if len(extrainfo) > left - 2:
+            text += "(" + extrainfo[: left - 5] + "...)"
+        else:
+            text += "(" + extrainfo + ")"
+    return text
 
 
 def service_info_line(services: Iterable[Mapping[str, Any]], own_name: str | None = None) -> str:

@@ -1,0 +1,180 @@
+"""Nmap's normal output (``-oN`` and the table on stdout), SPEC §8.2.
+
+Layout as Nmap 7.93 prints it (checked against local scans of 127.0.0.1)::
+
+    Nmap scan report for localhost (127.0.0.1)
+    Host is up.
+    Not shown: 36 closed tcp ports (conn-refused)      <- or an empty line
+    PORT     STATE SERVICE VERSION
+    3306/tcp open  mysql   MySQL 5.5.5-10.11.19-MariaDB-0+deb12u1
+    N service(s) unrecognized despite returning data. ...
+    SF-Port...
+    Service Info: Host: ...; OS: ...
+                                                        <- empty line ends a host
+    Service detection performed. Please report any incorrect results at ...
+
+Pure code: nothing here imports Twisted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from vscand.output.report import (
+    Host,
+    Result,
+    ScanMeta,
+    ctime,
+    done_summary,
+    group_hosts,
+    ignored_groups,
+    plural,
+)
+from vscand.output.table import service_column, service_info_line, version_column
+
+#: fingerprints printed per host at most (Nmap keeps 9)
+MAX_FINGERPRINTS = 9
+FP_SEPARATOR = "==============NEXT SERVICE FINGERPRINT (SUBMIT INDIVIDUALLY)=============="
+FOOTER = (
+    "Service detection performed. Please report any incorrect results at https://nmap.org/submit/ ."
+)
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Nmap's output table: each column as wide as its widest cell, one space apart.
+
+    Trailing blanks are not written (an empty last cell leaves no padding).
+    """
+    if not rows:
+        return []
+    columns = max(len(row) for row in rows)
+    widths = [max(len(row[c]) for row in rows if c < len(row)) for c in range(columns)]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(widths[c]) for c, cell in enumerate(row)]
+        lines.append(" ".join(cells).rstrip(" "))
+    return lines
+
+
+def not_shown_line(ports: Sequence[Result]) -> str:
+    """``Not shown: 36 closed tcp ports (conn-refused), ...`` ('' if nothing is hidden)."""
+    parts = []
+    for group in ignored_groups(ports):
+        for proto, reason, numbers in group.reasons:
+            parts.append(f"{plural(len(numbers), f'{group.state} {proto} port')} ({reason})")
+    return ("Not shown: " + ", ".join(parts)) if parts else ""
+
+
+def fingerprint_block(fingerprints: Sequence[str]) -> list[str]:
+    """The "unrecognized despite returning data" paragraph (at most 9 fingerprints)."""
+    shown = list(fingerprints[:MAX_FINGERPRINTS])
+    if not shown:
+        return []
+    n = len(shown)
+    many = n > 1
+    lines = [
+        f"{n} service{'s' if many else ''} unrecognized despite returning data. If you know "
+        f"the service/version, please submit the following fingerprint{'s' if many else ''} "
+        "at https://nmap.org/cgi-bin/submit.cgi?new-service :"
+    ]
+    for text in shown:
+        if many:
+            lines.append(FP_SEPARATOR)
+        lines.append(text)
+    return lines
+
+
+def port_row(result: Result, version_scan: bool = True) -> list[str]:
+    service = result.get("service") or {}
+    state = str(result.get("state"))
+    row = [
+        f"{result['port']}/{result.get('protocol', 'tcp')}",
+        state,
+        service_column(
+            service.get("name"),
+            service.get("tunnel"),
+            int(service.get("conf") or 0),
+            state,
+            version_scan=version_scan,
+        ),
+    ]
+    if version_scan:
+        row.append(
+            version_column(service.get("product"), service.get("version"), service.get("extrainfo"))
+        )
+    return row
+
+
+def format_host(host: Host, version_scan: bool = True, ptr_name: str | None = None) -> list[str]:
+    """One host's report, ending with the empty line Nmap writes after each host.
+
+    ``ptr_name`` is the address's reverse-DNS name, if one was looked up: Nmap
+    leaves that name (compared case-insensitively) out of ``Service Info``.
+    A name the user typed is *not* left out (checked: ``nmap -n localhost``).
+    """
+    lines = [f"Nmap scan report for {host.name_ip()}", "Host is up."]
+    ports = host.ports
+    groups = ignored_groups(ports)
+    hidden = {g.state for g in groups}
+    shown = [r for r in ports if str(r.get("state")) not in hidden]
+    not_shown = not_shown_line(ports)
+    if not shown:
+        if ports:
+            lines.append(
+                f"{'The' if len(ports) == 1 else 'All'} {plural(len(ports), 'scanned port')} "
+                f"on {host.name_ip()} {'is' if len(ports) == 1 else 'are'} in ignored states."
+            )
+        else:
+            lines.append(f"0 ports scanned on {host.name_ip()}")
+        if not_shown:
+            lines.append(not_shown)
+        lines.append("")
+        return lines
+    lines.append(not_shown)  # '' when nothing is hidden: Nmap's empty line
+    header = ["PORT", "STATE", "SERVICE"] + (["VERSION"] if version_scan else [])
+    rows = [header] + [port_row(r, version_scan) for r in shown]
+    lines.extend(format_table(rows))
+    fingerprints = [
+        str((r.get("service") or {}).get("fingerprint"))
+        for r in shown
+        if (r.get("service") or {}).get("fingerprint")
+    ]
+    lines.extend(fingerprint_block(fingerprints))
+    if version_scan:
+        info = service_info_line(
+            [r.get("service") or {} for r in shown if r.get("state") == "open"],
+            own_name=ptr_name,
+        )
+        if info:
+            lines.append(info)
+    lines.append("")
+    return lines
+
+
+def format_hosts(
+    results: Iterable[Result],
+    version_scan: bool = True,
+    ptr_names: Mapping[str, str] | None = None,
+) -> str:
+    """The per-host reports (the table vscan prints on stdout) plus the footer."""
+    lines: list[str] = []
+    for host in group_hosts(results):
+        lines.extend(format_host(host, version_scan, (ptr_names or {}).get(host.address)))
+    if version_scan:
+        lines.append(FOOTER)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def format_normal(
+    results: Iterable[Result], meta: ScanMeta, ptr_names: Mapping[str, str] | None = None
+) -> str:
+    """A complete ``-oN`` file: ``#`` start line, hosts, footer, ``#`` done line."""
+    hosts = group_hosts(results)
+    lines = [f"# {meta.program} scan initiated {ctime(meta.start)} as: {meta.args}"]
+    for host in hosts:
+        lines.extend(format_host(host, meta.version_scan, (ptr_names or {}).get(host.address)))
+    if meta.version_scan:
+        lines.append(FOOTER)
+    summary = done_summary(len(hosts), meta.hosts_down, meta.end - meta.start)
+    lines.append(f"# {meta.program} done at {ctime(meta.end)} -- {summary}")
+    return "\n".join(lines) + "\n"
