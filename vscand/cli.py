@@ -79,6 +79,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_probe_options(match)
 
+    scan = sub.add_parser(
+        "scan",
+        help="scan targets in this process (no Redis); Nmap-like table on stdout",
+        description="Version detection of TARGETs, answer for answer as nmap -sV.",
+    )
+    scan.add_argument("targets", metavar="TARGET", nargs="*", help="IP, hostname, CIDR, HOST:PORT")
+    scan.add_argument("-iL", dest="input_list", metavar="FILE", help="read targets (- = stdin)")
+    scan.add_argument(
+        "-p", dest="ports", metavar="PORTS", help="Nmap port syntax (default: top 1000 TCP)"
+    )
+    level = scan.add_mutually_exclusive_group()
+    level.add_argument("--version-intensity", type=int, choices=range(10), metavar="N")
+    level.add_argument("--version-light", action="store_true", help="intensity 2")
+    level.add_argument("--version-all", action="store_true", help="intensity 9")
+    scan.add_argument("--allports", action="store_true", help="do not honour Exclude")
+    scan.add_argument("-oX", dest="xml_out", metavar="FILE", help="Nmap XML output (- = stdout)")
+    scan.add_argument("-oN", dest="normal_out", metavar="FILE", help="Nmap normal output")
+    scan.add_argument(
+        "-oJ", dest="json_out", metavar="FILE", help="JSON lines, one result per port"
+    )
+    scan.add_argument(
+        "--json", action="store_true", help="JSON lines on stdout instead of the table"
+    )
+    scan.add_argument("--concurrency", type=int, default=1000, metavar="N", help="ports in flight")
+    scan.add_argument(
+        "--per-host", type=int, default=0, metavar="N", help="ports in flight per host"
+    )
+    scan.add_argument(
+        "--connect-rate", type=float, default=0, metavar="R", help="new connections per second"
+    )
+    scan.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="allowed target network (repeatable; default: loopback only)",
+    )
+    scan.add_argument("--deny", action="append", default=[], metavar="CIDR", help="denied network")
+    scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_probe_options(scan)
+
     probes = sub.add_parser("probes", help="describe the probe database")
     probes.add_argument("--stats", action="store_true", help="counts and load time")
     probes.add_argument("--json", action="store_true", help="machine-readable output")
@@ -223,7 +264,13 @@ def cmd_probes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"match": cmd_match, "probes": cmd_probes}
+def cmd_scan(args: argparse.Namespace) -> int:
+    from vscand.scanrun import run_scan_command  # keeps `vscan match` free of Twisted
+
+    return run_scan_command(args, _load)
+
+
+COMMANDS = {"match": cmd_match, "probes": cmd_probes, "scan": cmd_scan}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from typing import Any
 
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -80,9 +80,6 @@ def _classify(reason: Failure) -> _LostKind:
     return _LostKind.OTHER
 
 
-_CONNECTION_DONE = Failure(error.ConnectionDone())
-
-
 class ProbeConnection(Protocol):
     """Thin adapter: forwards the transport's events to its port machine."""
 
@@ -93,7 +90,7 @@ class ProbeConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.machine.data_received(self, data)
 
-    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
         self.machine.connection_lost(self, reason)
 

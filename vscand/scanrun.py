@@ -1,0 +1,245 @@
+"""``vscan scan``: one process, no Redis — targets in, Nmap's answers out.
+
+Everything a user can get wrong (targets, ports, probe file, allow-list, output
+paths) is checked before the first packet and ends in exit code 2 with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from twisted.internet import defer, task
+
+from vscand.output.jsonl import dumps, write_jsonl
+from vscand.output.nmapxml import format_xml
+from vscand.output.normal import format_hosts, format_normal
+from vscand.output.report import ScanMeta
+from vscand.ports import PortSpecError, ServicesTable, load_services
+from vscand.probes.matcher import Matcher
+from vscand.scan.engine import ScanEngine
+from vscand.scan.model import PortTask, Result, ScanOptions
+from vscand.scan.targets import (
+    Target,
+    TargetError,
+    TargetPolicy,
+    parse_targets,
+    plan_tasks,
+    read_target_list,
+    select_ports,
+    system_resolver,
+)
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+
+class ScanUsageError(Exception):
+    pass
+
+
+def _intensity(args: argparse.Namespace) -> int:
+    if args.version_all:
+        return 9
+    if args.version_light:
+        return 2
+    if args.version_intensity is not None:
+        return int(args.version_intensity)
+    return 7
+
+
+def _check_output_path(name: str | None) -> None:
+    if not name or name == "-":
+        return
+    parent = Path(name).resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ScanUsageError(f"cannot write {name}: {parent} is not a writable directory")
+
+
+def raise_fd_limit() -> int:
+    """Use the hard limit on open files: every port in flight holds a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class Progress:
+    """A progress bar on stderr when it is a terminal (tqdm), else nothing."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar: Any = None
+        if enabled and total > 1 and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="port", file=sys.stderr, leave=False)
+
+    def update(self, result: Result) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{result['host']}:{result['port']}", refresh=False)
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def run_scan_command(
+    args: argparse.Namespace, load: Callable[[argparse.Namespace], Matcher]
+) -> int:
+    try:
+        prepared = _prepare(args, load)
+    except ScanUsageError as exc:
+        print(f"vscan: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    outcome: dict[str, int] = {}
+
+    def main(reactor: Any) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(_scan(reactor, args, prepared, outcome))
+
+    try:
+        task.react(main)
+    except SystemExit:
+        pass
+    return outcome.get("code", EXIT_SOME_FAILED)
+
+
+class _Prepared:
+    def __init__(
+        self,
+        targets: list[Target],
+        policy: TargetPolicy,
+        ports: dict[str, list[int]],
+        services: ServicesTable,
+        matcher: Matcher,
+        options: ScanOptions,
+    ) -> None:
+        self.targets = targets
+        self.policy = policy
+        self.ports = ports
+        self.services = services
+        self.matcher = matcher
+        self.options = options
+
+
+def _prepare(args: argparse.Namespace, load: Callable[[argparse.Namespace], Matcher]) -> _Prepared:
+    texts = list(args.targets)
+    try:
+        if args.input_list:
+            targets = read_target_list(args.input_list)
+        else:
+            targets = []
+        targets = parse_targets(texts) + targets
+    except (TargetError, OSError) as exc:
+        raise ScanUsageError(str(exc)) from None
+    if not targets:
+        raise ScanUsageError("no targets given (TARGET... or -iL FILE)")
+    try:
+        policy = TargetPolicy(allow=args.allow or None, deny=args.deny)
+    except (TargetError, ValueError) as exc:
+        raise ScanUsageError(f"bad --allow/--deny network: {exc}") from None
+    try:
+        services = load_services()
+    except FileNotFoundError as exc:
+        raise ScanUsageError(str(exc)) from None
+    try:
+        ports = select_ports(args.ports, services)
+    except PortSpecError as exc:
+        raise ScanUsageError(f"bad port list {args.ports!r}: {exc}") from None
+    if "udp" in ports or any(t.protocol == "udp" for t in targets if t.is_endpoint):
+        raise ScanUsageError("UDP version detection is not available yet; scan TCP ports")
+    for name in (args.xml_out, args.normal_out, args.json_out):
+        _check_output_path(name)
+    try:
+        matcher = load(args)
+    except Exception as exc:  # the CLI's loader raises its own UsageError
+        raise ScanUsageError(str(exc)) from None
+    options = ScanOptions(intensity=_intensity(args), allports=args.allports)
+    return _Prepared(targets, policy, ports, services, matcher, options)
+
+
+def _die(code: int) -> NoReturn:
+    raise SystemExit(code)
+
+
+async def _scan(
+    reactor: Any, args: argparse.Namespace, prepared: _Prepared, outcome: dict[str, int]
+) -> None:
+    started = time.time()
+    try:
+        tasks: list[PortTask] = await plan_tasks(
+            prepared.targets, prepared.policy, system_resolver(reactor), prepared.ports
+        )
+    except TargetError as exc:
+        print(f"vscan: error: {exc}", file=sys.stderr)
+        outcome["code"] = EXIT_USAGE
+        return
+    raise_fd_limit()
+    engine = ScanEngine(
+        reactor,
+        prepared.matcher,
+        prepared.services,
+        prepared.options,
+        concurrency=max(1, args.concurrency),
+        per_host_concurrency=max(0, args.per_host),
+        connect_rate=max(0.0, args.connect_rate),
+    )
+    progress = Progress(len(tasks), enabled=not args.no_progress and not args.json)
+
+    def on_result(result: Result) -> None:
+        progress.update(result)
+        if args.json:
+            sys.stdout.write(dumps(result) + "\n")
+            sys.stdout.flush()
+
+    try:
+        results = await engine.run(tasks, on_result)
+    finally:
+        progress.close()
+    ended = time.time()
+    meta = ScanMeta(
+        args=" ".join(shlex.quote(a) for a in ["vscan", *sys.argv[2:]]) if sys.argv else "vscan",
+        start=started,
+        end=ended,
+        ports=prepared.ports,
+    )
+    if not args.json:
+        sys.stdout.write(format_hosts(results))
+    _write(args.xml_out, lambda: format_xml(results, meta))
+    _write(args.normal_out, lambda: format_normal(results, meta))
+    if args.json_out:
+        if args.json_out == "-":
+            write_jsonl(results, sys.stdout)
+        else:
+            with open(args.json_out, "w", encoding="ascii") as stream:
+                write_jsonl(results, stream)
+    failed = [r for r in results if r.get("error")]
+    for result in failed:
+        print(
+            f"vscan: {result['host']}:{result['port']}: {json.dumps(result['error'])}",
+            file=sys.stderr,
+        )
+    outcome["code"] = EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _write(name: str | None, render: Callable[[], str]) -> None:
+    if not name:
+        return
+    text = render()
+    if name == "-":
+        sys.stdout.write(text)
+        return
+    Path(name).write_text(text, encoding="utf-8")
