@@ -7,6 +7,7 @@ paths) is checked before the first packet and ends in exit code 2 with one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -83,7 +84,7 @@ class Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self._bar: Any = None
         if enabled and total > 1 and sys.stderr.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # noqa: PLC0415 - only for a terminal
 
             self._bar = tqdm(total=total, unit="port", file=sys.stderr, leave=False)
 
@@ -110,10 +111,8 @@ def run_scan_command(
     def main(reactor: Any) -> defer.Deferred[None]:
         return defer.Deferred.fromCoroutine(_scan(reactor, args, prepared, outcome))
 
-    try:
+    with contextlib.suppress(SystemExit):  # react() always exits; the code is in outcome
         task.react(main)
-    except SystemExit:
-        pass
     return outcome.get("code", EXIT_SOME_FAILED)
 
 
@@ -138,11 +137,8 @@ class _Prepared:
 def _prepare(args: argparse.Namespace, load: Callable[[argparse.Namespace], Matcher]) -> _Prepared:
     texts = list(args.targets)
     try:
-        if args.input_list:
-            targets = read_target_list(args.input_list)
-        else:
-            targets = []
-        targets = parse_targets(texts) + targets
+        listed = read_target_list(args.input_list) if args.input_list else []
+        targets = parse_targets(texts) + listed
     except (TargetError, OSError) as exc:
         raise ScanUsageError(str(exc)) from None
     if not targets:

@@ -76,10 +76,10 @@ def endpoint_dialer(reactor: IReactorTCP, limiter: ConnectLimiter | None) -> Dia
         address = ipaddress.ip_address(task.address)
         endpoint: TCP4ClientEndpoint | TCP6ClientEndpoint
         if address.version == 6:
-            endpoint = TCP6ClientEndpoint(reactor, task.address, task.port, timeout=timeout)  # type: ignore[arg-type]
+            endpoint = TCP6ClientEndpoint(reactor, task.address, task.port, timeout=timeout)  # type: ignore[no-untyped-call]
         else:
-            endpoint = TCP4ClientEndpoint(reactor, task.address, task.port, timeout=timeout)  # type: ignore[arg-type]
-        connected: Protocol = await connectProtocol(endpoint, protocol)
+            endpoint = TCP4ClientEndpoint(reactor, task.address, task.port, timeout=timeout)
+        connected: Protocol = await connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
         return connected
 
     def start(
