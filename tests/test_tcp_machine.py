@@ -360,3 +360,96 @@ def test_data_and_close_during_an_asynchronous_match(db_matcher: Matcher) -> Non
     d.callback(db_matcher.match(probe, buffer))
     assert results and results[0]["service"]["version"] == "7.4"
     assert not clock.getDelayedCalls()
+
+
+def test_deadline_during_a_match_waits_for_the_match(db_matcher: Matcher) -> None:
+    """A deadline that falls while a read is being matched ends the probe after the match."""
+    clock = Clock()
+    dialer = FakeDialer()
+    pending: list[tuple[defer.Deferred[ServiceMatch | None], Probe, bytes]] = []
+
+    def slow_match(probe: Probe, buffer: bytes) -> defer.Deferred[ServiceMatch | None]:
+        d: defer.Deferred[ServiceMatch | None] = defer.Deferred()
+        pending.append((d, probe, buffer))
+        return d
+
+    results: list[dict[str, Any]] = []
+    scan = TCPPortScan(
+        PortTask("127.0.0.1", 7001),
+        db=db_matcher.db,
+        match=slow_match,
+        dial=dialer,
+        clock=clock,
+        options=ScanOptions(),
+        table_name=None,
+    )
+    scan.run().addCallback(results.append)
+    proto, transport = dialer.accept()
+    clock.advance(5.9)
+    proto.dataReceived(b"220 slow one\r\n")
+    clock.advance(0.2)  # the NULL deadline passes while the match is pending
+    assert transport.value() == b""  # the next probe waits for the match
+    d, probe, buffer = pending.pop(0)
+    d.callback(db_matcher.match(probe, buffer))  # soft ftp
+    assert transport.value() == GENERIC  # now the probe is over: connection reused
+    clock.advance(5.0)
+    assert results and results[0]["service"]["name"] == "ftp"
+    assert not clock.getDelayedCalls()
+
+
+def test_eof_with_data_on_null_means_a_new_connection(db_matcher: Matcher) -> None:
+    h = Harness(db_matcher)
+    proto, t0 = h.dialer.accept()
+    proto.dataReceived(b"HELLO unknown\r\n")
+    eof(proto)  # data then close: fingerprinted, next probe on a NEW connection
+    assert t0.value() == b""
+    assert len(h.dialer.attempts) == 2
+    _, t1 = h.dialer.accept()
+    assert t1.value() == GENERIC
+    h.clock.advance(5.0)
+    _, t2 = h.dialer.accept()
+    assert t2.value() == GET
+    h.clock.advance(5.0)
+    h.finished_cleanly()
+    fp = h.result["service"]["fingerprint"].replace("\nSF:", "")
+    assert "%r(NULL,F," in fp and "GenericLines" not in fp  # no data on the later probes
+
+
+def test_reset_after_data_loses_the_buffer(db_matcher: Matcher) -> None:
+    """ECONNRESET: buffered data is not fingerprinted (SPEC §4.4)."""
+    h = Harness(db_matcher)
+    proto, _ = h.dialer.accept()
+    proto.dataReceived(b"partial")
+    reset(proto)
+    while not h.results:
+        h.dialer.accept()
+        h.clock.advance(5.0)
+    h.finished_cleanly()
+    svc = h.result["service"]
+    assert svc["name"] == "afs3-callback" and svc["fingerprint"] is None
+
+
+def test_unreachable_during_a_read_is_incomplete(db_matcher: Matcher) -> None:
+    h = Harness(db_matcher)
+    proto, _ = h.dialer.accept()
+    proto.connectionLost(Failure(error.NoRouteError()))
+    h.finished_cleanly()
+    svc = h.result["service"]
+    assert (svc["method"], svc["conf"]) == ("table", 3)
+    assert svc["name"] == "afs3-callback"  # not tcpwrapped: the flag was cleared
+
+
+def test_no_further_reads_after_the_cap(db_matcher: Matcher) -> None:
+    """Once a read brings the buffer to 4096 bytes, later bytes of that probe are not read."""
+    h = Harness(db_matcher, port=80)  # GetRequest is port-listed for 80
+    proto, transport = h.dialer.accept()
+    h.clock.advance(6.0)  # silent NULL: connection reused for GetRequest
+    assert transport.value() == GET
+    proto.dataReceived(b"X" * 4096)
+    proto.dataReceived(b"HTTP/1.0 200 OK\r\nServer: Apache/2.4.1\r\n")  # ignored: capped
+    h.clock.advance(60)
+    while not h.results:
+        h.dialer.accept()
+        h.clock.advance(5.0)
+    h.finished_cleanly()
+    assert h.result["service"]["product"] is None
