@@ -14,6 +14,8 @@ from vscand.probes.parser import find_probe_file
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.redis_server"]
+
 settings.register_profile(
     "vscand",
     derandomize=True,

@@ -1,0 +1,68 @@
+"""Redis key names (``../shared/DESIGN.md``), all under a configurable prefix.
+
+Pure code: nothing here imports Twisted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP = "vscand"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "vscand:"
+
+    @property
+    def jobs(self) -> str:
+        """Stream of job submissions (field ``job``), consumer group ``vscand``."""
+        return f"{self.prefix}jobs"
+
+    def jobs_for(self, queue: str | None) -> str:
+        """The jobs stream of a queue (vantage point); the default queue is ``jobs``."""
+        return self.jobs if not queue or queue == "default" else f"{self.prefix}jobs:{queue}"
+
+    def job(self, job_id: str) -> str:
+        """Hash: status queued/running/done/failed/cancelled, timestamps, counts, error."""
+        return f"{self.prefix}job:{job_id}"
+
+    def job_results(self, job_id: str) -> str:
+        """Stream: that job's port results."""
+        return f"{self.prefix}job:{job_id}:results"
+
+    @property
+    def results(self) -> str:
+        """Stream (trimmed): every result, for consumers that follow the fleet."""
+        return f"{self.prefix}results"
+
+    def inventory(self, host: str) -> str:
+        """Hash ``{port}/{proto}`` → latest result: the current picture of a host."""
+        return f"{self.prefix}inventory:{host}"
+
+    @property
+    def inventory_hosts(self) -> str:
+        """Set of hosts that have an inventory hash."""
+        return f"{self.prefix}inventory-hosts"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.prefix}changes"
+
+    @property
+    def dead(self) -> str:
+        """Stream: rejected or poison jobs with the reason."""
+        return f"{self.prefix}dead"
+
+    @property
+    def workers(self) -> str:
+        """Hash of heartbeats: the fleet, who runs what since when."""
+        return f"{self.prefix}workers"
+
+    def seen_signature(self, job_id: str) -> str:
+        """Replay guard for signed jobs (SET NX with the job's expiry as TTL)."""
+        return f"{self.prefix}seen:{job_id}"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self.prefix}schedules"
