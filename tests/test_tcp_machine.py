@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import pytest
@@ -265,6 +266,20 @@ def test_closed_and_filtered_ports(db_matcher: Matcher) -> None:
     h2.dialer.fail(error.TimeoutError())
     h2.finished_cleanly()
     assert (h2.result["state"], h2.result["reason"]) == ("filtered", "no-response")
+
+
+def test_reset_during_connect_is_an_open_tcpwrapped_port(db_matcher: Matcher) -> None:
+    """RST on accept can beat the connect's completion: ECONNRESET, not a refusal.
+
+    The handshake completed, so Nmap's port scan says open; the service connection
+    failed with nothing read: tcpwrapped (SPEC §4.2, §4.8).  Seen live in the e2e test.
+    """
+    h = Harness(db_matcher)
+    h.dialer.fail(error.ConnectError(errno.ECONNRESET, "Connection reset by peer"))
+    h.finished_cleanly()
+    assert h.result["state"] == "open"
+    svc = h.result["service"]
+    assert (svc["name"], svc["method"], svc["conf"]) == ("tcpwrapped", "probed", 8)
 
 
 def test_excluded_port_is_not_probed(db_matcher: Matcher) -> None:

@@ -7,6 +7,7 @@ every connection, whoever the client is.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -61,24 +62,18 @@ class ThreadedServer:
         finally:
             with self._lock:
                 self._conns.discard(conn)
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def close(self) -> None:
         self._closed.set()
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 # -- per-connection behaviours -------------------------------------------------------
@@ -192,7 +187,7 @@ def http_silent_until_data(conn: socket.socket) -> None:
             response = response[: len(response) - len(body)]
     else:
         body = (
-            b"<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n"
+            b'<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n'
             b"<title>400 Bad Request</title>\n</head><body>\n<h1>Bad Request</h1>\n"
             b"<p>Your browser sent a request that this server could not understand.<br />\n"
             b"</p>\n</body></html>\n"

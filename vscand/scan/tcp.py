@@ -23,6 +23,7 @@ services table.
 from __future__ import annotations
 
 import enum
+import errno
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +67,16 @@ class _LostKind(enum.Enum):
 def _failed_with(failure: Failure, *kinds: type[BaseException]) -> bool:
     """``Failure.check`` with a type mypy can see."""
     return isinstance(failure.value, kinds)
+
+
+def _reset_after_handshake(failure: Failure) -> bool:
+    """A connect that failed with ECONNRESET: the peer accepted, then reset at once."""
+    value = failure.value
+    return (
+        isinstance(value, error.ConnectError)
+        and not isinstance(value, error.ConnectionRefusedError)
+        and getattr(value, "osError", None) == errno.ECONNRESET
+    )
 
 
 def _classify(reason: Failure) -> _LostKind:
@@ -203,6 +214,13 @@ class TCPPortScan:
         if self._state is _State.DONE:
             return
         if _failed_with(failure, defer.CancelledError):
+            return
+        if first and _reset_after_handshake(failure):
+            # ECONNRESET (not ECONNREFUSED) on connect: the handshake completed and the
+            # peer reset before we saw it (RST on accept).  The port is open, as Nmap's port
+            # scan finds; its service connection failed: INCOMPLETE, tcpwrapped by the
+            # override since nothing was read (SPEC §4.2).
+            self._finish(FinalState.INCOMPLETE)
             return
         if first:
             # the first connection is our port scan: refused = closed, silence = filtered

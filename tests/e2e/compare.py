@@ -1,0 +1,105 @@
+"""Reading nmap's and vscan's ``-oX`` files and comparing them port by port."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+SERVICE_FIELDS = (
+    "name",
+    "product",
+    "version",
+    "extrainfo",
+    "hostname",
+    "ostype",
+    "devicetype",
+    "tunnel",
+    "method",
+    "conf",
+)
+
+#: the fingerprint fields that legitimately differ between two runs (date and time)
+_VOLATILE = re.compile(r"%(D|Time)=[^%]*")
+
+
+def mask_fingerprint(fp: str) -> str:
+    return _VOLATILE.sub(lambda m: f"%{m.group(1)}=*", fp)
+
+
+def parse_xml(path: Path) -> dict[int, dict[str, Any]]:
+    """Per TCP port of 127.0.0.1: state and every service attribute, CPEs, servicefp."""
+    root = ET.parse(path).getroot()
+    ports: dict[int, dict[str, Any]] = {}
+    for host in root.iter("host"):
+        for port in host.iter("port"):
+            state = port.find("state")
+            svc = port.find("service")
+            rec: dict[str, Any] = {
+                "protocol": port.get("protocol"),
+                "state": state.get("state") if state is not None else None,
+                "service": svc is not None,
+            }
+            for key in SERVICE_FIELDS:
+                rec[key] = svc.get(key) if svc is not None else None
+            rec["cpe"] = [c.text or "" for c in svc.findall("cpe")] if svc is not None else []
+            rec["servicefp"] = svc.get("servicefp") if svc is not None else None
+            ports[int(port.get("portid", "0"))] = rec
+    return ports
+
+
+def parse_jsonl(path: Path) -> dict[int, dict[str, Any]]:
+    results: dict[int, dict[str, Any]] = {}
+    if not path.exists():
+        return results
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            results[int(record["port"])] = record
+    return results
+
+
+def differences(nmap: dict[str, Any] | None, vscan: dict[str, Any] | None) -> list[str]:
+    """Every way vscan's record of a port differs from nmap's (empty: they agree)."""
+    if nmap is None or vscan is None:
+        return [f"port missing: nmap={nmap is not None} vscan={vscan is not None}"]
+    diffs = []
+    for key in ("state", "service", *SERVICE_FIELDS, "cpe"):
+        if nmap[key] != vscan[key]:
+            diffs.append(f"{key}: nmap={nmap[key]!r} vscan={vscan[key]!r}")
+    n_fp, v_fp = nmap["servicefp"], vscan["servicefp"]
+    if (n_fp is None) != (v_fp is None):
+        diffs.append(f"servicefp present: nmap={n_fp is not None} vscan={v_fp is not None}")
+    elif n_fp is not None and v_fp is not None:
+        n_masked, v_masked = mask_fingerprint(n_fp), mask_fingerprint(v_fp)
+        if n_masked != v_masked:
+            diffs.append(f"servicefp (%D/%Time masked):\n  nmap ={n_masked}\n  vscan={v_masked}")
+    return diffs
+
+
+#: ndiff's header: "-Nmap 7.93 scan initiated ... as: ..." / "+... scan initiated ..."
+_NDIFF_HEADER = re.compile(r"^[-+ ]?(Nmap|vscan|vscand)\b.*\bscan initiated\b")
+
+
+def ndiff(ndiff_exe: str, before: Path, after: Path) -> tuple[int, str, list[str]]:
+    """Runs ``ndiff before after``; returns (exit code, output, the lines that differ).
+
+    The differing lines are those starting with ``-`` or ``+`` other than the scan
+    header (program, start time and command line differ by nature).
+    """
+    proc = subprocess.run(
+        [ndiff_exe, str(before), str(after)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    changed = [
+        line
+        for line in proc.stdout.splitlines()
+        if line[:1] in "-+" and line.strip() and not _NDIFF_HEADER.match(line)
+    ]
+    return proc.returncode, proc.stdout + proc.stderr, changed
