@@ -14,7 +14,7 @@ from vscand.probes.parser import find_probe_file
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "tests.reactor_thread"]
 
 settings.register_profile(
     "vscand",

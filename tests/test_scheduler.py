@@ -153,6 +153,31 @@ def test_synchronous_scans_do_not_recurse(clock: Clock) -> None:
     assert len(result_of(scheduler.run(tasks))) == 5000
 
 
+def test_a_burst_of_starts_is_spread_over_reactor_turns(clock: Clock) -> None:
+    # 10,000 ports in flight must not start in one pass of the reactor
+    scan = FakeScan()
+    tasks = [PortTask("127.0.0.1", p) for p in range(1, 26)]
+    scheduler = Scheduler(clock, scan, lambda r: None, concurrency=100, start_batch=10)
+    d = scheduler.run(tasks)
+    assert len(scan.started) == 10
+    # the rest waits for the next reactor turn (task.Clock runs the chained turns at once)
+    assert [c.getTime() for c in clock.getDelayedCalls()] == [0]
+    clock.advance(0)
+    assert len(scan.started) == 25
+    scan.finish_all()
+    assert len(result_of(d)) == 25
+
+
+def test_stop_cancels_a_pending_batch(clock: Clock) -> None:
+    scan = FakeScan()
+    tasks = [PortTask("127.0.0.1", p) for p in range(1, 26)]
+    scheduler = Scheduler(clock, scan, lambda r: None, concurrency=100, start_batch=10)
+    scheduler.run(tasks)
+    stopped = scheduler.stop()
+    assert len(result_of(stopped)) == 10
+    assert len(scan.started) == 10
+
+
 def test_tasks_are_read_lazily(clock: Clock) -> None:
     scan = FakeScan()
     read: list[int] = []

@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_probe_options(scan)
 
+    add_fleet_parsers(sub)
+
     probes = sub.add_parser("probes", help="describe the probe database")
     probes.add_argument("--stats", action="store_true", help="counts and load time")
     probes.add_argument("--json", action="store_true", help="machine-readable output")
@@ -270,7 +272,21 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return run_scan_command(args, _load)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from vscand.fleet import run_fleet_command  # noqa: PLC0415 - Twisted only when needed
+
+    return run_fleet_command(args)
+
+
+def add_fleet_parsers(sub: Any) -> None:
+    from vscand.fleet import add_fleet_commands  # noqa: PLC0415
+
+    add_fleet_commands(sub)
+
+
+FLEET_COMMANDS = ("submit", "status", "wait", "results", "export", "cancel", "workers", "inventory")
 COMMANDS = {"match": cmd_match, "probes": cmd_probes, "scan": cmd_scan}
+COMMANDS.update(dict.fromkeys(FLEET_COMMANDS, cmd_fleet))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

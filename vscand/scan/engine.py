@@ -8,16 +8,15 @@ the reactor and cannot stall it), and the scheduler's concurrency limits.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -67,20 +66,39 @@ class ThreadedMatch:
         return d
 
 
+class _OneShotFactory(Factory):
+    """``connectProtocol``'s factory, defined once and quiet.
+
+    Twisted's ``connectProtocol`` defines a new factory class on every call
+    (~60 us of ``__build_class__``) and that class is ``noisy``: two log events
+    ("Starting factory", "Stopping factory") per connection. With 10,000 ports
+    in flight both showed in the reactor's profile.
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return self._protocol
+
+
 def endpoint_dialer(reactor: IReactorTCP, limiter: ConnectLimiter | None) -> Dialer:
     """Dial with Twisted's TCP endpoints, one connection-rate token per connection."""
 
     async def dial(task: PortTask, protocol: Protocol, timeout: float) -> Protocol:
         if limiter is not None:
             await limiter.acquire()
-        address = ipaddress.ip_address(task.address)
         endpoint: TCP4ClientEndpoint | TCP6ClientEndpoint
-        if address.version == 6:
+        # task.address is a literal IP address (names are resolved before tasks
+        # are made); a colon is enough to tell IPv6, without ipaddress's ~40 us parse
+        if ":" in task.address:
             endpoint = TCP6ClientEndpoint(reactor, task.address, task.port, timeout=timeout)  # type: ignore[no-untyped-call]
         else:
             endpoint = TCP4ClientEndpoint(reactor, task.address, task.port, timeout=timeout)
-        connected: Protocol = await connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
-        return connected
+        await endpoint.connect(_OneShotFactory(protocol))
+        return protocol
 
     def start(
         task: PortTask, protocol: Protocol, timeout: float, tls: bool
@@ -120,7 +138,10 @@ class ScanEngine:
         self.per_host_concurrency = per_host_concurrency
         self.scheduler: Scheduler | None = None
 
-    def scan_port(self, task: PortTask) -> defer.Deferred[Result]:
+    def scan_port(
+        self, task: PortTask, options: ScanOptions | None = None
+    ) -> defer.Deferred[Result]:
+        """One port's machine; ``options`` defaults to the engine's (a job may bring its own)."""
         if task.protocol != "tcp":
             return defer.fail(
                 NotImplementedError(f"{task.protocol} version detection is not available yet")
@@ -132,7 +153,7 @@ class ScanEngine:
             match=self.match,
             dial=self._dial,
             clock=clock,
-            options=self.options,
+            options=options or self.options,
             table_name=self._services.name(task.port, task.protocol),
         )
         return machine.run()

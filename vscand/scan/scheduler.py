@@ -180,6 +180,7 @@ class Scheduler:
         connect_limiter: ConnectLimiter | None = None,
         options: ScanOptions | None = None,
         max_lookahead: int = 100_000,
+        start_batch: int = 256,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency!r}")
@@ -187,6 +188,8 @@ class Scheduler:
             raise ValueError(f"per_host_concurrency must be >= 0, not {per_host_concurrency!r}")
         if max_lookahead < 1:
             raise ValueError(f"max_lookahead must be at least 1, not {max_lookahead!r}")
+        if start_batch < 1:
+            raise ValueError(f"start_batch must be at least 1, not {start_batch!r}")
         self._clock = clock
         self._scan_port = scan_port
         self._on_result = on_result
@@ -197,6 +200,11 @@ class Scheduler:
         )
         self._options = options
         self._max_lookahead = max_lookahead
+        #: at most this many ports start (and stay in flight) in one pass; the
+        #: rest start on the next reactor turns, so a burst of starts (10,000 at
+        #: once) cannot hold the reactor for seconds
+        self.start_batch = start_batch
+        self._pump_call: IDelayedCall | None = None
         self.stats = SchedulerStats()
         self._reset()
 
@@ -218,6 +226,7 @@ class Scheduler:
         self._active = False
         self._stopping = False
         self._pumping = False
+        self._cancel_pump_call()
 
     # ------------------------------------------------------------------ public
 
@@ -267,6 +276,7 @@ class Scheduler:
         if not self._active or self._stopping:
             return
         self._stopping = True
+        self._cancel_pump_call()
         self.stats.not_started += len(self._ready) + self._blocked_count
         for task in self._ready:
             self._release_host(task.address)
@@ -316,21 +326,39 @@ class Scheduler:
             return task
         return None
 
+    def _cancel_pump_call(self) -> None:
+        call = getattr(self, "_pump_call", None)
+        self._pump_call = None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _deferred_pump(self) -> None:
+        self._pump_call = None
+        self._pump()
+
     def _pump(self) -> None:
         if self._pumping:
             return
         self._pumping = True
+        started = 0
         try:
             while not self._stopping and len(self._running) < self.concurrency:
+                if started >= self.start_batch:
+                    # let the reactor poll (and fire timers) before the next batch
+                    if self._pump_call is None:
+                        self._pump_call = self._clock.callLater(0, self._deferred_pump)
+                    break
                 task = self._next_task()
                 if task is None:
                     break
-                self._start(task)
+                if self._start(task):
+                    started += 1
         finally:
             self._pumping = False
         self._maybe_done()
 
-    def _start(self, task: PortTask) -> None:
+    def _start(self, task: PortTask) -> bool:
+        """Start *task*; True if it is still in flight (it did not end at once)."""
         key = self._next_key
         self._next_key += 1
         self.stats.started += 1
@@ -340,6 +368,7 @@ class Scheduler:
         scanning.addErrback(self._failed, task, started)
         scanning.addCallback(self._finished, key, task)
         scanning.addErrback(self._bug, task)
+        return key in self._running
 
     def _failed(self, failure: Failure, task: PortTask, started: float) -> Result:
         ended = self._clock.seconds()
@@ -402,6 +431,7 @@ class Scheduler:
         if not (self._stopping or (self._exhausted and not self._ready and not self._blocked)):
             return
         results, waiters, failure = self._results, self._waiters, self._iteration_error
+        self._cancel_pump_call()
         self._active = False
         self._waiters = []
         self._tasks = None

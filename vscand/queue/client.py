@@ -1,0 +1,623 @@
+"""Our small interface over txredisapi: bounded commands, a dedicated blocking reader, supervision.
+
+txredisapi 1.6.0 is used for its RESP protocol only (``RedisProtocol`` with ``charset=None``
+and ``convertNumbers=False``: bulk strings stay ``bytes``, ``"0080"`` stays ``b"0080"``).
+Connection management is ours, one :class:`ClientService` per connection, because the
+library's own pool has the traps measured in ``reliability.md`` §2:
+
+* an AUTH/SELECT error during a reconnect (``max number of clients reached`` after a Redis
+  restart is enough) makes it stop reconnecting for good; here the protocol's
+  ``factory.stopTrying()`` is a no-op, the rejected connection is dropped and
+  :class:`ClientService` tries again with backoff, so that trap cannot happen;
+* commands issued while disconnected wait forever; here every call is bounded
+  (:meth:`RedisClient.execute` by ``command_timeout``, waiting for a connection included),
+  and a command that gets no reply in time drops its connection, since a connection that
+  does not answer (half-open TCP, a wedged server) would make every later command time out
+  too;
+* ``replyTimeout`` aborts a ``BLOCK`` read and a pooled blocking read stalls other
+  commands; here blocking reads have their own connection, opened on first use, with
+  ``apply_timeout=False`` and our own watchdog.
+
+Replies are raw: bulk strings ``bytes``, status replies ``bytes`` (``b"OK"``), integers
+``int``, nil ``None``, arrays ``list``. Atomic multi-command steps are Lua scripts
+(:meth:`RedisClient.eval`); MULTI/EXEC is not supported on the shared connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from twisted.application.internet import ClientService
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+with warnings.catch_warnings():
+    # its module body builds a set mixing b"subscribe" and "subscribe" (python -b warns)
+    warnings.simplefilter("ignore", BytesWarning)
+    import txredisapi
+
+log = Logger(namespace="vscand.redis")
+
+Arg = str | bytes | int | float
+
+DEFAULT_PORT = 6379
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached: not connected, the connection was lost, or no reply in time.
+
+    Whether a write sent before the connection was lost was applied is unknown, which is
+    why everything written to Redis is idempotent.
+    """
+
+
+class RedisReplyError(Exception):
+    """Redis answered with an error reply (``NOGROUP``, ``OOM``, ``READONLY``, ``WRONGTYPE``...)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def code(self) -> str:
+        """The error code: the first word (``NOGROUP``, ``NOSCRIPT``, ``BUSYGROUP``, ``ERR``...)."""
+        return self.message.split(" ", 1)[0] if self.message else ""
+
+
+# -- URLs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedisURL:
+    """Where Redis is and how to log in. ``str()`` and ``repr()`` never show the password."""
+
+    host: str | None = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db: int = 0
+    password: str | None = field(default=None, repr=False)
+    username: str | None = None
+    ssl: bool = False
+    unix_path: str | None = None
+
+    def __str__(self) -> str:
+        user = ""
+        if self.username or self.password is not None:
+            user = f"{self.username or ''}{':***' if self.password is not None else ''}@"
+        if self.unix_path is not None:
+            return f"unix://{user}{self.unix_path}?db={self.db}"
+        scheme = "rediss" if self.ssl else "redis"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{scheme}://{user}{host}:{self.port}/{self.db}"
+
+    @property
+    def address(self) -> str:
+        """Host and port (or socket path), for log lines."""
+        if self.unix_path is not None:
+            return self.unix_path
+        return f"{self.host}:{self.port}"
+
+
+def parse_redis_url(url: str) -> RedisURL:
+    """``redis://[user:pass@]host[:port][/db]``, ``rediss://...`` (TLS), ``unix:///path?db=N``.
+
+    ``db``, ``password`` and ``username`` may also be given as query parameters.
+    Errors never quote the password.
+    """
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        port_text = parts.port
+        hostname = parts.hostname
+    except ValueError as exc:
+        raise ValueError(f"invalid Redis URL: {exc}") from None
+    if "password" in query:
+        password = query["password"]
+    if "username" in query:
+        username = query["username"]
+    db_text = query.get("db", "")
+    if scheme in ("redis", "rediss"):
+        path = parts.path.strip("/")
+        if path:
+            db_text = path
+        if not hostname:
+            raise ValueError(f"invalid Redis URL: no host in {scheme}://...")
+        host: str | None = hostname
+        unix_path = None
+        port = port_text or DEFAULT_PORT
+    elif scheme == "unix":
+        if not parts.path:
+            raise ValueError("invalid Redis URL: no socket path in unix://...")
+        host, unix_path, port = None, unquote(parts.path), DEFAULT_PORT
+    else:
+        raise ValueError(
+            f"invalid Redis URL: scheme {scheme or '(none)'!r} is not redis, rediss or unix"
+        )
+    try:
+        db = int(db_text) if db_text else 0
+    except ValueError:
+        raise ValueError(f"invalid Redis URL: database {db_text!r} is not a number") from None
+    if db < 0:
+        raise ValueError(f"invalid Redis URL: database {db} is negative")
+    return RedisURL(
+        host=host,
+        port=port,
+        db=db,
+        password=password,
+        username=username,
+        ssl=scheme == "rediss",
+        unix_path=unix_path,
+    )
+
+
+# -- reconnection policy ----------------------------------------------------------------------
+
+
+def retry_policy(
+    initial: float = 0.1,
+    cap: float = 5.0,
+    factor: float = 2.0,
+    jitter: float = 0.2,
+    rand: Callable[[], float] = random.random,
+) -> Callable[[int], float]:
+    """Seconds before consecutive reconnection attempt *n* (1, 2, ...): exponential, capped.
+
+    Like Twisted's ``backoffPolicy`` but the first delay is *initial* and the jitter is
+    proportional (up to ``jitter`` of the delay), so a fleet that lost Redis together does
+    not come back in lock step, also at the cap.
+    """
+
+    def policy(attempt: int) -> float:
+        exponent = min(max(attempt, 1) - 1, 64)
+        delay = min(initial * factor**exponent, cap)
+        return delay * (1.0 + jitter * rand())
+
+    return policy
+
+
+# -- one supervised connection ----------------------------------------------------------------
+
+
+class _RedisProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+    """txredisapi's protocol, with status replies as ``bytes`` like every other string."""
+
+    link: _Link
+
+    def replyReceived(self, reply: Any) -> None:
+        super().replyReceived(reply.encode() if isinstance(reply, str) else reply)
+
+    def handleMultiBulkElement(self, element: Any) -> None:
+        super().handleMultiBulkElement(element.encode() if isinstance(element, str) else element)
+
+
+class _ProtocolFactory(Factory):
+    """Builds the protocols of one link; absorbs txredisapi's "stop trying" on a failed AUTH."""
+
+    isLazy = False  # txredisapi reads it: do not also log through the legacy logger
+    noisy = False
+
+    def __init__(self, link: _Link, url: RedisURL, clock: Any) -> None:
+        self.link = link
+        self.url = url
+        self.clock = clock
+
+    def buildProtocol(self, addr: Any) -> _RedisProtocol:
+        url = self.url
+        proto = _RedisProtocol(
+            charset=None,
+            replyTimeout=None,
+            password=url.password,
+            dbid=url.db or None,
+            convertNumbers=False,
+            username=url.username if url.password is not None else None,
+        )
+        proto.factory = self
+        proto.link = self.link
+        proto.callLater = self.clock.callLater  # the line parser defers leftovers with it
+        self.link.built(proto)
+        return proto
+
+    def stopTrying(self) -> None:
+        """Called by txredisapi when AUTH or SELECT fails: we keep trying, with backoff."""
+
+    def connectionError(self, why: str) -> None:
+        # txredisapi's message: "Redis error: could not auth: <reply>" (never the password)
+        self.link.handshake_failed(why)
+
+
+class _Link:
+    """One Redis connection, kept up by a :class:`ClientService`: ready after AUTH, SELECT and
+    CLIENT SETNAME, dropped when the handshake fails or takes longer than *connect_timeout*."""
+
+    def __init__(
+        self,
+        *,
+        clock: Any,
+        endpoint: IStreamClientEndpoint,
+        url: RedisURL,
+        name: str,
+        policy: Callable[[int], float],
+        connect_timeout: float,
+    ) -> None:
+        self.clock = clock
+        self.url = url
+        self.name = name
+        self.connect_timeout = connect_timeout
+        self.ready: _RedisProtocol | None = None
+        self.stopped = False
+        self._policy = policy
+        self._rejected = 0  # connections in a row that never became ready
+        self._waiters: list[Deferred[_RedisProtocol]] = []
+        self._handshakes: dict[_RedisProtocol, IDelayedCall] = {}
+        self._service = ClientService(
+            endpoint,
+            _ProtocolFactory(self, url, clock),
+            retryPolicy=self._retry_delay,
+            clock=clock,
+            prepareConnection=self._prepare,
+        )
+
+    @property
+    def running(self) -> bool:
+        return bool(self._service.running)
+
+    def start(self) -> None:
+        if not self._service.running and not self.stopped:
+            self._service.startService()
+
+    def stop(self) -> Deferred[None]:
+        self.stopped = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(RedisUnavailable("the Redis client was disconnected"))
+        for timer in self._handshakes.values():
+            if timer.active():
+                timer.cancel()
+        self._handshakes.clear()
+        if not self._service.running:
+            return defer.succeed(None)
+        return self._service.stopService()
+
+    def connection(self, timeout: float) -> Deferred[_RedisProtocol]:
+        """The ready protocol, or the next one; :class:`RedisUnavailable` after *timeout*."""
+        if self.stopped:
+            return defer.fail(RedisUnavailable("the Redis client was disconnected"))
+        self.start()
+        if self.ready is not None and self.ready.connected:
+            return defer.succeed(self.ready)
+
+        def cancel(d: Deferred[_RedisProtocol]) -> None:
+            if d in self._waiters:
+                self._waiters.remove(d)
+
+        waiter: Deferred[_RedisProtocol] = Deferred(cancel)
+        self._waiters.append(waiter)
+        waiter.addTimeout(timeout, self.clock)
+
+        def not_connected(failure: Failure) -> Failure:
+            if isinstance(failure.value, defer.TimeoutError):
+                raise RedisUnavailable(
+                    f"not connected to Redis at {self.url.address} (waited {timeout:g} s)"
+                )
+            return failure
+
+        return waiter.addErrback(not_connected)
+
+    def drop(self, proto: _RedisProtocol) -> None:
+        """Abort a connection that stopped answering; ClientService makes a new one."""
+        transport = proto.transport
+        if transport is not None and proto.connected:
+            transport.abortConnection()
+
+    def handshake_failed(self, why: str) -> None:
+        log.warn(
+            "Redis at {address} rejected the {link} connection ({error}); "
+            "reconnecting with backoff",
+            address=self.url.address,
+            link=self.name,
+            error=why,
+        )
+
+    # ClientService callbacks
+
+    def _retry_delay(self, attempt: int) -> float:
+        # ClientService counts failed TCP connects only; a connection that is accepted and
+        # then rejected (AUTH "max number of clients reached") must also back off
+        return self._policy(max(attempt, self._rejected))
+
+    def built(self, proto: _RedisProtocol) -> None:
+        """A new connection is being made: watch its handshake and its end."""
+        self._handshakes[proto] = self.clock.callLater(
+            self.connect_timeout, self._handshake_timeout, proto
+        )
+        proto.whenDisconnected().addCallback(self._lost)
+        proto.whenConnected().addCallback(self._authenticated)
+
+    def _prepare(self, proxy: Any) -> None:
+        # Returns at once: ClientService has no transition for a connection lost while a
+        # prepareConnection Deferred is pending, so readiness is tracked by built() instead
+        self._rejected += 1
+        keepalive = getattr(proxy.transport, "setTcpKeepAlive", None)
+        if keepalive is not None:
+            keepalive(1)
+
+    def _handshake_timeout(self, proto: _RedisProtocol) -> None:
+        self._handshakes.pop(proto, None)
+        if self.ready is not proto:
+            log.warn(
+                "Redis at {address}: the {link} connection handshake took over {timeout} s; "
+                "reconnecting",
+                address=self.url.address,
+                link=self.name,
+                timeout=self.connect_timeout,
+            )
+            self.drop(proto)
+
+    def _authenticated(self, proto: _RedisProtocol) -> None:
+        try:
+            d = proto.execute_command("CLIENT", "SETNAME", self.name)
+        except txredisapi.ConnectionError:
+            return
+        d.addCallbacks(lambda _: self._usable(proto), lambda f: self._setname_failed(f, proto))
+
+    def _setname_failed(self, failure: Failure, proto: _RedisProtocol) -> None:
+        if isinstance(
+            failure.value, txredisapi.ResponseError
+        ):  # an ACL may forbid CLIENT: still usable
+            log.info("CLIENT SETNAME refused by Redis: {error}", error=failure.getErrorMessage())
+            self._usable(proto)
+
+    def _usable(self, proto: _RedisProtocol) -> None:
+        timer = self._handshakes.pop(proto, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if not proto.connected or self.stopped:
+            return
+        self._rejected = 0
+        self.ready = proto
+        log.info(
+            "Connected to Redis at {address} ({link})", address=self.url.address, link=self.name
+        )
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(proto)
+
+    def _lost(self, proto: _RedisProtocol) -> None:
+        timer = self._handshakes.pop(proto, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if self.ready is proto:
+            self.ready = None
+            if not self.stopped:
+                log.warn(
+                    "Lost the {link} connection to Redis at {address}; reconnecting",
+                    address=self.url.address,
+                    link=self.name,
+                )
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+def _map_error(failure: Failure) -> Failure:
+    if isinstance(failure.value, txredisapi.ResponseError):
+        raise RedisReplyError(str(failure.value)) from None
+    if isinstance(failure.value, txredisapi.ConnectionError):
+        raise RedisUnavailable(f"Redis connection: {failure.getErrorMessage()}") from None
+    return failure
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isprintable() and not c.isspace() else "_" for c in name) or "vscand"
+
+
+class RedisClient:
+    """Bounded Redis commands over one connection, blocking reads over a dedicated one.
+
+    Both connections reconnect on their own, with backoff, for ever (until
+    :meth:`disconnect`), whatever ended the previous one: a restart, ``CLIENT KILL``, a
+    rejected AUTH, ``max number of clients reached``.
+    """
+
+    #: Name suffix of the dedicated blocking-read connection (``CLIENT LIST``).
+    READER_SUFFIX: ClassVar[str] = ":reader"
+
+    def __init__(
+        self,
+        reactor: Any,
+        url: str,
+        *,
+        command_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        client_name: str = "vscand",
+        retry: Callable[[int], float] | None = None,
+        endpoint: IStreamClientEndpoint | None = None,
+    ) -> None:
+        """*reactor* provides ``IReactorTime`` (and TCP/UNIX for the default endpoints).
+
+        *retry* is the reconnection policy (seconds before attempt n, see
+        :func:`retry_policy`); *endpoint* replaces the one built from *url* (tests).
+        """
+        self._reactor = reactor
+        self.url = parse_redis_url(url)
+        self.command_timeout = command_timeout
+        self.connect_timeout = connect_timeout
+        self.client_name = _safe_name(client_name)
+        self._policy = retry or retry_policy()
+        self._endpoint = endpoint
+        self._commands = self._make_link(self.client_name)
+        self._reader: _Link | None = None
+        self._reader_lock = DeferredLock()
+        self._disconnected = False
+
+    def __repr__(self) -> str:
+        return f"<RedisClient {self.url} connected={self.connected}>"
+
+    def _make_endpoint(self) -> IStreamClientEndpoint:
+        if self._endpoint is not None:
+            return self._endpoint
+        url = self.url
+        if url.unix_path is not None:
+            return UNIXClientEndpoint(  # type: ignore[no-untyped-call]
+                self._reactor, url.unix_path, timeout=self.connect_timeout
+            )
+        assert url.host is not None
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self._reactor, url.host, url.port, timeout=self.connect_timeout
+        )
+        if url.ssl:
+            from twisted.internet.ssl import optionsForClientTLS  # noqa: PLC0415
+
+            # verifies the certificate and the hostname against the platform's trust store
+            endpoint = wrapClientTLS(optionsForClientTLS(url.host), endpoint)
+        return endpoint
+
+    def _make_link(self, name: str) -> _Link:
+        return _Link(
+            clock=self._reactor,
+            endpoint=self._make_endpoint(),
+            url=self.url,
+            name=name,
+            policy=self._policy,
+            connect_timeout=self.connect_timeout,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the command connection is up and ready (not a health check: see the
+        consumer's ``last_progress``)."""
+        ready = self._commands.ready
+        return ready is not None and bool(ready.connected)
+
+    def connect(self) -> Deferred[None]:
+        """Start connecting (if not yet); fires when the command connection is ready, or fails
+        with :class:`RedisUnavailable` after ``connect_timeout``. Reconnection goes on either
+        way."""
+        d = self._commands.connection(self.connect_timeout)
+        return d.addCallback(lambda _: None)
+
+    def execute(self, *args: Arg, timeout: float | None = None) -> Deferred[Any]:
+        """Send one command; its raw reply. Fails with :class:`RedisReplyError` on an error
+        reply and :class:`RedisUnavailable` when there is no connection or no reply within
+        *timeout* (default ``command_timeout``), waiting for a connection included."""
+        bound = self.command_timeout if timeout is None else timeout
+        return Deferred.fromCoroutine(self._execute(args, bound))
+
+    def blocking(self, *args: Arg, block_ms: int) -> Deferred[Any]:
+        """Send a blocking command (``XREADGROUP ... BLOCK block_ms``) on the dedicated reader
+        connection, one at a time. A watchdog of ``block_ms / 1000 + command_timeout``
+        replaces txredisapi's reply timeout; when it expires the reader connection is dropped
+        (a half-open connection would otherwise hang until TCP gives up) and
+        :class:`RedisUnavailable` is raised. Cancelling drops the reader connection too, so the
+        server does not keep it blocked; entries delivered meanwhile stay in the PEL."""
+        return Deferred.fromCoroutine(self._blocking(args, block_ms))
+
+    def eval(self, script: str, keys: Sequence[str], args: Sequence[Arg]) -> Deferred[Any]:
+        """Run a Lua script: EVALSHA, then EVAL when Redis answers NOSCRIPT."""
+        return Deferred.fromCoroutine(self._eval(script, keys, args))
+
+    def disconnect(self) -> Deferred[None]:
+        """Close both connections and stop reconnecting; pending waits fail."""
+        self._disconnected = True
+        links = [self._commands, *([self._reader] if self._reader is not None else [])]
+        stopped = defer.gatherResults([link.stop() for link in links], consumeErrors=True)
+        return stopped.addCallback(lambda _: None)
+
+    # implementation
+
+    def _send(self, proto: _RedisProtocol, args: Sequence[Arg], *, blocking: bool) -> Deferred[Any]:
+        try:
+            d: Deferred[Any] = proto.execute_command(*args, apply_timeout=not blocking)
+        except txredisapi.ConnectionError:
+            return defer.fail(RedisUnavailable(f"not connected to Redis at {self.url.address}"))
+        except txredisapi.InvalidData as exc:
+            return defer.fail(ValueError(str(exc)))
+        return d.addErrback(_map_error)
+
+    async def _execute(self, args: Sequence[Arg], timeout: float) -> Any:
+        clock = self._reactor
+        started = clock.seconds()
+        proto = await self._commands.connection(timeout)
+        remaining = max(0.0, timeout - (clock.seconds() - started))
+        reply = self._send(proto, args, blocking=False)
+        reply.addTimeout(remaining, clock)
+        try:
+            return await reply
+        except defer.TimeoutError:
+            log.warn(
+                "Redis at {address} did not answer {command} within {timeout} s; "
+                "dropping the connection",
+                address=self.url.address,
+                command=_command_name(args),
+                timeout=timeout,
+            )
+            self._commands.drop(proto)
+            raise RedisUnavailable(
+                f"no reply from Redis at {self.url.address} to {_command_name(args)} "
+                f"within {timeout:g} s"
+            ) from None
+
+    def _reader_link(self) -> _Link:
+        if self._reader is None:
+            self._reader = self._make_link(self.client_name + self.READER_SUFFIX)
+            if self._disconnected:
+                self._reader.stopped = True
+        return self._reader
+
+    async def _blocking(self, args: Sequence[Arg], block_ms: int) -> Any:
+        link = self._reader_link()
+        watchdog = block_ms / 1000.0 + self.command_timeout
+        await self._reader_lock.acquire()
+        try:
+            proto = await link.connection(self.command_timeout)
+            reply = self._send(proto, args, blocking=True)
+            reply.addTimeout(watchdog, self._reactor)
+            try:
+                return await reply
+            except defer.TimeoutError:
+                log.warn(
+                    "Redis at {address}: no reply to a {block_ms} ms blocking read in "
+                    "{watchdog} s; dropping the reader connection",
+                    address=self.url.address,
+                    block_ms=block_ms,
+                    watchdog=watchdog,
+                )
+                link.drop(proto)
+                raise RedisUnavailable(
+                    f"no reply from Redis at {self.url.address} to a blocking read "
+                    f"within {watchdog:g} s"
+                ) from None
+            except CancelledError:
+                link.drop(proto)  # do not leave it blocked on the server
+                raise
+        finally:
+            self._reader_lock.release()
+
+    async def _eval(self, script: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        sha = hashlib.sha1(script.encode()).hexdigest()
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except RedisReplyError as exc:
+            if exc.code != "NOSCRIPT":
+                raise
+        return await self.execute("EVAL", script, len(keys), *keys, *args)
+
+
+def _command_name(args: Sequence[Arg]) -> str:
+    if not args:
+        return "(empty command)"
+    first = args[0]
+    return first.decode("ascii", "replace") if isinstance(first, bytes) else str(first)

@@ -1,0 +1,405 @@
+"""The jobs stream consumer: a Redis Streams consumer group, leases, dead letters.
+
+See reliability.md §1.9.
+
+At-least-once delivery: an entry stays in the group's pending entries list (PEL) from the
+moment Redis hands it to this consumer until :meth:`JobConsumer.ack` (after the results
+are written) or :meth:`JobConsumer.dead_letter`. Whatever this consumer held when it died
+is found again by its own PEL read at the next start (same consumer name), or by another
+consumer's :meth:`JobConsumer.claim_idle` once the lease has run out.
+
+Redis counts deliveries in the PEL (``XREADGROUP`` of the own PEL and ``XAUTOCLAIM`` both
+add one), so the count survives crashes and restarts; :meth:`JobConsumer.over_cap` tells
+the caller when to give a poison job up.
+
+Entries the caller is working on are "in hand": a later own-PEL read (after a failed or
+cancelled read, entries may sit in the PEL unseen) skips them, so nothing is run twice by
+the same consumer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+
+from vscand.queue.client import RedisClient, RedisReplyError, RedisUnavailable
+
+log = Logger(namespace="vscand.consumer")
+
+DELETED_REASON = "deleted before processing"
+
+# Owner-checked lease renewal: XCLAIM ... JUSTID resets the idle time without counting a
+# delivery, and only when the entry is still ours (a janitor elsewhere may have claimed it).
+_RENEW = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
+# Delivery counts of entries of the PEL (0 for an entry no longer pending).
+_COUNTS = """
+local out = {}
+for i, id in ipairs(ARGV) do
+  if i > 1 then
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    if #p == 0 then out[#out + 1] = 0 else out[#out + 1] = p[1][4] end
+  end
+end
+return out
+"""
+
+# XADD to the dead-letter stream and XACK, in one step. ARGV: group, entry, job, reason,
+# deliveries, at, then the entry's other fields as name/value pairs.
+_DEAD_LETTER = """
+local fields = {'job', ARGV[3], 'reason', ARGV[4], 'entry', ARGV[2], 'deliveries', ARGV[5],
+                'stream', KEYS[1], 'at', ARGV[6]}
+for i = 7, #ARGV, 2 do
+  fields[#fields + 1] = 'field:' .. ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One stream entry handed to this consumer."""
+
+    stream: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+    deliveries: int  # 1 for a first delivery; Redis's PEL count for re-read or claimed ones
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _fields(raw: Sequence[Any]) -> dict[bytes, bytes]:
+    return {bytes(raw[i]): bytes(raw[i + 1]) for i in range(0, len(raw) - 1, 2)}
+
+
+class JobConsumer:
+    """One named consumer of a stream's consumer group."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        stream: str,
+        group: str = "vscand",
+        consumer: str,
+        clock: Any,
+        block_ms: int = 5000,
+        lease_ms: int = 120_000,
+        max_deliveries: int = 3,
+        dead_stream: str,
+        group_start: str = "0",
+    ) -> None:
+        """*group_start* is where a group created by :meth:`ensure_group` starts: ``"0"``
+        (default) takes the entries already in the stream, e.g. jobs submitted before the
+        first worker started or after Redis lost the group; ``"$"`` only later ones."""
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.clock = clock
+        self.block_ms = block_ms
+        self.lease_ms = lease_ms
+        self.max_deliveries = max_deliveries
+        self.dead_stream = dead_stream
+        self.group_start = group_start
+        self._last_progress: float = clock.seconds()
+        self._pel_drained = False  # own PEL read through since start (or since a failed read)
+        self._pel_cursor = "0"
+        self._last_new_id = "0"  # the newest entry a '>' read gave us
+        self._claim_cursor = "0-0"
+        self._in_hand: set[str] = set()
+        self._trim_supported = True
+
+    @property
+    def last_progress(self) -> float:
+        """Clock time of the last successful read or claim round-trip (health = progress)."""
+        return self._last_progress
+
+    @property
+    def in_hand(self) -> frozenset[str]:
+        """Entry ids handed out and not yet acked, dead-lettered, lost or forgotten."""
+        return frozenset(self._in_hand)
+
+    def over_cap(self, d: Delivery) -> bool:
+        """Whether *d* has been delivered more often than ``max_deliveries``: dead-letter it."""
+        return d.deliveries > self.max_deliveries
+
+    def forget(self, entry_id: str) -> None:
+        """Stop holding *entry_id* without acking it (left pending: our own PEL read at the
+        next start, or another consumer's claim after the lease, picks it up)."""
+        self._in_hand.discard(entry_id)
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) unless it exists."""
+        try:
+            await self.client.execute(
+                "XGROUP", "CREATE", self.stream, self.group, self.group_start, "MKSTREAM"
+            )
+        except RedisReplyError as exc:
+            if exc.code != "BUSYGROUP":
+                raise
+            return
+        log.info(
+            "Created consumer group {group} on {stream} from {start}",
+            group=self.group,
+            stream=self.stream,
+            start=self.group_start,
+        )
+
+    async def _recover_group(self, exc: RedisReplyError) -> bool:
+        if exc.code != "NOGROUP":
+            return False
+        log.warn(
+            "Consumer group {group} on {stream} is gone ({error}); creating it again",
+            group=self.group,
+            stream=self.stream,
+            error=exc.message,
+        )
+        await self.ensure_group()
+        self._pel_drained = False
+        self._pel_cursor = self._last_new_id = "0"
+        self._claim_cursor = "0-0"
+        return True
+
+    async def read(self, count: int) -> list[Delivery]:
+        """Up to *count* entries: first this consumer's own PEL, then new ones (``>``, BLOCK
+        ``block_ms`` on the dedicated connection). ``[]`` when the block times out."""
+        count = max(1, count)
+        try:
+            if not self._pel_drained:
+                own = await self._read_own_pel(count)
+                if own:
+                    return own
+            return await self._read_new(count)
+        except RedisReplyError as exc:
+            if await self._recover_group(exc):
+                return []
+            raise
+
+    async def _read_own_pel(self, count: int) -> list[Delivery]:
+        while True:
+            reply = await self.client.execute(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                "STREAMS", self.stream, self._pel_cursor,
+            )  # fmt: skip
+            self._last_progress = self.clock.seconds()
+            entries = reply[0][1] if reply else []
+            if not entries:
+                self._pel_drained = True
+                self._pel_cursor = "0"
+                return []
+            self._pel_cursor = _text(entries[-1][0])
+            found: list[tuple[str, dict[bytes, bytes]]] = []
+            for raw_id, raw_fields in entries:
+                entry_id = _text(raw_id)
+                if entry_id in self._in_hand:
+                    continue
+                if raw_fields is None:  # trimmed or XDEL'd while pending
+                    await self._dead_letter_deleted(entry_id)
+                    continue
+                found.append((entry_id, _fields(raw_fields)))
+            if found:
+                counts = await self._delivery_counts([entry_id for entry_id, _ in found])
+                deliveries = [
+                    Delivery(self.stream, entry_id, fields, max(1, counts.get(entry_id, 1)))
+                    for entry_id, fields in found
+                ]
+                self._in_hand.update(d.entry_id for d in deliveries)
+                log.info(
+                    "Resuming {n} job entries from our own pending list",
+                    n=len(deliveries),
+                )
+                return deliveries
+
+    async def _read_new(self, count: int) -> list[Delivery]:
+        try:
+            reply = await self.client.blocking(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                "BLOCK", self.block_ms, "STREAMS", self.stream, ">",
+                block_ms=self.block_ms,
+            )  # fmt: skip
+        except (RedisUnavailable, CancelledError):
+            # entries may have been delivered into our PEL without reaching us: read the PEL
+            # again past the newest entry we did get (re-reading a PEL entry counts a
+            # delivery, so the ones in hand before are not touched)
+            self._pel_drained = False
+            self._pel_cursor = self._last_new_id
+            raise
+        self._last_progress = self.clock.seconds()
+        if not reply:
+            return []
+        deliveries: list[Delivery] = []
+        for raw_id, raw_fields in reply[0][1]:
+            entry_id = _text(raw_id)
+            if raw_fields is None:
+                await self._dead_letter_deleted(entry_id)
+                continue
+            deliveries.append(Delivery(self.stream, entry_id, _fields(raw_fields), 1))
+        self._in_hand.update(d.entry_id for d in deliveries)
+        if reply[0][1]:
+            self._last_new_id = _text(reply[0][1][-1][0])
+        return deliveries
+
+    async def claim_idle(self, count: int) -> list[Delivery]:
+        """Janitor: take over up to *count* entries idle past the lease (``XAUTOCLAIM``), from
+        any consumer of the group. Entries deleted meanwhile go to the dead-letter stream."""
+        try:
+            reply = await self.client.execute(
+                "XAUTOCLAIM", self.stream, self.group, self.consumer, self.lease_ms,
+                self._claim_cursor, "COUNT", count,
+            )  # fmt: skip
+        except RedisReplyError as exc:
+            if await self._recover_group(exc):
+                return []
+            raise
+        self._last_progress = self.clock.seconds()
+        self._claim_cursor = _text(reply[0])
+        found: list[tuple[str, dict[bytes, bytes]]] = []
+        deleted: list[str] = [_text(i) for i in reply[2]] if len(reply) > 2 else []
+        for entry in reply[1]:
+            if entry is None:  # Redis 6.2: a deleted entry without its id
+                continue
+            entry_id = _text(entry[0])
+            if entry[1] is None:
+                deleted.append(entry_id)
+            elif entry_id not in self._in_hand:  # our own, idle because renewal was late
+                found.append((entry_id, _fields(entry[1])))
+        for entry_id in deleted:
+            await self._dead_letter_deleted(entry_id)
+        if not found:
+            return []
+        counts = await self._delivery_counts([entry_id for entry_id, _ in found])
+        deliveries = [
+            Delivery(self.stream, entry_id, fields, max(1, counts.get(entry_id, 1)))
+            for entry_id, fields in found
+        ]
+        self._in_hand.update(d.entry_id for d in deliveries)
+        return deliveries
+
+    async def renew(self, entry_id: str) -> bool:
+        """Renew the lease of *entry_id* if it is still ours; ``False`` when another consumer
+        took it over (or it is gone): stop working on it, its new owner redoes it."""
+        try:
+            owned = await self.client.eval(
+                _RENEW, [self.stream], [self.group, self.consumer, entry_id]
+            )
+        except RedisReplyError as exc:
+            if exc.code != "NOGROUP":
+                raise
+            owned = 0
+        if owned:
+            return True
+        log.warn(
+            "Job entry {entry} is no longer ours (claimed by another consumer, or deleted)",
+            entry=entry_id,
+        )
+        self._in_hand.discard(entry_id)
+        return False
+
+    async def ack(self, entry_id: str) -> None:
+        """Done with *entry_id*: acknowledge it (after its results are written)."""
+        await self.client.execute("XACK", self.stream, self.group, entry_id)
+        self._in_hand.discard(entry_id)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Copy the entry to the dead-letter stream with *reason* and acknowledge it,
+        atomically."""
+        fields: list[bytes] = []
+        for name, value in delivery.fields.items():
+            if name != b"job":
+                fields += [name, value]
+        await self.client.eval(
+            _DEAD_LETTER,
+            [delivery.stream, self.dead_stream],
+            [
+                self.group,
+                delivery.entry_id,
+                delivery.fields.get(b"job", b""),
+                reason,
+                delivery.deliveries,
+                self._now_iso(),
+                *fields,
+            ],
+        )
+        self._in_hand.discard(delivery.entry_id)
+        log.warn(
+            "Job entry {entry} dead-lettered to {dead} after {deliveries} deliveries: {reason}",
+            entry=delivery.entry_id,
+            dead=self.dead_stream,
+            deliveries=delivery.deliveries,
+            reason=reason,
+        )
+
+    async def trim(self) -> int:
+        """Drop acknowledged entries older than anything a group still needs (``XTRIM MINID``
+        to the oldest pending or not yet delivered entry of every group). Never drops an
+        unacknowledged entry. Does nothing on Redis < 6.2. The number of entries removed."""
+        if not self._trim_supported:
+            return 0
+        try:
+            groups = await self.client.execute("XINFO", "GROUPS", self.stream)
+        except RedisReplyError as exc:
+            if "no such key" in exc.message:
+                return 0
+            raise
+        floor: tuple[int, int] | None = None
+        for raw in groups:
+            info = {_text(raw[i]): raw[i + 1] for i in range(0, len(raw) - 1, 2)}
+            name = info["name"]
+            ms, seq = _stream_id(_text(info["last-delivered-id"]))
+            group_floor = (ms, seq + 1)  # the first entry this group has not been given
+            summary = await self.client.execute("XPENDING", self.stream, name)
+            if summary and int(summary[0]) > 0 and summary[1] is not None:
+                group_floor = min(group_floor, _stream_id(_text(summary[1])))
+            floor = group_floor if floor is None else min(floor, group_floor)
+        if floor is None:
+            return 0  # no group: nobody to say what was processed
+        try:
+            removed = await self.client.execute(
+                "XTRIM", self.stream, "MINID", f"{floor[0]}-{floor[1]}"
+            )
+        except RedisReplyError as exc:
+            if exc.message.lower().startswith("syntax"):
+                self._trim_supported = False
+                log.warn("Redis has no XTRIM MINID (< 6.2): {stream} is not trimmed",
+                         stream=self.stream)  # fmt: skip
+                return 0
+            raise
+        return int(removed)
+
+    # helpers
+
+    async def _delivery_counts(self, entry_ids: Sequence[str]) -> dict[str, int]:
+        reply = await self.client.eval(_COUNTS, [self.stream], [self.group, *entry_ids])
+        return {entry_id: int(n) for entry_id, n in zip(entry_ids, reply, strict=False)}
+
+    async def _dead_letter_deleted(self, entry_id: str) -> None:
+        log.warn(
+            "Job entry {entry} of {stream} was deleted before it was processed",
+            entry=entry_id,
+            stream=self.stream,
+        )
+        await self.dead_letter(Delivery(self.stream, entry_id, {}, 0), DELETED_REASON)
+
+    def _now_iso(self) -> str:
+        when = datetime.fromtimestamp(self.clock.seconds(), UTC)
+        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")

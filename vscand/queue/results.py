@@ -1,0 +1,256 @@
+"""Job status and port results in Redis: idempotent, fenced by attempt.
+
+Every change a worker makes to a job is one Lua script, so it is atomic, and
+every script but :meth:`ResultWriter.reject` is *fenced*: it runs only if the
+job hash's ``attempt`` is still the caller's. :meth:`ResultWriter.begin` takes a
+job for a new attempt and, on a redelivery, deletes the previous attempt's
+partial ``job:{id}:results`` stream, so a job has exactly one result set even
+when a worker died half-way; a worker that lost the job (its entry was claimed
+by another) gets ``False`` from :meth:`~ResultWriter.write` and stops.
+
+A redelivery after the results and final status were written but before XACK
+finds the status terminal: :meth:`~ResultWriter.begin` answers ``"done"`` and the
+caller only acknowledges (reliability.md §1.9, §5 row 5).
+
+Job hash fields (``vscand:job:{id}``): ``status`` (queued/running/done/failed/
+cancelled), ``id``, ``entry`` (stream entry id), ``worker``, ``attempt``,
+``queued_at``/``started_at``/``updated_at``/``finished_at`` (ISO 8601 UTC),
+``ports_done``, ``ports_total`` (when known), ``state:<state>`` counts, ``error``,
+``cancel`` (``1`` when a cancel was requested).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from vscand.output.jsonl import ordered_result
+from vscand.queue.commands import RedisCommands, integer, text
+from vscand.queue.jobs import Job
+from vscand.queue.keys import Keys
+
+BeginState = Literal["run", "cancelled", "done"]
+FINAL_STATUSES = ("done", "failed", "cancelled")
+
+# KEYS: job hash, job results stream
+# ARGV: entry id, attempt, worker, now, job id
+_BEGIN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'done' or status == 'failed' or status == 'cancelled' then return 'done' end
+local entry = redis.call('HGET', KEYS[1], 'entry')
+if status == 'running' and entry and entry ~= ARGV[1] then
+  -- the same job id submitted twice: another stream entry runs it
+  return 'done'
+end
+redis.call('DEL', KEYS[2])
+local fields = redis.call('HKEYS', KEYS[1])
+for _, name in ipairs(fields) do
+  if string.sub(name, 1, 6) == 'state:' then redis.call('HDEL', KEYS[1], name) end
+end
+redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'ports_total')
+redis.call('HSET', KEYS[1], 'id', ARGV[5], 'entry', ARGV[1], 'attempt', ARGV[2],
+           'worker', ARGV[3], 'started_at', ARGV[4], 'updated_at', ARGV[4], 'ports_done', '0')
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 'cancelled' end
+redis.call('HSET', KEYS[1], 'status', 'running')
+return 'run'
+"""
+
+# KEYS: job hash, job results stream, results stream, inventory hash, inventory hosts set
+# ARGV: attempt, result json, job id, maxlen, host, port/proto, state, now
+_WRITE = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('XADD', KEYS[2], '*', 'result', ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[3], 'result', ARGV[2])
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[2])
+redis.call('SADD', KEYS[5], ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'ports_done', 1)
+redis.call('HINCRBY', KEYS[1], 'state:' .. ARGV[7], 1)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[8])
+return 1
+"""
+
+# KEYS: job hash; ARGV: attempt, status, error ('' for none), now
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[4], 'updated_at', ARGV[4])
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], 'error')
+else
+  redis.call('HSET', KEYS[1], 'error', ARGV[3])
+end
+return 1
+"""
+
+# KEYS: job hash; ARGV: attempt, total, now
+_TOTAL = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'ports_total', ARGV[2], 'updated_at', ARGV[3])
+return 1
+"""
+
+# KEYS: job hash; ARGV: entry id, error, now, job id
+# Never clobbers a job that another stream entry owns (a forged or replayed entry
+# reusing a real job's id) nor one that already ended well.
+_REJECT = """
+local entry = redis.call('HGET', KEYS[1], 'entry')
+if entry and entry ~= ARGV[1] then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'done' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'id', ARGV[4], 'status', 'failed', 'error', ARGV[2],
+           'entry', ARGV[1], 'finished_at', ARGV[3], 'updated_at', ARGV[3])
+return 1
+"""
+
+# KEYS: job hash; ARGV: entry id, now, job id, queue
+_QUEUED = """
+if redis.call('HEXISTS', KEYS[1], 'status') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'id', ARGV[3], 'status', 'queued', 'entry', ARGV[1],
+           'queued_at', ARGV[2], 'updated_at', ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[4]) end
+return 1
+"""
+
+
+def iso_time(when: float) -> str:
+    """Unix seconds as ISO 8601 UTC, as in results' ``scanned_at``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def result_json(result: Mapping[str, Any]) -> str:
+    """A result as stored in Redis: compact JSON, keys in DESIGN.md's order."""
+    return json.dumps(ordered_result(result), sort_keys=False, separators=(",", ":"))
+
+
+class ResultWriter:
+    """Writes one worker's job status and results (see the module docstring).
+
+    *client* is a :class:`~vscand.queue.commands.RedisCommands` (``RedisClient``);
+    *clock* returns unix seconds (default :func:`time.time`; a Twisted ``Clock``'s
+    ``seconds`` works).
+    """
+
+    def __init__(
+        self,
+        client: RedisCommands,
+        keys: Keys,
+        *,
+        worker: str,
+        results_maxlen: int = 100_000,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if results_maxlen < 1:
+            raise ValueError("results_maxlen must be at least 1")
+        self.client = client
+        self.keys = keys
+        self.worker = worker
+        self.results_maxlen = results_maxlen
+        self._clock = clock or time.time
+
+    def _now(self) -> str:
+        return iso_time(self._clock())
+
+    async def begin(self, job: Job, entry_id: str, attempt: str) -> BeginState:
+        """Take *job* for *attempt*: ``"run"``, ``"cancelled"`` or ``"done"``.
+
+        ``"done"``: nothing to do but XACK (the job already ended, or the same job id
+        runs from another stream entry). ``"cancelled"``: a cancel was requested;
+        the attempt owns the job, so ``finish(..., "cancelled")`` is accepted.
+        ``"run"``: status is running, counts are reset and any partial results of an
+        earlier attempt are deleted.
+        """
+        reply = await self.client.eval(
+            _BEGIN,
+            [self.keys.job(job.id), self.keys.job_results(job.id)],
+            [entry_id, attempt, self.worker, self._now(), job.id],
+        )
+        state = text(reply)
+        if state == "run":
+            return "run"
+        if state == "cancelled":
+            return "cancelled"
+        if state == "done":
+            return "done"
+        raise RuntimeError(f"unexpected reply from the begin script: {reply!r}")
+
+    async def write(self, job_id: str, attempt: str, result: Mapping[str, Any]) -> bool:
+        """Record one port result; False (nothing written) if *attempt* lost the job."""
+        host = str(result["host"])
+        port_key = f"{int(result['port'])}/{result.get('protocol', 'tcp')}"
+        state = str(result.get("state") or "unknown")
+        reply = await self.client.eval(
+            _WRITE,
+            [
+                self.keys.job(job_id),
+                self.keys.job_results(job_id),
+                self.keys.results,
+                self.keys.inventory(host),
+                self.keys.inventory_hosts,
+            ],
+            [
+                attempt,
+                result_json(result),
+                job_id,
+                self.results_maxlen,
+                host,
+                port_key,
+                state,
+                self._now(),
+            ],
+        )
+        return integer(reply) == 1
+
+    async def set_total(self, job_id: str, attempt: str, total: int) -> bool:
+        """Record how many ports the job will scan (for progress); fenced."""
+        reply = await self.client.eval(
+            _TOTAL, [self.keys.job(job_id)], [attempt, int(total), self._now()]
+        )
+        return integer(reply) == 1
+
+    async def finish(
+        self, job_id: str, attempt: str, status: str, error: str | None = None
+    ) -> bool:
+        """End the job as done, failed or cancelled; False if *attempt* lost the job."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"final status must be one of {', '.join(FINAL_STATUSES)}")
+        reply = await self.client.eval(
+            _FINISH, [self.keys.job(job_id)], [attempt, status, error or "", self._now()]
+        )
+        return integer(reply) == 1
+
+    async def reject(self, job_id: str | None, entry_id: str, error: str) -> bool:
+        """Mark an invalid job failed with *error* (unfenced: it never ran).
+
+        Nothing is written without an id, nor when the job hash belongs to another
+        stream entry (a replayed or forged entry reusing a real job's id) or already
+        ended done/cancelled. Returns whether the hash was written. Dead-lettering
+        and XACK are the consumer's.
+        """
+        if job_id is None:
+            return False
+        reply = await self.client.eval(
+            _REJECT, [self.keys.job(job_id)], [entry_id, error, self._now(), job_id]
+        )
+        return integer(reply) == 1
+
+    async def cancel_requested(self, job_id: str) -> bool:
+        reply = await self.client.execute("HGET", self.keys.job(job_id), "cancel")
+        return text(reply) == "1"
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Ask the worker running *job_id* to stop; it sets ``cancelled`` when it has."""
+        await self.client.execute(
+            "HSET", self.keys.job(job_id), "cancel", "1", "cancel_requested_at", self._now()
+        )
+
+    async def set_queued(self, job: Job, entry_id: str) -> bool:
+        """For submitters, after XADD: status ``queued`` unless a worker already moved it on.
+
+        Returns whether it was written.
+        """
+        reply = await self.client.eval(
+            _QUEUED, [self.keys.job(job.id)], [entry_id, self._now(), job.id, job.queue or ""]
+        )
+        return integer(reply) == 1

@@ -1,0 +1,151 @@
+"""``twistd vscand`` / ``twist vscand``: the command-line options and the service.
+
+Every key of ``etc/vscand.conf`` has an option (the key with ``-`` for ``_``); an option
+wins over the file. ``--allow``, ``--deny`` and ``--extra-probes`` may be repeated and
+each takes a comma or space separated list.
+
+Logs: with ``log_format = json`` the daemon logs JSON lines (one event per line, no RFC 7464
+record separator) on stdout: the journal under systemd. With twistd that needs
+``--nodaemon`` (or ``--logfile=-``); an explicit ``twistd --logger`` still wins. The
+observer is selected while the options are parsed, before twistd starts logging, so twistd
+never adds its own text observer next to it. ``twist vscand`` already logs JSON whenever
+stdout is not a tty (its ``--log-format`` decides); ``log_format = json`` forces JSON on a
+tty as well.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any, ClassVar
+
+from twisted.application.service import IService
+from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.python import usage
+
+from vscand.config import DEFAULT_CONFIG_PATH, KEYS, ConfigError, DaemonConfig, load_config
+
+# option name → help; the order is etc/vscand.conf's
+_HELP: dict[str, str] = {
+    "redis_url": "Redis URL: redis://[:PASSWORD@]HOST:PORT/DB, rediss:// (TLS), "
+    "unix:///PATH, redis+sentinel:// [default: $VSCAND_REDIS_URL, else "
+    "redis://127.0.0.1:6379/0]",
+    "queue": "jobs queue (vantage point) to consume [default: default]",
+    "consumer": "consumer name in the group, stable across restarts [default: HOSTNAME:main]",
+    "concurrency": "ports in flight [default: 1000]",
+    "per_host_concurrency": "ports in flight per target address, 0 = unlimited [default: 0]",
+    "connect_rate": "new connections per second, 0 = unlimited [default: 0]",
+    "probes_file": "nmap-service-probes file [default: search /usr/share/nmap, /usr/local/...]",
+    "intensity": "version intensity 0-9 for jobs that give none [default: 7]",
+    "job_idle_ms": "lease: ms a job may stay pending on a silent worker before another worker "
+    "reclaims it [default: 120000]",
+    "max_deliveries": "deliveries before a job goes to the dead-letter stream [default: 3]",
+    "results_maxlen": "approximate length of the fleet-wide results stream [default: 100000]",
+    "metrics_port": "Prometheus metrics on 127.0.0.1:PORT, 0 = off [default: 0]",
+    "log_format": "text or json [default: text]",
+    "key_prefix": "prefix of every Redis key [default: vscand:]",
+    "job_key_file": "key verifying signed jobs; when set, unsigned jobs are rejected "
+    "(relative: in $CREDENTIALS_DIRECTORY) [default: none, unsigned jobs accepted]",
+    "max_job_bytes": "largest job document accepted [default: 65536]",
+    "max_job_port_tasks": "most (address, port) tasks one job may expand to [default: 1000000]",
+    "drain_timeout": "seconds to finish in-flight work on stop before releasing it [default: 25]",
+    "block_ms": "XREADGROUP BLOCK in milliseconds [default: 5000]",
+    "command_timeout": "seconds before any other Redis command fails [default: 5]",
+    "watchdog": "yes/no: send WATCHDOG=1 to systemd while the consumer makes progress "
+    "[default: yes]",
+    "cache_dir": "prefilter cache directory [default: $VSCAND_CACHE_DIR, $CACHE_DIRECTORY, "
+    "/var/cache/vscand if writable, else ~/.cache/vscand]",
+}
+_REPEATABLE = ("allow", "deny", "extra_probes")
+
+
+def _option(key: str) -> str:
+    return key.replace("_", "-")
+
+
+def _overrides(options: usage.Options) -> dict[str, object]:
+    return {key: options.get(_option(key)) for key in KEYS}
+
+
+class Options(usage.Options):
+    """``twistd vscand [options]``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Consume version-detection jobs from Redis and write the results back. Every key "
+        "of the config file can be given as an option (key with - for _); options win."
+    )
+    optParameters: ClassVar[list[list[Any]]] = [
+        ["config", "c", None, f"INI config file [default: {DEFAULT_CONFIG_PATH}, if it exists]"],
+        *([_option(key), None, None, _HELP[key]] for key in KEYS if key not in _REPEATABLE),
+    ]
+
+    #: the merged configuration, set by :meth:`postOptions`
+    config: DaemonConfig | None = None
+
+    def _append(self, key: str, value: str) -> None:
+        name = _option(key)  # usage.Options keeps values under the dashed long name
+        current = self.get(name)
+        self[name] = [*current, value] if current is not None else [value]
+
+    def opt_allow(self, networks: str) -> None:
+        """allowed target networks, repeatable [default: 127.0.0.0/8 ::1/128]"""
+        self._append("allow", networks)
+
+    def opt_deny(self, networks: str) -> None:
+        """denied target networks (deny wins), repeatable [default: none]"""
+        self._append("deny", networks)
+
+    def opt_extra_probes(self, paths: str) -> None:
+        """extra probe files layered on the database, repeatable [default: none]"""
+        self._append("extra_probes", paths)
+
+    def overrides(self) -> dict[str, object]:
+        """The config keys given on the command line (``None``: not given)."""
+        return _overrides(self)
+
+    def postOptions(self) -> None:
+        try:
+            self.config = load_config(self["config"], self.overrides())
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        if self.config.log_format == "json":
+            _select_json_logs(getattr(self, "parent", None))
+
+
+def json_log_observer(log_file: IO[Any] | None = None) -> ILogObserver:
+    """JSON lines (no RFC 7464 separator) on *log_file*, default stdout.
+
+    Also usable on its own: ``twistd --logger vscand.tap.json_log_observer vscand``.
+    """
+    return jsonFileLogObserver(sys.stdout if log_file is None else log_file, recordSeparator="")
+
+
+def _select_json_logs(parent: usage.Options | None) -> None:
+    """Make the runner that parses these options log JSON, unless told otherwise."""
+    if parent is None:
+        return
+    if "logger" in parent and "nodaemon" in parent:  # twistd
+        if parent["logger"] is not None:
+            return  # --logger wins
+        logfile = parent.get("logfile")
+        if logfile == "-" or (not logfile and parent["nodaemon"]):
+            # a dotted name: twistd's own postOptions, which runs after ours, imports it
+            parent["logger"] = f"{__name__}.json_log_observer"
+            return
+        raise usage.UsageError(
+            "log_format = json writes JSON lines to stdout: run twistd with --nodaemon "
+            "(as the systemd unit does), or choose an observer with --logger"
+        )
+    if "logFile" in parent and "fileLogObserverFactory" not in parent:  # twist
+        parent["fileLogObserverFactory"] = json_log_observer
+        parent["logFormat"] = "json"
+
+
+def makeService(options: usage.Options) -> IService:
+    """The daemon: :class:`vscand.worker.WorkerService` with the merged configuration."""
+    config = getattr(options, "config", None)
+    if not isinstance(config, DaemonConfig):
+        config = load_config(options.get("config"), _overrides(options))
+    from vscand.worker import WorkerService  # noqa: PLC0415 - `--help` must stay light
+
+    return WorkerService(config)

@@ -1,0 +1,628 @@
+"""The daemon: jobs from a Redis stream, scanned with the engine, results back to Redis.
+
+``WorkerService`` is what ``twistd vscand`` runs.  Its promises:
+
+* a job is acknowledged only after its results and final status are written
+  (results are fenced by attempt, so a job taken over by another worker cannot
+  be written twice);
+* an invalid job is never dropped silently: it is marked ``failed`` with a
+  precise error, copied to the dead-letter stream, and acknowledged;
+* a job that keeps killing or wedging its workers is dead-lettered once its
+  delivery count passes ``max_deliveries``;
+* leases of running jobs are renewed; jobs of dead consumers are claimed after
+  ``job_idle_ms``;
+* SIGTERM stops intake, lets jobs finish until ``drain_timeout``, releases the
+  rest (immediately claimable by other workers) and exits before the deadline;
+* Redis outages are survived: every command is bounded, the read loop backs off
+  and resumes, and health (the systemd watchdog) follows consumption progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorThreads
+from twisted.logger import Logger
+
+from vscand import sdnotify
+from vscand.config import DaemonConfig
+from vscand.ports import ServicesTable, load_services
+from vscand.probes.matcher import Matcher, load_matcher
+from vscand.queue.client import RedisClient, RedisUnavailable
+from vscand.queue.consumer import Delivery, JobConsumer
+from vscand.queue.jobs import (
+    Job,
+    JobError,
+    JobLimits,
+    JobVerifier,
+    claim_signature,
+    load_key,
+    parse_job,
+)
+from vscand.queue.keys import Keys
+from vscand.queue.results import ResultWriter
+from vscand.scan.engine import ScanEngine
+from vscand.scan.model import PortTask, Result, ScanOptions
+from vscand.scan.scheduler import Scheduler
+from vscand.scan.targets import TargetError, TargetPolicy, plan_tasks, select_ports, system_resolver
+
+log = Logger()
+
+#: how often running jobs are checked for a cancel request
+CANCEL_POLL = 1.0
+HEARTBEAT_INTERVAL = 5.0
+
+
+@dataclass
+class RunningJob:
+    delivery: Delivery
+    job: Job
+    attempt: str
+    started: float
+    scheduler: Scheduler | None = None
+    done: defer.Deferred[None] = field(default_factory=defer.Deferred)
+    ports_done: int = 0
+    lost: bool = False  # the lease was taken over: stop, never ack
+    releasing: bool = False  # shutdown: stop, release, never ack
+    cancelled: bool = False
+    writes: list[defer.Deferred[Any]] = field(default_factory=list)
+
+
+def _retry_delays() -> list[float]:
+    return [0.2, 0.5, 1.0, 2.0, 5.0]
+
+
+class WorkerService(service.Service):
+    """One consumer of the jobs stream (``twistd vscand``)."""
+
+    def __init__(self, config: DaemonConfig, reactor: Any | None = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor  # noqa: PLC0415
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        self.keys = Keys(config.key_prefix)
+        self.name = "vscand-worker"
+        self.stream = self.keys.jobs_for(config.queue)
+        self.policy = TargetPolicy(allow=list(config.allow), deny=list(config.deny))
+        self.limits = JobLimits(
+            max_bytes=config.max_job_bytes, max_port_tasks=config.max_job_port_tasks
+        )
+        self.verifier = JobVerifier(load_key(config.job_key_file)) if config.job_key_file else None
+        self.jobs: dict[str, RunningJob] = {}
+        self._stopping = False
+        self._loops: list[task.LoopingCall] = []
+        self._read_loop: defer.Deferred[None] | None = None
+        self._slot_free: defer.Deferred[None] | None = None
+        self.started_at = time.time()
+        self.jobs_done = 0
+        self.results_written = 0
+        self.client: RedisClient | None = None
+        self.consumer: JobConsumer | None = None
+        self.writer: ResultWriter | None = None
+        self.engine: ScanEngine | None = None
+        self._port_slots = defer.DeferredSemaphore(max(1, config.concurrency))
+        self.max_jobs = max(1, min(64, config.concurrency))
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def startService(self) -> None:
+        service.Service.startService(self)  # type: ignore[no-untyped-call]
+        d = defer.Deferred.fromCoroutine(self._start())
+        d.addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Any) -> None:
+        log.failure("vscand could not start", failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    async def _start(self) -> None:
+        config = self.config
+        log.info(
+            "vscand starting: consumer {consumer} on {stream}",
+            consumer=config.consumer,
+            stream=self.stream,
+        )
+        matcher, services = await self._load_probes()
+        self.client = RedisClient(
+            self.reactor,
+            config.redis_url,
+            command_timeout=config.command_timeout,
+            client_name=f"vscand:{config.consumer}",
+        )
+        await self._until_connected()
+        self.consumer = JobConsumer(
+            self.client,
+            stream=self.stream,
+            consumer=config.consumer,
+            clock=self.reactor,
+            block_ms=config.block_ms,
+            lease_ms=config.job_idle_ms,
+            max_deliveries=config.max_deliveries,
+            dead_stream=self.keys.dead,
+        )
+        await self._retrying("create the consumer group", self.consumer.ensure_group)
+        self.writer = ResultWriter(
+            self.client, self.keys, worker=config.consumer, results_maxlen=config.results_maxlen
+        )
+        self.engine = ScanEngine(
+            self.reactor,
+            matcher,
+            services,
+            ScanOptions(intensity=config.intensity, worker=config.consumer),
+            concurrency=config.concurrency,
+            per_host_concurrency=config.per_host_concurrency,
+            connect_rate=config.connect_rate,
+        )
+        self.engine.match.start()
+        lease_s = config.job_idle_ms / 1000.0
+        self._every(max(0.5, lease_s / 3), self._renew_leases)
+        self._every(max(1.0, lease_s / 2), self._janitor)
+        self._every(CANCEL_POLL, self._check_cancels)
+        self._every(HEARTBEAT_INTERVAL, self._heartbeat)
+        self._every(60.0, self._trim)
+        interval = sdnotify.watchdog_interval()
+        if interval and config.watchdog:
+            self._every(interval, self._watchdog)
+        self._read_loop = defer.Deferred.fromCoroutine(self._read_forever())
+        self._read_loop.addErrback(lambda f: log.failure("read loop died", f))
+        sdnotify.notify("READY=1")
+        log.info("vscand ready: consumer {consumer}", consumer=config.consumer)
+
+    async def _load_probes(self) -> tuple[Matcher, ServicesTable]:
+        from twisted.internet.threads import deferToThread  # noqa: PLC0415
+
+        config = self.config
+
+        def load() -> tuple[Matcher, ServicesTable]:
+            cache = config.cache_dir
+            matcher = load_matcher(
+                config.probes_file,
+                list(config.extra_probes),
+                cache_dir=None if cache is None else __import__("pathlib").Path(cache),
+            )
+            return matcher, load_services()
+
+        result: tuple[Matcher, ServicesTable] = await deferToThread(load)
+        return result
+
+    def _every(self, interval: float, function: Any) -> None:
+        def guarded() -> defer.Deferred[None]:
+            d = defer.Deferred.fromCoroutine(function())
+            d.addErrback(self._loop_error, function.__name__)
+            return d
+
+        loop = task.LoopingCall(guarded)
+        loop.clock = self.reactor
+        loop.start(interval, now=False).addErrback(self._loop_error, function.__name__)
+        self._loops.append(loop)
+
+    def _loop_error(self, failure: Any, name: str) -> None:
+        if failure.check(RedisUnavailable):
+            log.warn(
+                "{loop}: Redis unavailable: {error}", loop=name, error=failure.getErrorMessage()
+            )
+            return None
+        log.failure("{loop} failed", failure, loop=name)
+        return None
+
+    async def _until_connected(self) -> None:
+        assert self.client is not None
+        delays = _retry_delays()
+        attempt = 0
+        while True:
+            try:
+                await self.client.connect()
+                return
+            except RedisUnavailable as exc:
+                delay = delays[min(attempt, len(delays) - 1)]
+                attempt += 1
+                log.warn(
+                    "Redis not reachable ({error}); retrying in {delay}s",
+                    error=str(exc),
+                    delay=delay,
+                )
+                await task.deferLater(self.reactor, delay)
+
+    async def _retrying(self, what: str, function: Any, *args: Any) -> Any:
+        """Run a Redis operation until it succeeds (or shutdown gives up on it)."""
+        delays = _retry_delays()
+        attempt = 0
+        while True:
+            try:
+                return await function(*args)
+            except RedisUnavailable as exc:
+                if self._stopping and attempt > 3:
+                    raise
+                delay = delays[min(attempt, len(delays) - 1)]
+                attempt += 1
+                log.warn(
+                    "{what}: Redis unavailable ({error}); retry in {delay}s",
+                    what=what,
+                    error=str(exc),
+                    delay=delay,
+                )
+                await task.deferLater(self.reactor, delay)
+
+    # -- intake ---------------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        assert self.consumer is not None
+        delays = _retry_delays()
+        failures = 0
+        while not self._stopping:
+            free = self.max_jobs - len(self.jobs)
+            if free <= 0:
+                self._slot_free = defer.Deferred()
+                await self._slot_free
+                continue
+            try:
+                deliveries = await self.consumer.read(free)
+                failures = 0
+            except RedisUnavailable as exc:
+                delay = delays[min(failures, len(delays) - 1)]
+                failures += 1
+                log.warn(
+                    "reading jobs: Redis unavailable ({error}); retry in {delay}s",
+                    error=str(exc),
+                    delay=delay,
+                )
+                await task.deferLater(self.reactor, delay)
+                continue
+            except Exception:
+                log.failure("reading jobs failed")
+                await task.deferLater(self.reactor, 1.0)
+                continue
+            for delivery in deliveries:
+                if self._stopping:
+                    break  # left pending: reclaimed after the lease, or by our own PEL read
+                self._start_job(delivery)
+
+    async def _janitor(self) -> None:
+        if self._stopping or self.consumer is None:
+            return
+        free = self.max_jobs - len(self.jobs)
+        if free <= 0:
+            return
+        for delivery in await self.consumer.claim_idle(free):
+            if delivery.entry_id in {r.delivery.entry_id for r in self.jobs.values()}:
+                continue
+            log.info(
+                "claimed job entry {entry} idle past the lease (delivery {n})",
+                entry=delivery.entry_id,
+                n=delivery.deliveries,
+            )
+            self._start_job(delivery)
+
+    def _start_job(self, delivery: Delivery) -> None:
+        d = defer.Deferred.fromCoroutine(self._handle(delivery))
+        d.addErrback(lambda f: log.failure("job entry {entry} failed", f, entry=delivery.entry_id))
+
+    def _slot_released(self) -> None:
+        waiter, self._slot_free = self._slot_free, None
+        if waiter is not None:
+            waiter.callback(None)
+
+    async def _reject(self, delivery: Delivery, job_id: str | None, reason: str) -> None:
+        assert self.writer is not None and self.consumer is not None
+        log.warn("job entry {entry} rejected: {reason}", entry=delivery.entry_id, reason=reason)
+        await self._retrying(
+            "record a rejected job", self.writer.reject, job_id, delivery.entry_id, reason
+        )
+        await self._retrying("dead-letter a job", self.consumer.dead_letter, delivery, reason)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        assert self.consumer is not None and self.writer is not None
+        raw = delivery.fields.get(b"job", b"")
+        job_id_hint = _job_id_hint(raw)
+        if self.consumer.over_cap(delivery):
+            await self._reject(
+                delivery,
+                job_id_hint,
+                f"delivered {delivery.deliveries} times (max_deliveries "
+                f"{self.config.max_deliveries}): the job crashed or wedged its worker each time",
+            )
+            return
+        try:
+            job = parse_job(
+                raw, limits=self.limits, policy=self.policy, verifier=self.verifier, now=time.time()
+            )
+        except JobError as exc:
+            await self._reject(delivery, exc.job_id or job_id_hint, f"invalid job: {exc}")
+            return
+        if self.verifier is not None:
+            fresh = await self._retrying(
+                "check replay", claim_signature, self.client, self.keys, job, delivery.entry_id
+            )
+            if not fresh:
+                await self._reject(
+                    delivery,
+                    job.id,
+                    "replayed job: this signed job id was "
+                    "already submitted in another stream entry",
+                )
+                return
+        attempt = uuid.uuid4().hex
+        state = await self._retrying(
+            "start a job", self.writer.begin, job, delivery.entry_id, attempt
+        )
+        if state == "done":
+            await self._retrying("ack a finished job", self.consumer.ack, delivery.entry_id)
+            return
+        if state == "cancelled":
+            await self._retrying(
+                "finish a cancelled job", self.writer.finish, job.id, attempt, "cancelled", None
+            )
+            await self._retrying("ack a cancelled job", self.consumer.ack, delivery.entry_id)
+            return
+        running = RunningJob(delivery, job, attempt, started=self.reactor.seconds())
+        self.jobs[delivery.entry_id] = running
+        try:
+            await self._run(running)
+        finally:
+            self.jobs.pop(delivery.entry_id, None)
+            running.done.callback(None)
+            self._slot_released()
+
+    async def _run(self, running: RunningJob) -> None:
+        assert self.engine is not None and self.writer is not None
+        assert self.consumer is not None
+        job = running.job
+        try:
+            ports = select_ports(job.ports)
+            tasks = await plan_tasks(
+                [*job.targets, *job.endpoints],
+                self.policy,
+                system_resolver(cast(IReactorThreads, self.reactor)),
+                ports,
+            )
+        except (TargetError, ValueError) as exc:
+            await self._retrying(
+                "fail a job",
+                self.writer.finish,
+                job.id,
+                running.attempt,
+                "failed",
+                f"invalid job: {exc}",
+            )
+            await self._retrying(
+                "dead-letter a job",
+                self.consumer.dead_letter,
+                running.delivery,
+                f"invalid job: {exc}",
+            )
+            return
+        options = ScanOptions(
+            intensity=9 if job.version_all else job.intensity,
+            connect_timeout=job.connect_ms / 1000.0,
+            tags=dict(job.tags),
+            job=job.id,
+            worker=self.config.consumer,
+            scanned_protocols=tuple(sorted(ports)) or ("tcp",),
+        )
+        engine = self.engine
+        writer = self.writer
+
+        def scan_port(port_task: PortTask) -> defer.Deferred[Result]:
+            return self._port_slots.run(lambda: engine.scan_port(port_task, options))
+
+        def on_result(result: Result) -> None:
+            running.ports_done += 1
+            if running.lost:
+                return
+            d = defer.Deferred.fromCoroutine(
+                self._retrying("write a result", writer.write, job.id, running.attempt, result)
+            )
+            running.writes.append(d)
+
+        scheduler = Scheduler(
+            self.reactor,
+            scan_port,
+            on_result,
+            concurrency=self.config.concurrency,
+            per_host_concurrency=self.config.per_host_concurrency,
+            connect_limiter=engine.limiter,
+            options=options,
+        )
+        running.scheduler = scheduler
+        timeout_call = None
+        if job.host_ms:
+            timeout_call = self.reactor.callLater(job.host_ms / 1000.0, scheduler.stop)
+        await scheduler.run(tasks)
+        if timeout_call is not None and timeout_call.active():
+            timeout_call.cancel()
+            timed_out = False
+        else:
+            timed_out = timeout_call is not None
+        writes = await defer.DeferredList(running.writes, consumeErrors=True)
+        if running.lost or running.releasing:
+            return  # another worker owns it now, or shutdown released it: never ack here
+        if not all(ok for ok, _ in writes):
+            log.error(
+                "job {job}: some results could not be written; left for redelivery", job=job.id
+            )
+            return
+        if running.cancelled:
+            status, error = "cancelled", None
+        elif timed_out:
+            status, error = "failed", f"timed out after {job.host_ms} ms (partial results kept)"
+        else:
+            status, error = "done", None
+        await self._retrying(
+            "finish a job", self.writer.finish, job.id, running.attempt, status, error
+        )
+        await self._retrying("ack a job", self.consumer.ack, running.delivery.entry_id)
+        self.jobs_done += 1
+        self.results_written += running.ports_done
+        log.info(
+            "job {job} {status}: {ports} ports", job=job.id, status=status, ports=running.ports_done
+        )
+
+    # -- periodic -------------------------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        assert self.consumer is not None
+        for running in list(self.jobs.values()):
+            if running.lost or running.releasing:
+                continue
+            still_ours = await self.consumer.renew(running.delivery.entry_id)
+            if not still_ours:
+                log.warn("job {job}: lease lost to another worker; stopping it", job=running.job.id)
+                running.lost = True
+                if running.scheduler is not None:
+                    running.scheduler.stop()
+
+    async def _check_cancels(self) -> None:
+        assert self.writer is not None
+        for running in list(self.jobs.values()):
+            if running.cancelled or running.scheduler is None:
+                continue
+            if await self.writer.cancel_requested(running.job.id):
+                log.info("job {job}: cancel requested", job=running.job.id)
+                running.cancelled = True
+                running.scheduler.stop()
+
+    async def _heartbeat(self) -> None:
+        if self.client is None:
+            return
+        in_flight = sum(
+            r.scheduler.in_flight for r in self.jobs.values() if r.scheduler is not None
+        )
+        beat = {
+            "consumer": self.config.consumer,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queue": self.config.queue,
+            "started_at": _iso(self.started_at),
+            "last_seen": _iso(time.time()),
+            "jobs": sorted(r.job.id for r in self.jobs.values()),
+            "ports_in_flight": in_flight,
+            "jobs_done": self.jobs_done,
+            "results_written": self.results_written,
+            "last_progress_age_s": round(self._progress_age(), 3),
+        }
+        await self.client.execute("HSET", self.keys.workers, self.config.consumer, json.dumps(beat))
+
+    async def _trim(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.trim()
+
+    def _progress_age(self) -> float:
+        if self.consumer is None:
+            return 0.0
+        return float(self.reactor.seconds() - self.consumer.last_progress)
+
+    async def _watchdog(self) -> None:
+        # health = consumption progress: a read round-trip completes every block_ms
+        limit = 2 * self.config.block_ms / 1000.0 + 2 * self.config.command_timeout + 5
+        if self._progress_age() <= limit:
+            sdnotify.notify("WATCHDOG=1")
+        else:
+            log.warn(
+                "no consumption progress for {age:.1f}s: not petting the watchdog",
+                age=self._progress_age(),
+            )
+
+    # -- shutdown -------------------------------------------------------------
+
+    def stopService(self) -> defer.Deferred[None]:
+        service.Service.stopService(self)  # type: ignore[no-untyped-call]
+        return defer.Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        self._stopping = True
+        sdnotify.notify("STOPPING=1")
+        deadline = self.reactor.seconds() + self.config.drain_timeout
+        log.info(
+            "vscand stopping: {n} jobs in flight, drain deadline {t}s",
+            n=len(self.jobs),
+            t=self.config.drain_timeout,
+        )
+        self._slot_released()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        waiting = [r.done for r in self.jobs.values()]
+        if waiting:
+            remaining = max(0.0, deadline - self.reactor.seconds() - 3.0)
+            drained = defer.DeferredList(waiting)
+            timer = self.reactor.callLater(remaining, drained.cancel)
+            with contextlib.suppress(defer.CancelledError):  # the drain deadline passed
+                await drained
+            if timer.active():
+                timer.cancel()
+        for running in list(self.jobs.values()):
+            running.releasing = True
+            if running.scheduler is not None:
+                running.scheduler.stop()
+            await self._release(running)
+        if self.engine is not None:
+            self.engine.match.stop()
+        if self.client is not None:
+            try:
+                await self.client.disconnect()
+            except Exception:
+                log.failure("closing Redis")
+        log.info("vscand stopped")
+
+    async def _release(self, running: RunningJob) -> None:
+        """Make a job we cannot finish claimable at once by other workers."""
+        assert self.client is not None
+        try:
+            await self.client.execute(
+                "XCLAIM",
+                self.stream,
+                "vscand",
+                self.config.consumer,
+                0,
+                running.delivery.entry_id,
+                "IDLE",
+                self.config.job_idle_ms + 1000,
+                "JUSTID",
+                timeout=2.0,
+            )
+            await self.client.execute(
+                "HSET",
+                self.keys.job(running.job.id),
+                "status",
+                "queued",
+                "released_by",
+                self.config.consumer,
+                "released_at",
+                _iso(time.time()),
+                timeout=2.0,
+            )
+            log.info("job {job} released for another worker", job=running.job.id)
+        except Exception:
+            log.failure("releasing job {job}", job=running.job.id)
+
+
+def _iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def _job_id_hint(raw: bytes) -> str | None:
+    """The job's id if one can be read from an invalid job (for its status hash)."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(value, dict):
+        job_id = value.get("id")
+        if (
+            isinstance(job_id, str)
+            and 0 < len(job_id) <= 128
+            and all(c.isalnum() or c in "._:-" for c in job_id)
+        ):
+            return job_id
+    return None
