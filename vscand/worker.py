@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import socket
@@ -164,13 +165,14 @@ class WorkerService(service.Service):
             per_host_concurrency=config.per_host_concurrency,
             connect_rate=config.connect_rate,
         )
-        self.engine.match.start()
+        self.engine.start()
         lease_s = config.job_idle_ms / 1000.0
         self._every(max(0.5, lease_s / 3), self._renew_leases)
         self._every(max(1.0, lease_s / 2), self._janitor)
         self._every(CANCEL_POLL, self._check_cancels)
         self._every(HEARTBEAT_INTERVAL, self._heartbeat)
         self._every(60.0, self._trim)
+        self._every(30.0, self._collect_when_idle)
         interval = sdnotify.watchdog_interval()
         if interval and config.watchdog:
             self._every(interval, self._watchdog)
@@ -425,15 +427,7 @@ class WorkerService(service.Service):
             )
             running.writes.append(d)
 
-        scheduler = Scheduler(
-            self.reactor,
-            scan_port,
-            on_result,
-            concurrency=self.config.concurrency,
-            per_host_concurrency=self.config.per_host_concurrency,
-            connect_limiter=engine.limiter,
-            options=options,
-        )
+        scheduler = engine.make_scheduler(scan_port, on_result, options)
         running.scheduler = scheduler
         timeout_call = None
         if job.host_ms:
@@ -513,6 +507,11 @@ class WorkerService(service.Service):
         }
         await self.client.execute("HSET", self.keys.workers, self.config.consumer, json.dumps(beat))
 
+    async def _collect_when_idle(self) -> None:
+        """Full garbage collections are rare under load (``tune_gc``): run one when idle."""
+        if not self.jobs:
+            gc.collect()
+
     async def _trim(self) -> None:
         if self.consumer is not None:
             await self.consumer.trim()
@@ -567,7 +566,7 @@ class WorkerService(service.Service):
                 running.scheduler.stop()
             await self._release(running)
         if self.engine is not None:
-            self.engine.match.stop()
+            self.engine.stop()
         if self.client is not None:
             try:
                 await self.client.disconnect()

@@ -87,5 +87,9 @@ class ReactorLagMonitor:
         rank = max(1, math.ceil(p / 100 * len(ordered)))
         return ordered[rank - 1]
 
+    def last(self) -> float:
+        """The most recent sample (0.0 if none): how late the last tick fired."""
+        return self._samples[-1] if self._samples else 0.0
+
     def max(self) -> float:
         return max(self._samples, default=0.0)

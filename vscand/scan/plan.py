@@ -5,7 +5,62 @@ Pure code: nothing here imports Twisted.
 
 from __future__ import annotations
 
+import bisect
+import threading
+from dataclasses import dataclass
+
 from vscand.probes.model import Probe, ProbeDatabase
+
+
+@dataclass(frozen=True)
+class _ProtocolIndex:
+    """One protocol's probes in file order, with what the plan needs precomputed."""
+
+    probes: tuple[Probe, ...]
+    rarity: tuple[int, ...]
+    services: tuple[frozenset[str], ...]
+    #: port → positions (in ``probes``) of the probes listing it, per tunnel (plain, ssl)
+    listed: tuple[dict[int, tuple[int, ...]], dict[int, tuple[int, ...]]]
+    #: intensity → positions of the probes whose rarity is within it
+    by_intensity: tuple[tuple[int, ...], ...]
+
+
+_INDEXES: dict[int, tuple[ProbeDatabase, dict[str, _ProtocolIndex]]] = {}
+_LOCK = threading.Lock()
+
+
+def _index(db: ProbeDatabase) -> dict[str, _ProtocolIndex]:
+    """The plan index of a database, built once (the database is never mutated)."""
+    cached = _INDEXES.get(id(db))
+    if cached is not None and cached[0] is db:
+        return cached[1]
+    with _LOCK:
+        cached = _INDEXES.get(id(db))
+        if cached is not None and cached[0] is db:
+            return cached[1]
+        index: dict[str, _ProtocolIndex] = {}
+        for protocol in ("TCP", "UDP"):
+            probes = tuple(p for p in db.probes if p.protocol == protocol)
+            listed: tuple[dict[int, list[int]], dict[int, list[int]]] = ({}, {})
+            for position, probe in enumerate(probes):
+                for tunnel, ports in ((0, probe.ports), (1, probe.sslports)):
+                    for port in ports:
+                        listed[tunnel].setdefault(port, []).append(position)
+            index[protocol] = _ProtocolIndex(
+                probes=probes,
+                rarity=tuple(p.rarity for p in probes),
+                services=tuple(p.services for p in probes),
+                listed=(
+                    {k: tuple(v) for k, v in listed[0].items()},
+                    {k: tuple(v) for k, v in listed[1].items()},
+                ),
+                by_intensity=tuple(
+                    tuple(i for i, p in enumerate(probes) if p.rarity <= level)
+                    for level in range(10)
+                ),
+            )
+        _INDEXES[id(db)] = (db, index)
+        return index
 
 
 class ProbePlan:
@@ -27,21 +82,13 @@ class ProbePlan:
     ) -> None:
         self._db = db
         self._protocol = protocol.upper()
-        self._port = port
         self._intensity = intensity
-        self._ssl = tunnel_ssl
+        self._index = _index(db).get(self._protocol)
+        listed = self._index.listed[1 if tunnel_ssl else 0].get(port, ()) if self._index else ()
+        self._listed = listed
+        self._listed_set = frozenset(listed)
         self._stage = 0  # 0: NULL, 1: port-listed, 2: the rest, 3: exhausted
         self._position = 0
-
-    def _wanted(self, probe: Probe, listed_stage: bool, soft: str | None) -> bool:
-        if probe.protocol != self._protocol:
-            return False
-        listed = self._port in probe.port_list(self._ssl)
-        if listed != listed_stage:
-            return False
-        if soft is not None:
-            return self._intensity >= 9 or soft in probe.services
-        return listed_stage or probe.rarity <= self._intensity
 
     def next(self, soft_service: str | None = None) -> Probe | None:
         """The next probe to send, given the soft-matched service so far."""
@@ -50,14 +97,42 @@ class ProbePlan:
             null = self._db.null_probe
             if self._protocol == "TCP" and null is not None:
                 return null
-        probes = self._db.probes
-        while self._stage in (1, 2):
-            listed_stage = self._stage == 1
-            while self._position < len(probes):
-                probe = probes[self._position]
+        index = self._index
+        if index is None:
+            self._stage = 3
+            return None
+        intensity = self._intensity
+        prune = soft_service is not None and intensity < 9
+        if self._stage == 1:
+            listed = self._listed
+            while self._position < len(listed):
+                position = listed[self._position]
                 self._position += 1
-                if self._wanted(probe, listed_stage, soft_service):
-                    return probe
-            self._stage += 1
+                if not prune or soft_service in index.services[position]:
+                    return index.probes[position]
+            self._stage = 2
             self._position = 0
+        if self._stage == 2:
+            probes = index.probes
+            skip = self._listed_set
+            # _position is the next file position to consider (the walk is in file order)
+            if soft_service is None:
+                eligible = index.by_intensity[max(0, min(9, intensity))]
+                i = bisect.bisect_left(eligible, self._position)
+                while i < len(eligible):
+                    position = eligible[i]
+                    i += 1
+                    if position not in skip:
+                        self._position = position + 1
+                        return probes[position]
+                self._position = len(probes)
+            else:
+                while self._position < len(probes):
+                    position = self._position
+                    self._position += 1
+                    if position in skip:
+                        continue
+                    if not prune or soft_service in index.services[position]:
+                        return probes[position]
+            self._stage = 3
         return None

@@ -15,6 +15,7 @@ built from ``connect_rate``; the engine passes it to the port machines.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -181,6 +182,8 @@ class Scheduler:
         options: ScanOptions | None = None,
         max_lookahead: int = 100_000,
         start_batch: int = 256,
+        turn_budget: float | None = None,
+        admission: Callable[[], float] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency!r}")
@@ -204,6 +207,10 @@ class Scheduler:
         #: rest start on the next reactor turns, so a burst of starts (10,000 at
         #: once) cannot hold the reactor for seconds
         self.start_batch = start_batch
+        #: seconds of reactor time one pump may spend starting ports (None: no limit)
+        self.turn_budget = turn_budget
+        #: returns how long to wait before starting more ports (0: go); e.g. reactor lag
+        self.admission = admission
         self._pump_call: IDelayedCall | None = None
         self.stats = SchedulerStats()
         self._reset()
@@ -339,11 +346,25 @@ class Scheduler:
     def _pump(self) -> None:
         if self._pumping:
             return
+        if self._pump_call is not None and self.admission is not None:
+            return  # a later pump is already due (the reactor is catching up)
         self._pumping = True
         started = 0
+        began = time.perf_counter()
         try:
             while not self._stopping and len(self._running) < self.concurrency:
-                if started >= self.start_batch:
+                if self.admission is not None:
+                    delay = self.admission()
+                    if delay > 0:
+                        # the reactor is behind: let it catch up before adding work
+                        self._pump_call = self._clock.callLater(delay, self._deferred_pump)
+                        break
+                over_budget = (
+                    self.turn_budget is not None
+                    and started > 0
+                    and time.perf_counter() - began > self.turn_budget
+                )
+                if started >= self.start_batch or over_budget:
                     # let the reactor poll (and fire timers) before the next batch
                     if self._pump_call is None:
                         self._pump_call = self._clock.callLater(0, self._deferred_pump)
@@ -414,6 +435,13 @@ class Scheduler:
                 port=task.port,
                 protocol=task.protocol,
             )
+        if self.turn_budget is not None and not self._pumping:
+            # many ports can end in one reactor turn (their deadlines fall due
+            # together): start their successors in one budgeted pass next turn
+            if self._pump_call is None and not self._stopping:
+                self._pump_call = self._clock.callLater(0, self._deferred_pump)
+            self._maybe_done()
+            return
         self._pump()
 
     def _bug(self, failure: Failure, task: PortTask) -> None:
