@@ -8,7 +8,7 @@ APT_PACKAGES := nmap-common nmap ndiff libpcre3 redis-server libxml2-utils \
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
-.PHONY: all system-deps venv test lint bench bench-scan clean
+.PHONY: all system-deps venv demo test lint bench bench-scan clean
 
 all: test
 
@@ -40,6 +40,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 venv: system-deps $(VENV)/.installed
+
+# The daemon end to end: a private Redis (unless VSCAND_REDIS_URL is set), a few
+# local services, `twist vscand`, one job over loopback, the results table, then
+# everything it started is stopped.
+demo: venv
+	$(PY) scripts/demo.py
 
 test: venv
 	$(PY) -b -m pytest -q $(PYTEST_ARGS)

@@ -458,6 +458,8 @@ class WorkerService(service.Service):
         await self._retrying("ack a job", self.consumer.ack, running.delivery.entry_id)
         self.jobs_done += 1
         self.results_written += running.ports_done
+        beat = defer.Deferred.fromCoroutine(self._heartbeat())
+        beat.addErrback(self._loop_error, "_heartbeat")
         log.info(
             "job {job} {status}: {ports} ports", job=job.id, status=status, ports=running.ports_done
         )
