@@ -157,6 +157,9 @@ def test_dead_letter_records_the_reason_and_acks(
     assert record[b"at"].endswith(b"Z")
     assert pending(rt, client) == {}
     assert c.in_hand == frozenset()
+    # retried after an ambiguous failure (the first try was applied): no second dead letter
+    rt.run(lambda: c.dead_letter(d, "delivered 4 times: crashed its worker each time"))
+    assert rt.call(lambda: client.execute("XLEN", KEYS.dead)) == 1
 
 
 def test_trim_never_drops_pending_or_undelivered_entries(

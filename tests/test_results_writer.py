@@ -170,6 +170,26 @@ def test_a_stale_attempt_cannot_write_or_finish(redis: SyncRedis, writer: Result
     assert redis.call("HLEN", KEYS.inventory("127.0.0.1")) == 1  # only the write before takeover
 
 
+def test_a_retried_write_is_stored_once(redis: SyncRedis, writer: ResultWriter) -> None:
+    """A write retried after a timeout or a lost connection, when the first try was in
+    fact applied, adds nothing (found by the daemon reliability tests: duplicate results)."""
+    job = make_job()
+    assert run(writer.begin(job, "5-0", "a1")) == "run"
+    for _ in range(3):
+        assert run(writer.write(job.id, "a1", result(22))) is True
+    assert run(writer.write(job.id, "a1", result(80, "closed"))) is True
+    assert [r["port"] for r in job_results(redis)] == [22, 80]
+    assert redis.call("XLEN", KEYS.results) == 2
+    state = job_hash(redis)
+    assert (state["ports_done"], state["state:open"], state["state:closed"]) == ("2", "1", "1")
+    # a new attempt starts from scratch, and the job's end drops the bookkeeping
+    assert run(writer.begin(job, "5-0", "a2")) == "run"
+    assert run(writer.write(job.id, "a2", result(22))) is True
+    assert [r["port"] for r in job_results(redis)] == [22]
+    assert run(writer.finish(job.id, "a2", "done")) is True
+    assert redis.call("EXISTS", KEYS.job_written(job.id)) == 0
+
+
 def test_a_write_for_an_unknown_job_is_refused(redis: SyncRedis, writer: ResultWriter) -> None:
     assert run(writer.write("nope", "a", result(22))) is False
     assert redis.call("EXISTS", KEYS.job("nope"), KEYS.results) == 0

@@ -468,3 +468,16 @@ def test_no_further_reads_after_the_cap(db_matcher: Matcher) -> None:
         h.clock.advance(5.0)
     h.finished_cleanly()
     assert h.result["service"]["product"] is None
+
+
+def test_cancel_before_any_data_is_incomplete_not_tcpwrapped(db_matcher: Matcher) -> None:
+    """Our own interruption says nothing about the service: no tcpwrapped override."""
+    h = Harness(db_matcher)
+    h.dialer.accept()
+    h.clock.advance(1.0)
+    h.deferred.cancel()
+    h.finished_cleanly()
+    svc = h.result["service"]
+    assert (svc["name"], svc["method"], svc["conf"]) == ("afs3-callback", "table", 3)
+    assert h.result["interrupted"] is True
+    assert h.result["final_state"] == "incomplete"

@@ -61,6 +61,9 @@ log = Logger()
 #: how often running jobs are checked for a cancel request
 CANCEL_POLL = 1.0
 HEARTBEAT_INTERVAL = 5.0
+#: the janitor looks for claimable jobs at least this often (and once at start): jobs
+#: released by a stopping worker are claimable at once, whatever the lease
+JANITOR_MAX_INTERVAL = 5.0
 
 
 @dataclass
@@ -75,6 +78,7 @@ class RunningJob:
     lost: bool = False  # the lease was taken over: stop, never ack
     releasing: bool = False  # shutdown: stop, release, never ack
     cancelled: bool = False
+    finishing: bool = False  # results written, final status and XACK under way: no renewals
     writes: list[defer.Deferred[Any]] = field(default_factory=list)
 
 
@@ -103,6 +107,7 @@ class WorkerService(service.Service):
         self.jobs: dict[str, RunningJob] = {}
         self._stopping = False
         self._loops: list[task.LoopingCall] = []
+        self._renew_loop: task.LoopingCall | None = None
         self._read_loop: defer.Deferred[None] | None = None
         self._slot_free: defer.Deferred[None] | None = None
         self.started_at = time.time()
@@ -112,6 +117,9 @@ class WorkerService(service.Service):
         self.consumer: JobConsumer | None = None
         self.writer: ResultWriter | None = None
         self.engine: ScanEngine | None = None
+        #: nmap-services, loaded once at start: port specs (and the default top ports) are
+        #: resolved against it; reloading it per job took ~80 ms of reactor time each
+        self.services: ServicesTable | None = None
         self._port_slots = defer.DeferredSemaphore(max(1, config.concurrency))
         self.max_jobs = max(1, min(64, config.concurrency))
 
@@ -135,6 +143,7 @@ class WorkerService(service.Service):
             stream=self.stream,
         )
         matcher, services = await self._load_probes()
+        self.services = services
         self.client = RedisClient(
             self.reactor,
             config.redis_url,
@@ -167,8 +176,8 @@ class WorkerService(service.Service):
         )
         self.engine.start()
         lease_s = config.job_idle_ms / 1000.0
-        self._every(max(0.5, lease_s / 3), self._renew_leases)
-        self._every(max(1.0, lease_s / 2), self._janitor)
+        self._renew_loop = self._every(max(0.5, lease_s / 3), self._renew_leases)
+        self._every(min(JANITOR_MAX_INTERVAL, max(1.0, lease_s / 2)), self._janitor, now=True)
         self._every(CANCEL_POLL, self._check_cancels)
         self._every(HEARTBEAT_INTERVAL, self._heartbeat)
         self._every(60.0, self._trim)
@@ -198,7 +207,7 @@ class WorkerService(service.Service):
         result: tuple[Matcher, ServicesTable] = await deferToThread(load)
         return result
 
-    def _every(self, interval: float, function: Any) -> None:
+    def _every(self, interval: float, function: Any, now: bool = False) -> task.LoopingCall:
         def guarded() -> defer.Deferred[None]:
             d = defer.Deferred.fromCoroutine(function())
             d.addErrback(self._loop_error, function.__name__)
@@ -206,8 +215,9 @@ class WorkerService(service.Service):
 
         loop = task.LoopingCall(guarded)
         loop.clock = self.reactor
-        loop.start(interval, now=False).addErrback(self._loop_error, function.__name__)
+        loop.start(interval, now=now).addErrback(self._loop_error, function.__name__)
         self._loops.append(loop)
+        return loop
 
     def _loop_error(self, failure: Any, name: str) -> None:
         if failure.check(RedisUnavailable):
@@ -335,9 +345,23 @@ class WorkerService(service.Service):
                 f"{self.config.max_deliveries}): the job crashed or wedged its worker each time",
             )
             return
+        if b"job" not in delivery.fields:
+            names = sorted(name.decode("utf-8", "replace")[:40] for name in delivery.fields)
+            await self._reject(
+                delivery,
+                None,
+                "invalid job: the stream entry has no 'job' field"
+                + (f" (its fields: {', '.join(repr(n) for n in names[:8])})" if names else ""),
+            )
+            return
         try:
             job = parse_job(
-                raw, limits=self.limits, policy=self.policy, verifier=self.verifier, now=time.time()
+                raw,
+                limits=self.limits,
+                policy=self.policy,
+                verifier=self.verifier,
+                now=time.time(),
+                services=self.services,
             )
         except JobError as exc:
             await self._reject(delivery, exc.job_id or job_id_hint, f"invalid job: {exc}")
@@ -381,7 +405,7 @@ class WorkerService(service.Service):
         assert self.consumer is not None
         job = running.job
         try:
-            ports = select_ports(job.ports)
+            ports = select_ports(job.ports, self.services)
             tasks = await plan_tasks(
                 [*job.targets, *job.endpoints],
                 self.policy,
@@ -404,6 +428,9 @@ class WorkerService(service.Service):
                 f"invalid job: {exc}",
             )
             return
+        await self._retrying(
+            "record the job's size", self.writer.set_total, job.id, running.attempt, len(tasks)
+        )
         options = ScanOptions(
             intensity=9 if job.version_all else job.intensity,
             connect_timeout=job.connect_ms / 1000.0,
@@ -420,7 +447,10 @@ class WorkerService(service.Service):
 
         def on_result(result: Result) -> None:
             running.ports_done += 1
-            if running.lost:
+            if running.lost or running.releasing:
+                # lost: another worker owns the job. releasing: shutdown stopped the scan and
+                # hands the job back; the ports it interrupted end "incomplete" (tcpwrapped
+                # when nothing was read yet), which is not a finding: never store those
                 return
             d = defer.Deferred.fromCoroutine(
                 self._retrying("write a result", writer.write, job.id, running.attempt, result)
@@ -446,15 +476,24 @@ class WorkerService(service.Service):
                 "job {job}: some results could not be written; left for redelivery", job=job.id
             )
             return
+        if not all(written for _, written in writes):
+            # a fenced write: another worker took the job over (before our next renewal
+            # noticed). It owns the entry now; acking it here could lose the job.
+            self._lost(running, "a result write was fenced off")
+            return
+        running.finishing = True
         if running.cancelled:
             status, error = "cancelled", None
         elif timed_out:
             status, error = "failed", f"timed out after {job.host_ms} ms (partial results kept)"
         else:
             status, error = "done", None
-        await self._retrying(
+        finished = await self._retrying(
             "finish a job", self.writer.finish, job.id, running.attempt, status, error
         )
+        if not finished:
+            self._lost(running, "the final status write was fenced off")
+            return
         await self._retrying("ack a job", self.consumer.ack, running.delivery.entry_id)
         self.jobs_done += 1
         self.results_written += running.ports_done
@@ -464,15 +503,28 @@ class WorkerService(service.Service):
             "job {job} {status}: {ports} ports", job=job.id, status=status, ports=running.ports_done
         )
 
+    def _lost(self, running: RunningJob, why: str) -> None:
+        """*running*'s attempt was superseded by another worker's: never ack it here."""
+        log.warn(
+            "job {job}: taken over by another worker ({why}); not acknowledging it",
+            job=running.job.id,
+            why=why,
+        )
+        running.lost = True
+        assert self.consumer is not None
+        self.consumer.forget(running.delivery.entry_id)
+
     # -- periodic -------------------------------------------------------------
 
     async def _renew_leases(self) -> None:
         assert self.consumer is not None
         for running in list(self.jobs.values()):
-            if running.lost or running.releasing:
+            # the job may have ended while an earlier renewal was awaited: its entry is
+            # acknowledged, which is not a lost lease
+            if running.lost or running.releasing or running.finishing:
                 continue
             still_ours = await self.consumer.renew(running.delivery.entry_id)
-            if not still_ours:
+            if not still_ours and not running.finishing:
                 log.warn("job {job}: lease lost to another worker; stopping it", job=running.job.id)
                 running.lost = True
                 if running.scheduler is not None:
@@ -551,7 +603,9 @@ class WorkerService(service.Service):
         )
         self._slot_released()
         for loop in self._loops:
-            if loop.running:
+            # leases are renewed while draining: a drain longer than job_idle_ms must not let
+            # another worker claim (and run again) a job this one is finishing
+            if loop.running and loop is not self._renew_loop:
                 loop.stop()
         waiting = [r.done for r in self.jobs.values()]
         if waiting:
@@ -567,6 +621,8 @@ class WorkerService(service.Service):
             if running.scheduler is not None:
                 running.scheduler.stop()
             await self._release(running)
+        if self._renew_loop is not None and self._renew_loop.running:
+            self._renew_loop.stop()
         if self.engine is not None:
             self.engine.stop()
         if self.client is not None:

@@ -55,16 +55,22 @@ return out
 """
 
 # XADD to the dead-letter stream and XACK, in one step. ARGV: group, entry, job, reason,
-# deliveries, at, then the entry's other fields as name/value pairs.
+# deliveries, at, only-if-pending ('1' or '0'), then the entry's other fields as name/value
+# pairs. With only-if-pending the call is idempotent: an entry no longer pending is not
+# dead-lettered again, so a call retried after a timeout or a lost connection (the first
+# try may have been applied) adds no second dead letter. Entries XAUTOCLAIM reported as
+# deleted are already out of the PEL: those are recorded unconditionally.
 _DEAD_LETTER = """
+local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if acked == 0 and ARGV[7] == '1' then return 0 end
 local fields = {'job', ARGV[3], 'reason', ARGV[4], 'entry', ARGV[2], 'deliveries', ARGV[5],
                 'stream', KEYS[1], 'at', ARGV[6]}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   fields[#fields + 1] = 'field:' .. ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return acked
 """
 
 
@@ -320,9 +326,13 @@ class JobConsumer:
         await self.client.execute("XACK", self.stream, self.group, entry_id)
         self._in_hand.discard(entry_id)
 
-    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+    async def dead_letter(
+        self, delivery: Delivery, reason: str, *, only_if_pending: bool = True
+    ) -> None:
         """Copy the entry to the dead-letter stream with *reason* and acknowledge it,
-        atomically."""
+        atomically. With *only_if_pending* (the default) an entry that is no longer pending
+        (acknowledged meanwhile, or dead-lettered by an earlier try of this call) is left
+        alone, so retrying is safe."""
         fields: list[bytes] = []
         for name, value in delivery.fields.items():
             if name != b"job":
@@ -337,6 +347,7 @@ class JobConsumer:
                 reason,
                 delivery.deliveries,
                 self._now_iso(),
+                "1" if only_if_pending else "0",
                 *fields,
             ],
         )
@@ -398,7 +409,9 @@ class JobConsumer:
             entry=entry_id,
             stream=self.stream,
         )
-        await self.dead_letter(Delivery(self.stream, entry_id, {}, 0), DELETED_REASON)
+        await self.dead_letter(
+            Delivery(self.stream, entry_id, {}, 0), DELETED_REASON, only_if_pending=False
+        )
 
     def _now_iso(self) -> str:
         when = datetime.fromtimestamp(self.clock.seconds(), UTC)

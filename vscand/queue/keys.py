@@ -31,6 +31,12 @@ class Keys:
         """Stream: that job's port results."""
         return f"{self.prefix}job:{job_id}:results"
 
+    def job_written(self, job_id: str) -> str:
+        """Set: the ports the job's current attempt has written (``host port/proto``), so a
+        write retried after an ambiguous failure (timeout, lost connection) is not stored
+        twice. Reset with each attempt, deleted when the job ends."""
+        return f"{self.prefix}job:{job_id}:written"
+
     @property
     def results(self) -> str:
         """Stream (trimmed): every result, for consumers that follow the fleet."""

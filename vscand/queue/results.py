@@ -34,7 +34,7 @@ from vscand.queue.keys import Keys
 BeginState = Literal["run", "cancelled", "done"]
 FINAL_STATUSES = ("done", "failed", "cancelled")
 
-# KEYS: job hash, job results stream
+# KEYS: job hash, job results stream, job written set
 # ARGV: entry id, attempt, worker, now, job id
 _BEGIN = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -44,7 +44,7 @@ if status == 'running' and entry and entry ~= ARGV[1] then
   -- the same job id submitted twice: another stream entry runs it
   return 'done'
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
 local fields = redis.call('HKEYS', KEYS[1])
 for _, name in ipairs(fields) do
   if string.sub(name, 1, 6) == 'state:' then redis.call('HDEL', KEYS[1], name) end
@@ -57,11 +57,15 @@ redis.call('HSET', KEYS[1], 'status', 'running')
 return 'run'
 """
 
-# KEYS: job hash, job results stream, results stream, inventory hash, inventory hosts set
+# KEYS: job hash, job results stream, results stream, inventory hash, inventory hosts set,
+#       job written set
 # ARGV: attempt, result json, job id, maxlen, host, port/proto, state, now
+# Idempotent: a write retried after a timeout or a lost connection (whether the first try
+# was applied is unknown) finds its port in the written set and changes nothing.
 _WRITE = """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('SADD', KEYS[6], ARGV[5] .. ' ' .. ARGV[6]) == 0 then return 1 end
 redis.call('XADD', KEYS[2], '*', 'result', ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[3], 'result', ARGV[2])
 redis.call('HSET', KEYS[4], ARGV[6], ARGV[2])
@@ -72,9 +76,10 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[8])
 return 1
 """
 
-# KEYS: job hash; ARGV: attempt, status, error ('' for none), now
+# KEYS: job hash, job written set; ARGV: attempt, status, error ('' for none), now
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[4], 'updated_at', ARGV[4])
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], 'error')
@@ -163,7 +168,7 @@ class ResultWriter:
         """
         reply = await self.client.eval(
             _BEGIN,
-            [self.keys.job(job.id), self.keys.job_results(job.id)],
+            [self.keys.job(job.id), self.keys.job_results(job.id), self.keys.job_written(job.id)],
             [entry_id, attempt, self.worker, self._now(), job.id],
         )
         state = text(reply)
@@ -188,6 +193,7 @@ class ResultWriter:
                 self.keys.results,
                 self.keys.inventory(host),
                 self.keys.inventory_hosts,
+                self.keys.job_written(job_id),
             ],
             [
                 attempt,
@@ -216,7 +222,9 @@ class ResultWriter:
         if status not in FINAL_STATUSES:
             raise ValueError(f"final status must be one of {', '.join(FINAL_STATUSES)}")
         reply = await self.client.eval(
-            _FINISH, [self.keys.job(job_id)], [attempt, status, error or "", self._now()]
+            _FINISH,
+            [self.keys.job(job_id), self.keys.job_written(job_id)],
+            [attempt, status, error or "", self._now()],
         )
         return integer(reply) == 1
 

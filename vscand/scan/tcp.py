@@ -445,10 +445,11 @@ class TCPPortScan:
         if conn is not None:
             conn.close()
 
-    def _finish(self, state: FinalState) -> None:
+    def _finish(self, state: FinalState, *, interrupted: bool = False) -> None:
         if self._state is _State.DONE:
             return
-        if self.tcpwrap_possible and state is not FinalState.EXCLUDED:
+        self._interrupted = interrupted
+        if self.tcpwrap_possible and state is not FinalState.EXCLUDED and not interrupted:
             # the final-state override of SPEC §2: nothing was ever read
             state = FinalState.TCPWRAPPED
         self._teardown()
@@ -489,6 +490,8 @@ class TCPPortScan:
         }
         if final_state is not None:
             result["final_state"] = final_state
+            if getattr(self, "_interrupted", False):
+                result["interrupted"] = True
             result["matches"] = [
                 {"probe": p, "matched_probe": m, "line": n, "soft": s}
                 for p, m, n, s in self._findings.trace
@@ -500,5 +503,7 @@ class TCPPortScan:
         """``run()``'s Deferred was cancelled: stop, keep what was found (INCOMPLETE)."""
         if self._state is _State.DONE:
             return
-        # keep what was found: the port ends INCOMPLETE (its result is the Deferred's value)
-        self._finish(FinalState.INCOMPLETE)
+        # keep what was found: the port ends INCOMPLETE (its result is the Deferred's value).
+        # Nmap's tcpwrapped override is about what the peer did; our own interruption
+        # (cancel, job timeout, shutdown) says nothing about the service, so it is not applied.
+        self._finish(FinalState.INCOMPLETE, interrupted=True)
