@@ -59,7 +59,7 @@ FIELDS = (
 )
 TARGET_RATIO = 0.5
 #: a bound on every child process (nmap, vscan, the target server)
-CHILD_TIMEOUT = 420.0
+CHILD_TIMEOUT = float(os.environ.get("VSCAND_BENCH_CHILD_TIMEOUT", "1200"))  # s per tool
 
 
 # --------------------------------------------------------------------------
