@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 APT_PACKAGES := nmap-common nmap ndiff libpcre3 redis-server libxml2-utils \
-	openssh-server nginx vsftpd
+	openssh-server nginx vsftpd prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
@@ -17,7 +17,8 @@ all: test
 # openssh-server, nginx, vsftpd: real daemons for the end-to-end test, which starts
 # its own copies on free 127.0.0.1 ports from generated configs. In a container
 # postinst does not start the packaged services (policy-rc.d / no init); where it
-# does (ports 22, 80, 21), the tests are unaffected.
+# does (ports 22, 80, 21), the tests are unaffected. prometheus: its promtool lints
+# the daemon's metrics endpoint (tests/test_metrics.py; 9090 if it starts, unused).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -25,7 +26,7 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 # editable_mode=compat puts the checkout on sys.path, so Twisted's plugin scan finds

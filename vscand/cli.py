@@ -284,7 +284,18 @@ def add_fleet_parsers(sub: Any) -> None:
     add_fleet_commands(sub)
 
 
-FLEET_COMMANDS = ("submit", "status", "wait", "results", "export", "cancel", "workers", "inventory")
+FLEET_COMMANDS = (
+    "submit",
+    "status",
+    "wait",
+    "results",
+    "export",
+    "cancel",
+    "workers",
+    "inventory",
+    "changes",
+    "schedule",
+)
 COMMANDS = {"match": cmd_match, "probes": cmd_probes, "scan": cmd_scan}
 COMMANDS.update(dict.fromkeys(FLEET_COMMANDS, cmd_fleet))
 

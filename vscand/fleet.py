@@ -1,6 +1,6 @@
 """Fleet commands of ``vscan``: submit jobs to Redis and read what the daemons wrote.
 
-``submit | status | wait | results | export | cancel | workers | inventory`` —
+``submit | status | wait | results | export | cancel | workers | inventory | changes`` —
 each a short ``task.react`` run over our Redis client (the daemon's own), so the
 job format, key names and status rules live in one place.
 """
@@ -23,6 +23,8 @@ from vscand.output.jsonl import dumps
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
 from vscand.output.report import ScanMeta, parse_time
+from vscand.queue import schedules as sched
+from vscand.queue.changes import describe, since_entry_id
 from vscand.queue.client import RedisClient, RedisUnavailable
 from vscand.queue.jobs import JobError, JobLimits, JobSigner, load_key, parse_job
 from vscand.queue.keys import Keys
@@ -89,7 +91,10 @@ def add_fleet_commands(sub: Any) -> None:
     common(results)
 
     export = sub.add_parser("export", help="a job's results as Nmap XML (same as vscan scan -oX)")
-    export.add_argument("job", metavar="JOB")
+    export.add_argument("job", metavar="JOB", nargs="?")
+    export.add_argument(
+        "--inventory", action="store_true", help="export the whole inventory instead of a job"
+    )
     export.add_argument("-oX", dest="xml_out", metavar="FILE", required=True, help="- = stdout")
     common(export)
 
@@ -101,6 +106,9 @@ def add_fleet_commands(sub: Any) -> None:
     inventory.add_argument("host", metavar="HOST", nargs="?")
     inventory.add_argument("--json", action="store_true")
     common(inventory)
+
+    add_change_commands(sub, common)
+    add_schedule_commands(sub, common)
 
 
 def _redis_url(args: argparse.Namespace) -> str:
@@ -293,6 +301,10 @@ async def cmd_results(reactor: Any, client: RedisClient, args: argparse.Namespac
 
 
 async def cmd_export(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
+    if args.inventory:
+        return await cmd_export_inventory(reactor, client, args)
+    if not args.job:
+        raise FleetError("export: give a JOB, or --inventory for the whole inventory")
     keys = _keys(args)
     status = await _job_hash(client, keys, args.job)
     results = await _results(client, keys, args.job)
@@ -374,6 +386,270 @@ async def cmd_inventory(reactor: Any, client: RedisClient, args: argparse.Namesp
     return EXIT_OK
 
 
+def add_change_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``vscan changes``: the inventory's change events."""
+    changes = sub.add_parser(
+        "changes", help="inventory changes: ports opened/closed, service, version or TLS changed"
+    )
+    changes.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="ISO time (2027-01-15T08:00:00Z), stream entry id, or duration (30m, 1h, 7d)",
+    )
+    changes.add_argument("--host", metavar="HOST", help="only this host's changes")
+    changes.add_argument("--json", action="store_true", help="JSON lines")
+    common(changes)
+
+
+async def _inventory_results(client: RedisClient, keys: Keys, host: str) -> list[dict[str, Any]]:
+    reply = list(await client.execute("HGETALL", keys.inventory(host)) or [])
+    return [json.loads(reply[i + 1]) for i in range(0, len(reply), 2)]
+
+
+async def cmd_export_inventory(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
+    """``vscan export --inventory -oX FILE``: every host's current picture as Nmap XML."""
+    if args.job:
+        raise FleetError("export: give a JOB or --inventory, not both")
+    keys = _keys(args)
+    hosts = sorted(_text(h) for h in await client.execute("SMEMBERS", keys.inventory_hosts))
+    results: list[dict[str, Any]] = []
+    for host in hosts:
+        results.extend(await _inventory_results(client, keys, host))
+    times = [t for t in (parse_time(r.get("scanned_at")) for r in results) if t is not None]
+    now = time.time()
+    meta = ScanMeta(
+        args="vscan export --inventory", start=min(times, default=now), end=max(times, default=now)
+    )
+    text = format_xml(results, meta)
+    if args.xml_out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.xml_out).write_text(text, encoding="utf-8")
+    return EXIT_OK
+
+
+def _change_event(entry_id: Any, fields: list[Any]) -> dict[str, Any]:
+    values = {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields), 2)}
+    port = values.get("port", "")
+    return {
+        "id": _text(entry_id),
+        "at": values.get("at"),
+        "host": values.get("host"),
+        "port": int(port) if port.isdigit() else port,
+        "protocol": values.get("protocol"),
+        "kind": values.get("kind"),
+        "before": json.loads(values["before"]) if values.get("before") else None,
+        "after": json.loads(values["after"]) if values.get("after") else None,
+        "job": values.get("job"),
+    }
+
+
+async def cmd_changes(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
+    """``vscan changes [--since WHEN] [--host HOST] [--json]``, oldest first."""
+    keys = _keys(args)
+    start = "-"
+    if args.since:
+        try:
+            start = since_entry_id(args.since, time.time())
+        except ValueError as exc:
+            raise FleetError(str(exc)) from None
+    events: list[dict[str, Any]] = []
+    while True:
+        batch = await client.execute("XRANGE", keys.changes, start, "+", "COUNT", 1000)
+        for entry_id, fields in batch or []:
+            event = _change_event(entry_id, fields)
+            if not args.host or event["host"] == args.host:
+                events.append(event)
+            start = "(" + event["id"]
+        if not batch or len(batch) < 1000:
+            break
+    if args.json:
+        for event in events:
+            print(json.dumps(event, sort_keys=False))
+        return EXIT_OK
+    header = ("AT", "HOST", "PORT", "CHANGE", "BEFORE", "AFTER")
+    rows = [header]
+    for event in events:
+        rows.append(
+            (
+                str(event["at"] or "?"),
+                str(event["host"]),
+                f"{event['port']}/{event['protocol']}",
+                str(event["kind"]),
+                describe(event["before"]),
+                describe(event["after"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return EXIT_OK
+
+
+# -- schedules (vscan schedule add|list|rm|pause|resume) ---------------------------------------
+
+
+def add_schedule_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``vscan schedule add|list|rm|pause|resume``: recurring jobs run by the fleet."""
+    schedule = sub.add_parser("schedule", help="recurring jobs: add, list, rm, pause, resume")
+    actions = schedule.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add", help="NAME (--every SECONDS | --cron EXPR) TARGET... [-p PORTS] [--queue Q]"
+    )
+    add.add_argument("name", metavar="NAME", help="1-64 of A-Z a-z 0-9 . _ - (runs: NAME:<tick>)")
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--every", metavar="SECONDS", help="interval: seconds, or 30m / 6h / 1d (UTC-aligned)"
+    )
+    when.add_argument("--cron", metavar="EXPR", help="5-field cron expression, in UTC")
+    add.add_argument("targets", metavar="TARGET", nargs="+")
+    add.add_argument("-p", dest="ports", metavar="PORTS")
+    add.add_argument("--queue", default=None, help="vantage-point queue (default: default)")
+    add.add_argument("--version-intensity", type=int, choices=range(10), metavar="N")
+    add.add_argument("--version-all", action="store_true")
+    add.add_argument("--fast", action="store_true", help='job field "fast": true')
+    add.add_argument("--tag", action="append", default=[], metavar="K=V")
+    add.add_argument("--paused", action="store_true", help="create it paused")
+    add.add_argument("--replace", action="store_true", help="overwrite a schedule of that name")
+    common(add)
+    listing = actions.add_parser("list", help="schedules, next runs, last jobs")
+    listing.add_argument("--json", action="store_true", help="JSON lines")
+    common(listing)
+    for action, text in (
+        ("rm", "delete a schedule (its past jobs stay)"),
+        ("pause", "stop enqueuing runs until resume"),
+        ("resume", "resume a paused schedule (missed runs are not replayed)"),
+    ):
+        parser = actions.add_parser(action, help=text)
+        parser.add_argument("name", metavar="NAME")
+        common(parser)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _interval(text: str) -> int:
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    if not number.isdigit() or int(number) == 0:
+        raise FleetError(f"--every {text!r}: write whole seconds, or 30m, 6h, 1d")
+    return int(number) * _UNITS[unit]
+
+
+def _schedule_from_args(args: argparse.Namespace) -> sched.Schedule:
+    job: dict[str, Any] = {}
+    targets: list[str] = []
+    endpoints: list[str] = []
+    for item in args.targets:
+        try:
+            (endpoints if parse_target(item).is_endpoint else targets).append(item)
+        except TargetError as exc:
+            raise FleetError(str(exc)) from None
+    if targets:
+        job["targets"] = targets
+    if endpoints:
+        job["endpoints"] = endpoints
+    if args.ports:
+        job["ports"] = args.ports
+    if args.version_intensity is not None:
+        job["intensity"] = args.version_intensity
+    if args.version_all:
+        job["version_all"] = True
+    if args.fast:
+        job["fast"] = True
+    if args.tag:
+        tags = {}
+        for item in args.tag:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise FleetError(f"--tag {item!r}: write KEY=VALUE")
+            tags[key] = value
+        job["tags"] = tags
+    try:
+        schedule = sched.Schedule(
+            name=args.name,
+            job=job,
+            every=_interval(args.every) if args.every else None,
+            cron=args.cron,
+            queue=args.queue or None,
+            paused=args.paused,
+        )
+        # the runs must be valid jobs: check one now, as the daemon will
+        parse_job(
+            json.dumps(schedule.job_for(0)).encode(),
+            limits=JobLimits(),
+            policy=ANY_ADDRESS,
+            now=time.time(),
+        )
+    except sched.ScheduleError as exc:
+        raise FleetError(str(exc)) from None
+    except JobError as exc:
+        raise FleetError(f"invalid job: {exc}") from None
+    return schedule
+
+
+def _when(value: int | None) -> str:
+    return "paused" if value is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+
+
+async def cmd_schedule(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
+    keys = _keys(args)
+    action = args.schedule_command
+    try:
+        if action == "add":
+            schedule = _schedule_from_args(args)
+            first = await sched.put(client, keys, schedule, replace=args.replace)
+            print(f"schedule {schedule.name}: {schedule.rule}, next run {_when(first)}")
+        elif action == "rm":
+            if not await sched.remove(client, keys, args.name):
+                raise FleetError(f"no schedule {args.name!r}", EXIT_FAILED)
+            print(f"schedule {args.name} removed")
+        elif action in ("pause", "resume"):
+            next_run = await sched.set_paused(client, keys, args.name, action == "pause")
+            print(f"schedule {args.name}: next run {_when(next_run)}")
+        else:
+            _print_schedules(await sched.describe(client, keys), args.json)
+    except sched.ScheduleError as exc:
+        code = EXIT_FAILED if str(exc).startswith("no schedule") else EXIT_USAGE
+        raise FleetError(str(exc), code) from None
+    return EXIT_OK
+
+
+def _print_schedules(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+        return
+    header = ("NAME", "RULE", "QUEUE", "NEXT", "LAST JOB", "STATUS", "RUNS", "SKIPPED", "TARGETS")
+    table = [header]
+    for row in rows:
+        if "error" in row:
+            table.append((row["name"], "?", "", "", "", row["error"], "", "", ""))
+            continue
+        job = row["job"]
+        rule = f"every {row['every']}s" if row["every"] is not None else f"cron {row['cron']}"
+        table.append(
+            (
+                row["name"],
+                rule,
+                row["queue"],
+                "paused" if row["paused"] else (row["next_run"] or "-"),
+                row["last_job"] or "-",
+                row["last_status"] or "-",
+                str(row["runs"]),
+                str(row["skipped"]),
+                " ".join([*job.get("targets", []), *job.get("endpoints", [])])
+                + (f" -p {job['ports']}" if job.get("ports") else ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for line in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
 Handler = Callable[[Any, RedisClient, argparse.Namespace], Coroutine[Any, Any, int]]
 HANDLERS: dict[str, Handler] = {
     "submit": cmd_submit,
@@ -384,4 +660,6 @@ HANDLERS: dict[str, Handler] = {
     "cancel": cmd_cancel,
     "workers": cmd_workers,
     "inventory": cmd_inventory,
+    "changes": cmd_changes,
+    "schedule": cmd_schedule,
 }

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 
 from vscand import sdnotify
 from vscand.config import DaemonConfig
+from vscand.metrics import DaemonMetrics, listen_metrics
 from vscand.ports import ServicesTable, load_services
 from vscand.probes.matcher import Matcher, load_matcher
 from vscand.queue.client import RedisClient, RedisUnavailable
@@ -122,6 +123,9 @@ class WorkerService(service.Service):
         self.services: ServicesTable | None = None
         self._port_slots = defer.DeferredSemaphore(max(1, config.concurrency))
         self.max_jobs = max(1, min(64, config.concurrency))
+        # metrics: counted always (cheap), served on 127.0.0.1:metrics_port when > 0
+        self.metrics = DaemonMetrics()
+        self._metrics_listener: Any = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -142,6 +146,10 @@ class WorkerService(service.Service):
             consumer=config.consumer,
             stream=self.stream,
         )
+        if config.metrics_port:  # metrics: serve (before Redis: an outage stays observable)
+            self._metrics_listener = listen_metrics(
+                self.reactor, config.metrics_port, self.metrics, self._observe_local
+            )
         matcher, services = await self._load_probes()
         self.services = services
         self.client = RedisClient(
@@ -181,6 +189,7 @@ class WorkerService(service.Service):
         self._every(CANCEL_POLL, self._check_cancels)
         self._every(HEARTBEAT_INTERVAL, self._heartbeat)
         self._every(60.0, self._trim)
+        self._every(1.0, self._schedules_tick)
         self._every(30.0, self._collect_when_idle)
         interval = sdnotify.watchdog_interval()
         if interval and config.watchdog:
@@ -332,6 +341,7 @@ class WorkerService(service.Service):
             "record a rejected job", self.writer.reject, job_id, delivery.entry_id, reason
         )
         await self._retrying("dead-letter a job", self.consumer.dead_letter, delivery, reason)
+        self.metrics.job_ended("dead_lettered")  # metrics
 
     async def _handle(self, delivery: Delivery) -> None:
         assert self.consumer is not None and self.writer is not None
@@ -390,6 +400,7 @@ class WorkerService(service.Service):
                 "finish a cancelled job", self.writer.finish, job.id, attempt, "cancelled", None
             )
             await self._retrying("ack a cancelled job", self.consumer.ack, delivery.entry_id)
+            self.metrics.job_ended("cancelled")  # metrics
             return
         running = RunningJob(delivery, job, attempt, started=self.reactor.seconds())
         self.jobs[delivery.entry_id] = running
@@ -427,6 +438,7 @@ class WorkerService(service.Service):
                 running.delivery,
                 f"invalid job: {exc}",
             )
+            self.metrics.job_ended("dead_lettered")  # metrics
             return
         await self._retrying(
             "record the job's size", self.writer.set_total, job.id, running.attempt, len(tasks)
@@ -452,9 +464,11 @@ class WorkerService(service.Service):
                 # hands the job back; the ports it interrupted end "incomplete" (tcpwrapped
                 # when nothing was read yet), which is not a finding: never store those
                 return
+            self.metrics.port_result(result)  # metrics
             d = defer.Deferred.fromCoroutine(
                 self._retrying("write a result", writer.write, job.id, running.attempt, result)
             )
+            d.addCallback(self.metrics.result_written)  # metrics
             running.writes.append(d)
 
         scheduler = engine.make_scheduler(scan_port, on_result, options)
@@ -495,6 +509,7 @@ class WorkerService(service.Service):
             self._lost(running, "the final status write was fenced off")
             return
         await self._retrying("ack a job", self.consumer.ack, running.delivery.entry_id)
+        self.metrics.job_ended(status)  # metrics
         self.jobs_done += 1
         self.results_written += running.ports_done
         beat = defer.Deferred.fromCoroutine(self._heartbeat())
@@ -560,6 +575,32 @@ class WorkerService(service.Service):
             "last_progress_age_s": round(self._progress_age(), 3),
         }
         await self.client.execute("HSET", self.keys.workers, self.config.consumer, json.dumps(beat))
+        if self._metrics_listener is not None:  # metrics: the gauges Redis knows
+            self._observe_local()
+            depth = await self.client.execute("XLEN", self.stream)
+            pending = await self.client.execute("XPENDING", self.stream, "vscand")
+            self.metrics.observe_queue(int(depth or 0), int(pending[0]) if pending else 0)
+
+    def _observe_local(self) -> None:
+        """Metrics: the gauges known in-process (each heartbeat, and before each scrape)."""
+        slots = self._port_slots
+        self.metrics.observe_local(
+            jobs_in_flight=len(self.jobs),
+            ports_in_flight=sum(
+                r.scheduler.in_flight for r in self.jobs.values() if r.scheduler is not None
+            ),
+            connections_in_flight=slots.limit - slots.tokens,
+            progress_age=self._progress_age(),
+            lag=None if self.engine is None else self.engine.lag,
+        )
+
+    async def _schedules_tick(self) -> None:
+        """Enqueue the schedules' due runs (claimed atomically: once across the fleet)."""
+        if self._stopping or self.client is None:
+            return
+        from vscand.queue import schedules  # noqa: PLC0415
+
+        await schedules.tick(self.client, self.keys)
 
     async def _collect_when_idle(self) -> None:
         """Full garbage collections are rare under load (``tune_gc``): run one when idle."""
@@ -630,6 +671,8 @@ class WorkerService(service.Service):
                 await self.client.disconnect()
             except Exception:
                 log.failure("closing Redis")
+        if self._metrics_listener is not None:  # metrics
+            await defer.maybeDeferred(self._metrics_listener.stopListening)
         log.info("vscand stopped")
 
     async def _release(self, running: RunningJob) -> None:
@@ -659,6 +702,7 @@ class WorkerService(service.Service):
                 _iso(time.time()),
                 timeout=2.0,
             )
+            self.metrics.job_ended("released")  # metrics
             log.info("job {job} released for another worker", job=running.job.id)
         except Exception:
             log.failure("releasing job {job}", job=running.job.id)

@@ -51,8 +51,14 @@ class Keys:
         """Set of hosts that have an inventory hash."""
         return f"{self.prefix}inventory-hosts"
 
+    def inventory_normalised(self, host: str) -> str:
+        """Hash ``{port}/{proto}`` → the normalised form of the inventory entry
+        (:func:`vscand.queue.changes.normalised_service`), what changes are measured on."""
+        return f"{self.prefix}inventory-norm:{host}"
+
     @property
     def changes(self) -> str:
+        """Stream (trimmed like the results stream): inventory change events."""
         return f"{self.prefix}changes"
 
     @property

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from vscand.output.jsonl import ordered_result
+from vscand.queue.changes import normalised_service, tracks_inventory
 from vscand.queue.commands import RedisCommands, integer, text
 from vscand.queue.jobs import Job
 from vscand.queue.keys import Keys
@@ -58,21 +59,75 @@ return 'run'
 """
 
 # KEYS: job hash, job results stream, results stream, inventory hash, inventory hosts set,
-#       job written set
-# ARGV: attempt, result json, job id, maxlen, host, port/proto, state, now
+#       job written set, normalised inventory hash, changes stream
+# ARGV: attempt, result json, job id, maxlen, host, port/proto, state, now,
+#       normalised json ('' when the result must not touch the inventory), port, protocol, at
 # Idempotent: a write retried after a timeout or a lost connection (whether the first try
 # was applied is unknown) finds its port in the written set and changes nothing.
+# Change detection: the previous normalised entry is read before it is overwritten and an
+# event is added to the changes stream only when the normalised value differs and the port
+# opened, closed, or (open both times) its service, version or TLS certificate changed.
 _WRITE = """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 if redis.call('SADD', KEYS[6], ARGV[5] .. ' ' .. ARGV[6]) == 0 then return 1 end
 redis.call('XADD', KEYS[2], '*', 'result', ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[3], 'result', ARGV[2])
-redis.call('HSET', KEYS[4], ARGV[6], ARGV[2])
-redis.call('SADD', KEYS[5], ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'ports_done', 1)
 redis.call('HINCRBY', KEYS[1], 'state:' .. ARGV[7], 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[8])
+local after = ARGV[9]
+if after == '' then return 1 end
+local before = redis.call('HGET', KEYS[7], ARGV[6])
+local previous = nil
+if before then
+  local ok, decoded = pcall(cjson.decode, before)
+  if ok and type(decoded) == 'table' then previous = decoded end
+else
+  before = ''
+  -- an entry stored before change tracking: only its state can be compared
+  local stored = redis.call('HGET', KEYS[4], ARGV[6])
+  if stored then
+    local ok, old = pcall(cjson.decode, stored)
+    if ok and type(old) == 'table' and type(old['state']) == 'string' then
+      previous = {state = old['state'], untracked = true}
+    end
+  end
+end
+redis.call('HSET', KEYS[4], ARGV[6], ARGV[2])
+redis.call('HSET', KEYS[7], ARGV[6], after)
+redis.call('SADD', KEYS[5], ARGV[5])
+if before == after then return 1 end
+local current = cjson.decode(after)
+local function field(n, name)
+  local v = n[name]
+  if v == nil or v == cjson.null then return '' end
+  if type(v) == 'table' then return table.concat(v, ' ') end
+  return tostring(v)
+end
+local function differs(names)
+  for _, name in ipairs(names) do
+    if field(previous, name) ~= field(current, name) then return true end
+  end
+  return false
+end
+local was_open = previous ~= nil and previous['state'] == 'open'
+local is_open = current['state'] == 'open'
+local kind = nil
+if is_open and not was_open then kind = 'opened'
+elseif was_open and not is_open then kind = 'closed'
+elseif is_open and not previous['untracked'] then
+  if differs({'name', 'tunnel'}) then kind = 'service_changed'
+  elseif differs({'product', 'version', 'extrainfo', 'ostype', 'devicetype', 'hostname', 'cpe'})
+    then kind = 'version_changed'
+  elseif differs({'tls'}) then kind = 'tls_changed'
+  else kind = 'changed' end
+end
+if kind then
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[4], '*', 'host', ARGV[5], 'port', ARGV[10],
+             'protocol', ARGV[11], 'kind', kind, 'before', before, 'after', after,
+             'job', ARGV[3], 'at', ARGV[12])
+end
 return 1
 """
 
@@ -181,10 +236,20 @@ class ResultWriter:
         raise RuntimeError(f"unexpected reply from the begin script: {reply!r}")
 
     async def write(self, job_id: str, attempt: str, result: Mapping[str, Any]) -> bool:
-        """Record one port result; False (nothing written) if *attempt* lost the job."""
+        """Record one port result; False (nothing written) if *attempt* lost the job.
+
+        The host's inventory is updated and compared with what it held before
+        (:mod:`vscand.queue.changes`): a change adds an event to the changes stream.
+        Interrupted and error results go to the job's and the fleet's streams only.
+        """
         host = str(result["host"])
-        port_key = f"{int(result['port'])}/{result.get('protocol', 'tcp')}"
+        port = int(result["port"])
+        protocol = str(result.get("protocol") or "tcp")
+        port_key = f"{port}/{protocol}"
         state = str(result.get("state") or "unknown")
+        normalised = normalised_service(result) if tracks_inventory(result) else ""
+        now = self._now()
+        at = str(result.get("scanned_at") or now)
         reply = await self.client.eval(
             _WRITE,
             [
@@ -194,6 +259,8 @@ class ResultWriter:
                 self.keys.inventory(host),
                 self.keys.inventory_hosts,
                 self.keys.job_written(job_id),
+                self.keys.inventory_normalised(host),
+                self.keys.changes,
             ],
             [
                 attempt,
@@ -203,7 +270,11 @@ class ResultWriter:
                 host,
                 port_key,
                 state,
-                self._now(),
+                now,
+                normalised,
+                port,
+                protocol,
+                at,
             ],
         )
         return integer(reply) == 1
