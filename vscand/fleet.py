@@ -175,16 +175,16 @@ async def _job_hash(client: RedisClient, keys: Keys, job_id: str) -> dict[str, s
     return status
 
 
-async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
-    keys = _keys(args)
+def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The job fields that ``submit`` and ``schedule add`` take from the command line."""
     targets: list[str] = []
     endpoints: list[str] = []
-    for text in args.targets:
+    for item in args.targets:
         try:
-            (endpoints if parse_target(text).is_endpoint else targets).append(text)
+            (endpoints if parse_target(item).is_endpoint else targets).append(item)
         except TargetError as exc:
             raise FleetError(str(exc)) from None
-    job: dict[str, Any] = {"id": args.job_id or str(uuid.uuid4())}
+    job: dict[str, Any] = {}
     if targets:
         job["targets"] = targets
     if endpoints:
@@ -195,8 +195,8 @@ async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace
         job["intensity"] = args.version_intensity
     if args.version_all:
         job["version_all"] = True
-    if args.queue:
-        job["queue"] = args.queue
+    if getattr(args, "fast", False):
+        job["fast"] = True
     if args.tag:
         tags = {}
         for item in args.tag:
@@ -205,6 +205,14 @@ async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace
                 raise FleetError(f"--tag {item!r}: write KEY=VALUE")
             tags[key] = value
         job["tags"] = tags
+    return job
+
+
+async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
+    keys = _keys(args)
+    job: dict[str, Any] = {"id": args.job_id or str(uuid.uuid4()), **_job_fields(args)}
+    if args.queue:
+        job["queue"] = args.queue
     if args.sign_key:
         try:
             job = JobSigner(load_key(args.sign_key)).sign(job, args.ttl)
@@ -538,34 +546,7 @@ def _interval(text: str) -> int:
 
 
 def _schedule_from_args(args: argparse.Namespace) -> sched.Schedule:
-    job: dict[str, Any] = {}
-    targets: list[str] = []
-    endpoints: list[str] = []
-    for item in args.targets:
-        try:
-            (endpoints if parse_target(item).is_endpoint else targets).append(item)
-        except TargetError as exc:
-            raise FleetError(str(exc)) from None
-    if targets:
-        job["targets"] = targets
-    if endpoints:
-        job["endpoints"] = endpoints
-    if args.ports:
-        job["ports"] = args.ports
-    if args.version_intensity is not None:
-        job["intensity"] = args.version_intensity
-    if args.version_all:
-        job["version_all"] = True
-    if args.fast:
-        job["fast"] = True
-    if args.tag:
-        tags = {}
-        for item in args.tag:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise FleetError(f"--tag {item!r}: write KEY=VALUE")
-            tags[key] = value
-        job["tags"] = tags
+    job = _job_fields(args)
     try:
         schedule = sched.Schedule(
             name=args.name,

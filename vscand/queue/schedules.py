@@ -45,27 +45,15 @@ from twisted.logger import Logger
 
 from vscand.queue.commands import RedisCommands, integer, text
 from vscand.queue.cron import CronError, CronExpr
+from vscand.queue.jobs import JOB_FIELDS
 from vscand.queue.keys import Keys
 
 log = Logger()
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: the job fields a schedule's template may set (the job format less id and signatures)
-TEMPLATE_FIELDS = frozenset(
-    {
-        "targets",
-        "endpoints",
-        "ports",
-        "intensity",
-        "version_all",
-        "timeouts",
-        "tags",
-        "priority",
-        "fast",
-        "queue",
-        "requester",
-    }
-)
+#: what a schedule's job template may hold: a job's fields but its identity and signature
+TEMPLATE_FIELDS = JOB_FIELDS - {"id", "not_after", "sig"}
 MIN_EVERY_S = 1
 MAX_EVERY_S = 366 * 24 * 3600
 #: due schedules handled per tick call (the rest are due at the next call)
