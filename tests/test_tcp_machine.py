@@ -87,10 +87,20 @@ def db_matcher() -> Matcher:
 
 
 class Harness:
-    def __init__(self, matcher: Matcher, port: int = 7001, intensity: int = 7) -> None:
+    """One port machine on a Clock and a fake dialer.
+
+    With ``slow=True`` matches do not complete by themselves: each waits in
+    ``pending`` until the test calls ``release()``, as a match on the thread pool would.
+    """
+
+    def __init__(
+        self, matcher: Matcher, port: int = 7001, intensity: int = 7, *, slow: bool = False
+    ) -> None:
         self.clock = Clock()
         self.dialer = FakeDialer()
         self.matcher = matcher
+        self.slow = slow
+        self.pending: list[tuple[defer.Deferred[ServiceMatch | None], Probe, bytes]] = []
         self.results: list[dict[str, Any]] = []
         self.scan = TCPPortScan(
             PortTask("127.0.0.1", port),
@@ -106,7 +116,17 @@ class Harness:
         self.deferred.addCallback(self.results.append)
 
     def match(self, probe: Probe, buffer: bytes) -> defer.Deferred[ServiceMatch | None]:
-        return defer.succeed(self.matcher.match(probe, buffer))
+        if not self.slow:
+            return defer.succeed(self.matcher.match(probe, buffer))
+        d: defer.Deferred[ServiceMatch | None] = defer.Deferred()
+        self.pending.append((d, probe, buffer))
+        return d
+
+    def release(self) -> bytes:
+        """Complete the oldest pending match; returns the buffer it matched."""
+        d, probe, buffer = self.pending.pop(0)
+        d.callback(self.matcher.match(probe, buffer))
+        return buffer
 
     @property
     def result(self) -> dict[str, Any]:
@@ -343,73 +363,31 @@ def test_late_events_after_the_end_are_absorbed(db_matcher: Matcher) -> None:
 
 def test_data_and_close_during_an_asynchronous_match(db_matcher: Matcher) -> None:
     """Reads that arrive while a match runs are matched in order, before the close."""
-    clock = Clock()
-    dialer = FakeDialer()
-    pending: list[tuple[defer.Deferred[ServiceMatch | None], Probe, bytes]] = []
-
-    def slow_match(probe: Probe, buffer: bytes) -> defer.Deferred[ServiceMatch | None]:
-        d: defer.Deferred[ServiceMatch | None] = defer.Deferred()
-        pending.append((d, probe, buffer))
-        return d
-
-    results: list[dict[str, Any]] = []
-    scan = TCPPortScan(
-        PortTask("127.0.0.1", 7001),
-        db=db_matcher.db,
-        match=slow_match,
-        dial=dialer,
-        clock=clock,
-        options=ScanOptions(),
-        table_name=None,
-    )
-    scan.run().addCallback(results.append)
-    proto, _ = dialer.accept()
+    h = Harness(db_matcher, slow=True)
+    proto, _ = h.dialer.accept()
     proto.dataReceived(b"SSH-2.0-")
     proto.dataReceived(b"OpenSSH_7.4\r\n")
     eof(proto)
-    assert [b for _, _, b in pending] == [b"SSH-2.0-"]
-    d, probe, buffer = pending.pop(0)
-    d.callback(db_matcher.match(probe, buffer))
-    d, probe, buffer = pending.pop(0)
-    assert buffer == b"SSH-2.0-OpenSSH_7.4\r\n"
-    d.callback(db_matcher.match(probe, buffer))
-    assert results and results[0]["service"]["version"] == "7.4"
-    assert not clock.getDelayedCalls()
+    assert [b for _, _, b in h.pending] == [b"SSH-2.0-"]
+    h.release()
+    assert h.release() == b"SSH-2.0-OpenSSH_7.4\r\n"
+    h.finished_cleanly()
+    assert h.result["service"]["version"] == "7.4"
 
 
 def test_deadline_during_a_match_waits_for_the_match(db_matcher: Matcher) -> None:
     """A deadline that falls while a read is being matched ends the probe after the match."""
-    clock = Clock()
-    dialer = FakeDialer()
-    pending: list[tuple[defer.Deferred[ServiceMatch | None], Probe, bytes]] = []
-
-    def slow_match(probe: Probe, buffer: bytes) -> defer.Deferred[ServiceMatch | None]:
-        d: defer.Deferred[ServiceMatch | None] = defer.Deferred()
-        pending.append((d, probe, buffer))
-        return d
-
-    results: list[dict[str, Any]] = []
-    scan = TCPPortScan(
-        PortTask("127.0.0.1", 7001),
-        db=db_matcher.db,
-        match=slow_match,
-        dial=dialer,
-        clock=clock,
-        options=ScanOptions(),
-        table_name=None,
-    )
-    scan.run().addCallback(results.append)
-    proto, transport = dialer.accept()
-    clock.advance(5.9)
+    h = Harness(db_matcher, slow=True)
+    proto, transport = h.dialer.accept()
+    h.clock.advance(5.9)
     proto.dataReceived(b"220 slow one\r\n")
-    clock.advance(0.2)  # the NULL deadline passes while the match is pending
+    h.clock.advance(0.2)  # the NULL deadline passes while the match is pending
     assert transport.value() == b""  # the next probe waits for the match
-    d, probe, buffer = pending.pop(0)
-    d.callback(db_matcher.match(probe, buffer))  # soft ftp
+    h.release()  # soft ftp
     assert transport.value() == GENERIC  # now the probe is over: connection reused
-    clock.advance(5.0)
-    assert results and results[0]["service"]["name"] == "ftp"
-    assert not clock.getDelayedCalls()
+    h.clock.advance(5.0)
+    h.finished_cleanly()
+    assert h.result["service"]["name"] == "ftp"
 
 
 def test_eof_with_data_on_null_means_a_new_connection(db_matcher: Matcher) -> None:

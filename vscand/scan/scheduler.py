@@ -334,7 +334,7 @@ class Scheduler:
         return None
 
     def _cancel_pump_call(self) -> None:
-        call = getattr(self, "_pump_call", None)
+        call = self._pump_call
         self._pump_call = None
         if call is not None and call.active():
             call.cancel()

@@ -162,6 +162,8 @@ class TCPPortScan:
         self._deadline: IDelayedCall | None = None
         self._deadline_passed = False
         self._capped = False
+        #: the port was stopped by us (cancel, job timeout, shutdown), not by its peer
+        self._interrupted = False
         self._matching: defer.Deferred[ServiceMatch | None] | None = None
         self._pending: list[int] = []  # buffer lengths still to be matched, in order
         self._lost: tuple[_LostKind, bool] | None = None  # held while matching
@@ -490,7 +492,7 @@ class TCPPortScan:
         }
         if final_state is not None:
             result["final_state"] = final_state
-            if getattr(self, "_interrupted", False):
+            if self._interrupted:
                 result["interrupted"] = True
             result["matches"] = [
                 {"probe": p, "matched_probe": m, "line": n, "soft": s}
