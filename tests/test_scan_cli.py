@@ -48,7 +48,7 @@ def closed_port() -> int:
         (["127.0.0.1", "-p", "22", "--probes", "/nonexistent/probes"], "cannot read probe file"),
         (["127.0.0.1", "-p", "22", "-oX", "/nonexistent/dir/out.xml"], "not a writable directory"),
         ([], "no targets given"),
-        (["127.0.0.1", "-p", "U:53"], "UDP"),
+        (["127.0.0.1", "-p", "S:53"], "SCTP"),
         (["-iL", "/nonexistent/targets.txt", "-p", "22"], "nonexistent"),
     ],
 )

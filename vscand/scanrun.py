@@ -27,6 +27,7 @@ from vscand.output.report import ScanMeta
 from vscand.ports import PortSpecError, ServicesTable, load_services
 from vscand.probes.matcher import Matcher
 from vscand.scan.engine import ScanEngine
+from vscand.scan.lag import ReactorLagMonitor
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.targets import (
     Target,
@@ -38,6 +39,8 @@ from vscand.scan.targets import (
     select_ports,
     system_resolver,
 )
+from vscand.scripts.options import script_settings
+from vscand.scripts.registry import ScriptSettings, make_phase
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -125,7 +128,9 @@ class _Prepared:
         services: ServicesTable,
         matcher: Matcher,
         options: ScanOptions,
+        scripts: ScriptSettings | None = None,
     ) -> None:
+        self.scripts = scripts
         self.targets = targets
         self.policy = policy
         self.ports = ports
@@ -155,16 +160,46 @@ def _prepare(args: argparse.Namespace, load: Callable[[argparse.Namespace], Matc
         ports = select_ports(args.ports, services)
     except PortSpecError as exc:
         raise ScanUsageError(f"bad port list {args.ports!r}: {exc}") from None
-    if "udp" in ports or any(t.protocol == "udp" for t in targets if t.is_endpoint):
-        raise ScanUsageError("UDP version detection is not available yet; scan TCP ports")
-    for name in (args.xml_out, args.normal_out, args.json_out):
+    for name in (args.xml_out, args.normal_out, args.json_out, args.run_stats):
         _check_output_path(name)
     try:
         matcher = load(args)
     except Exception as exc:  # the CLI's loader raises its own UsageError
         raise ScanUsageError(str(exc)) from None
-    options = ScanOptions(intensity=_intensity(args), allports=args.allports)
-    return _Prepared(targets, policy, ports, services, matcher, options)
+    protocols = set(ports) | {t.protocol for t in targets if t.is_endpoint}
+    if args.fast_wait < 0:
+        raise ScanUsageError(f"--fast-wait must be >= 0, not {args.fast_wait}")
+    if args.fast_lanes < 0:
+        raise ScanUsageError(f"--fast-lanes must be >= 0, not {args.fast_lanes}")
+    options = ScanOptions(
+        intensity=_intensity(args),
+        allports=args.allports,
+        scanned_protocols=tuple(sorted(protocols)) or ("tcp",),
+        fast=args.fast,
+        fast_wait=args.fast_wait / 1000.0,
+        fast_lanes=args.fast_lanes,
+    )
+    try:
+        scripts = script_settings(args)
+    except ValueError as exc:
+        raise ScanUsageError(str(exc)) from None
+    return _Prepared(targets, policy, ports, services, matcher, options, scripts)
+
+
+def run_stats(lag: ReactorLagMonitor, started: float, ended: float) -> dict[str, Any]:
+    """``--run-stats``: what the run cost this process (hostile-target checks, benchmarks).
+
+    Lag is how late a 20 ms sampling timer ran (``vscand.scan.lag``) from the first
+    port to the last version script; the peak resident set is the kernel's
+    (``ru_maxrss``, KiB on Linux).
+    """
+    return {
+        "seconds": round(ended - started, 3),
+        "reactor_lag_max_seconds": round(lag.worst, 6),
+        "reactor_lag_p99_seconds": round(lag.percentile(99), 6),
+        "reactor_lag_ticks": lag.ticks,
+        "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
 
 
 def _die(code: int) -> NoReturn:
@@ -201,9 +236,28 @@ async def _scan(
             sys.stdout.write(dumps(result) + "\n")
             sys.stdout.flush()
 
+    sink = on_result
+    phase = None
+    if prepared.scripts is not None:  # version scripts run on each result before it is shown
+        phase = make_phase(
+            reactor,
+            tasks=tasks,
+            sink=on_result,
+            options=prepared.options,
+            excluded=prepared.matcher.db.exclude.excludes,
+            table_name=prepared.services.name,
+            limiter=engine.limiter,
+            settings=prepared.scripts,
+        )
+        sink = phase.on_result
+    lag = ReactorLagMonitor(reactor, interval=0.02)
+    lag.start()
     try:
-        results = await engine.run(tasks, on_result)
+        results = await engine.run(tasks, sink)
+        if phase is not None:
+            await phase.flush()
     finally:
+        lag.stop()
         progress.close()
     ended = time.time()
     meta = ScanMeta(
@@ -222,6 +276,8 @@ async def _scan(
         else:
             with open(args.json_out, "w", encoding="ascii") as stream:
                 write_jsonl(results, stream)
+    if args.run_stats:
+        _write(args.run_stats, lambda: json.dumps(run_stats(lag, started, ended)) + "\n")
     failed = [r for r in results if r.get("error")]
     for result in failed:
         print(

@@ -41,6 +41,7 @@ def parse_xml(path: Path) -> dict[int, dict[str, Any]]:
             rec: dict[str, Any] = {
                 "protocol": port.get("protocol"),
                 "state": state.get("state") if state is not None else None,
+                "reason": state.get("reason") if state is not None else None,
                 "service": svc is not None,
             }
             for key in SERVICE_FIELDS:

@@ -8,15 +8,62 @@ every connection, whoever the client is.
 from __future__ import annotations
 
 import contextlib
+import errno
+import random
+import shutil
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 
 Handler = Callable[[socket.socket], None]
+
+
+def nmap_services_file() -> Path:
+    """The ``nmap-services`` nmap reads: its installed data directory's copy (the
+    e2e tests' ``--datadir`` holds only ``scripts/script.db``, so nmap falls back to it)."""
+    candidates = []
+    exe = shutil.which("nmap")
+    if exe is not None:
+        candidates.append(Path(exe).resolve().parent.parent / "share" / "nmap" / "nmap-services")
+    candidates += [Path(d) / "nmap-services" for d in ("/usr/share/nmap", "/usr/local/share/nmap")]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError("nmap-services not found next to nmap")
+
+
+def listed_ports(protocol: str, path: Path | None = None) -> frozenset[int]:
+    """Every port number ``nmap-services`` names for ``protocol`` (read here, not with
+    vscand's parser: the premise must not depend on the code under test)."""
+    numbers = set()
+    for line in (path or nmap_services_file()).read_text(errors="replace").splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and "/" in fields[1]:
+            number, _, proto = fields[1].partition("/")
+            if proto == protocol and number.isdigit():
+                numbers.add(int(number))
+    return frozenset(numbers)
+
+
+def bind_unlisted(sock: socket.socket, protocol: str, tries: int = 200) -> int:
+    """Bind ``sock`` on 127.0.0.1 to a free port that ``nmap-services`` has no
+    ``protocol`` entry for (so nmap has no table name to report for it)."""
+    listed = listed_ports(protocol)
+    free = [n for n in range(10000, 65536) if n not in listed]
+    for number in random.sample(free, tries):
+        try:
+            sock.bind((LOOPBACK, number))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return number
+    raise RuntimeError(f"no free {protocol} port without an nmap-services entry in {tries} tries")
 
 
 def _drain(conn: socket.socket, limit: float = 600.0) -> None:
@@ -32,10 +79,14 @@ def _drain(conn: socket.socket, limit: float = 600.0) -> None:
 class ThreadedServer:
     """A listening socket on 127.0.0.1 whose connections each run ``handler`` in a thread."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, unlisted: bool = False) -> None:
+        """``unlisted``: on a port number nmap-services has no TCP entry for."""
         self.handler = handler
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind((LOOPBACK, 0))
+        if unlisted:
+            bind_unlisted(self.sock, "tcp")
+        else:
+            self.sock.bind((LOOPBACK, 0))
         self.sock.listen(128)
         self.port: int = self.sock.getsockname()[1]
         self._closed = threading.Event()

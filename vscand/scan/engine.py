@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import gc
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,10 +27,14 @@ from twisted.python.threadpool import ThreadPool
 from vscand.ports import ServicesTable
 from vscand.probes.matcher import Matcher, ServiceMatch
 from vscand.probes.model import Probe
+from vscand.scan.fast import FastTCPPortScan, LaneBudget
 from vscand.scan.lag import ReactorLagMonitor
 from vscand.scan.model import PortTask, Result, ScanOptions
-from vscand.scan.scheduler import ConnectLimiter, Scheduler
+from vscand.scan.scheduler import ConnectLimiter, Scheduler, StartPool
 from vscand.scan.tcp import Dialer, TCPPortScan
+from vscand.scan.tls import TLSClient
+from vscand.scan.udp import DatagramOpener, UDPPortScan, listen_udp_opener
+from vscand.scan.udp_payloads import UDPPayloads, load_payloads
 
 #: PCRE recurses on the C stack (recursion limit 10,000 frames of ~500 bytes)
 MATCH_THREAD_STACK = 32 * 1024 * 1024
@@ -53,6 +58,18 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def lane_budget_limit() -> int:
+    """Fast mode's speculative connections across a scan: half the open-file limit.
+
+    The other half is left for the ports' own connections, UDP sockets, Redis and
+    the rest; a full budget only means fewer lanes (slower), never a failed port.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(0, soft // 2)
 
 
 class ThreadedMatch:
@@ -158,10 +175,17 @@ class _OneShotFactory(Factory):
         return self._protocol
 
 
-def endpoint_dialer(reactor: IReactorTCP, limiter: ConnectLimiter | None) -> Dialer:
-    """Dial with Twisted's TCP endpoints, one connection-rate token per connection."""
+def endpoint_dialer(
+    reactor: IReactorTCP, limiter: ConnectLimiter | None, tls: TLSClient | None = None
+) -> Dialer:
+    """Dial with Twisted's TCP endpoints, one connection-rate token per connection.
 
-    async def dial(task: PortTask, protocol: Protocol, timeout: float) -> Protocol:
+    A TLS dial (the SSL restart) fires once the handshake has completed; ``timeout``
+    then bounds connect and handshake together.
+    """
+    tls_client = tls if tls is not None else TLSClient(reactor)  # type: ignore[arg-type]
+
+    async def dial(task: PortTask, protocol: Protocol, timeout: float, tls: bool) -> Protocol:
         if limiter is not None:
             await limiter.acquire()
         endpoint: TCP4ClientEndpoint | TCP6ClientEndpoint
@@ -171,15 +195,22 @@ def endpoint_dialer(reactor: IReactorTCP, limiter: ConnectLimiter | None) -> Dia
             endpoint = TCP6ClientEndpoint(reactor, task.address, task.port, timeout=timeout)  # type: ignore[no-untyped-call]
         else:
             endpoint = TCP4ClientEndpoint(reactor, task.address, task.port, timeout=timeout)
+        if tls:
+            return await tls_client.connect(
+                endpoint.connect,
+                protocol,
+                address=task.address,
+                port=task.port,
+                hostname=task.hostname,
+                timeout=timeout,
+            )
         await endpoint.connect(_OneShotFactory(protocol))
         return protocol
 
     def start(
         task: PortTask, protocol: Protocol, timeout: float, tls: bool
     ) -> defer.Deferred[Protocol]:
-        if tls:
-            return defer.fail(NotImplementedError("TLS tunnels arrive with the SSL engine"))
-        return defer.Deferred.fromCoroutine(dial(task, protocol, timeout))
+        return defer.Deferred.fromCoroutine(dial(task, protocol, timeout, tls))
 
     return start
 
@@ -210,6 +241,8 @@ class ScanEngine:
             reactor, connect_rate, burst=max(1, int(connect_rate // 20) or 1)
         )
         self._dial = endpoint_dialer(reactor, self.limiter)
+        self._open_udp: DatagramOpener = listen_udp_opener(reactor, self.limiter)
+        self._udp_payloads: UDPPayloads | None = None
         self.concurrency = concurrency
         self.per_host_concurrency = per_host_concurrency
         self.scheduler: Scheduler | None = None
@@ -218,6 +251,11 @@ class ScanEngine:
         #: reactor time one scheduling pass may spend starting ports
         self.turn_budget = turn_budget
         self.lag = ReactorLagMonitor(reactor, interval=0.02)
+        #: every scheduler made here (one per job in the daemon) shares the ports in flight
+        #: and each reactor turn's start-up time
+        self.pool = StartPool(reactor, concurrency, turn_budget)
+        #: fast mode's speculative lanes, shared by every port of this engine
+        self.lanes = LaneBudget(lane_budget_limit())
 
     def admission(self) -> float:
         """How long to wait before starting more ports: 0 unless the reactor is behind."""
@@ -240,6 +278,7 @@ class ScanEngine:
             self.lag.start()
 
     def stop(self) -> None:
+        self.pool.stop()
         self.match.stop()
         if self.lag.running:
             self.lag.stop()
@@ -261,25 +300,56 @@ class ScanEngine:
             options=options or self.options,
             turn_budget=self.turn_budget,
             admission=self.admission,
+            pool=self.pool,
         )
 
     def scan_port(
         self, task: PortTask, options: ScanOptions | None = None
     ) -> defer.Deferred[Result]:
         """One port's machine; ``options`` defaults to the engine's (a job may bring its own)."""
+        clock: IReactorTime = self._reactor
+        if task.protocol == "udp":
+            return self._scan_udp_port(task, options or self.options)
         if task.protocol != "tcp":
             return defer.fail(
-                NotImplementedError(f"{task.protocol} version detection is not available yet")
+                NotImplementedError(f"{task.protocol} version detection is not available")
             )
-        clock: IReactorTime = self._reactor
+        opts = options or self.options
+        if opts.fast:
+            fast = FastTCPPortScan(
+                task,
+                db=self._matcher.db,
+                match=self.match,
+                dial=self._dial,
+                clock=clock,
+                options=opts,
+                table_name=self._services.name(task.port, task.protocol),
+                budget=self.lanes,
+            )
+            return fast.run()
         machine = TCPPortScan(
             task,
             db=self._matcher.db,
             match=self.match,
             dial=self._dial,
             clock=clock,
-            options=options or self.options,
+            options=opts,
             table_name=self._services.name(task.port, task.protocol),
+        )
+        return machine.run()
+
+    def _scan_udp_port(self, task: PortTask, options: ScanOptions) -> defer.Deferred[Result]:
+        if self._udp_payloads is None:
+            self._udp_payloads = load_payloads()
+        machine = UDPPortScan(
+            task,
+            db=self._matcher.db,
+            match=self.match,
+            open_socket=self._open_udp,
+            clock=self._reactor,
+            options=options,
+            table_name=self._services.name(task.port, task.protocol),
+            check_payloads=self._udp_payloads.for_port(task.port),
         )
         return machine.run()
 

@@ -37,6 +37,8 @@ class ReactorLagMonitor:
         self._due = 0.0
         #: ticks seen since start (not bounded like the samples)
         self.ticks = 0
+        #: the largest sample since start (the ring buffer forgets; this does not)
+        self.worst = 0.0
 
     @property
     def running(self) -> bool:
@@ -64,7 +66,9 @@ class ReactorLagMonitor:
 
     def _tick(self) -> None:
         now = self._clock.seconds()
-        self._samples.append(max(0.0, now - self._due))
+        sample = max(0.0, now - self._due)
+        self._samples.append(sample)
+        self.worst = max(self.worst, sample)
         self.ticks += 1
         # when LoopingCall will schedule the next tick: the next point of its
         # grid (computed as LoopingCall._scheduleFrom does, to the last bit)

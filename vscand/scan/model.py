@@ -57,3 +57,9 @@ class ScanOptions:
     worker: str | None = None
     #: protocols the whole scan covers (Exclude's unprefixed ports apply to these)
     scanned_protocols: tuple[str, ...] = ("tcp",)
+    #: fast mode (``vscan scan --fast``, job field ``fast``): same answers sooner (scan/fast.py)
+    fast: bool = False
+    #: fast mode's quiet-window floor in seconds; 0 = every probe waits its full totalwaitms
+    fast_wait: float = 1.0
+    #: fast mode: speculative connections (lanes) per port at once
+    fast_lanes: int = 32

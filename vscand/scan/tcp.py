@@ -40,6 +40,7 @@ from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.plan import ProbePlan
 from vscand.scan.report import FinalState, Findings, build_service, table_service
+from vscand.scan.tls import session_facts
 
 log = Logger()
 
@@ -155,6 +156,8 @@ class TCPPortScan:
         self._findings = Findings()
         self._fingerprint: ServiceFingerprint | None = None
         self._tunnel_ssl = False
+        #: what the first completed TLS handshake showed (the result's ``tls``)
+        self._tls: dict[str, Any] | None = None
         self._first_connection = True
         # what the current state owns
         self._conn: ProbeConnection | None = None
@@ -202,6 +205,8 @@ class TCPPortScan:
             conn.abort()
             return
         self._conn = conn
+        if self._tunnel_ssl and self._tls is None:
+            self._tls = session_facts(conn.transport)
         if first and self._excluded():
             self._finish(FinalState.EXCLUDED)
             return
@@ -325,8 +330,33 @@ class TCPPortScan:
             self._probe_over(reuse_null=True)
 
     def _hard_match(self) -> None:
-        # SSL restart (SPEC §5) belongs to the TLS engine; here a hard `ssl` is reported as such.
+        if self._findings.service == "ssl" and not self._tunnel_ssl:
+            self._restart_through_tls()
+            return
         self._finish(FinalState.HARDMATCHED)
+
+    def _restart_through_tls(self) -> None:
+        """A hard ``ssl`` match in plain text: everything again, inside TLS (SPEC §5.2).
+
+        What plain text found and the fingerprint are dropped; the plan starts over
+        (NULL probe, then the probes whose ``sslports`` list the port); every later
+        connection is a TLS one, whose failed handshake ends the port INCOMPLETE.
+        ``tcpwrap_possible`` stays false (data was read).  Inside the tunnel a hard
+        ``ssl`` match is final (no recursion).
+        """
+        self._cancel_deadline()
+        self._pending.clear()
+        self._lost = None
+        self._close_connection()
+        self._findings.reset()
+        self._fingerprint = None
+        self._tunnel_ssl = True
+        self._plan = ProbePlan(
+            self._db, "TCP", self.task.port, self._options.intensity, tunnel_ssl=True
+        )
+        self._probe = self._plan.next()
+        self._response = bytearray()
+        self._connect()
 
     def _deadline_hit(self) -> None:
         self._deadline = None
@@ -466,6 +496,8 @@ class TCPPortScan:
             intensity=self._options.intensity,
             fingerprint=fingerprint,
         )
+        if service["tunnel"] == "ssl" and self._tls is not None:
+            service["tls"] = self._tls
         self._deliver(service, final_state=state.value)
 
     def _report_port(self, port_state: str, reason: str) -> None:
@@ -490,6 +522,8 @@ class TCPPortScan:
             "scanned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._wallclock())),
             "duration_ms": round((self._clock.seconds() - self._started) * 1000),
         }
+        if options.fast:
+            result["fast"] = True
         if final_state is not None:
             result["final_state"] = final_state
             if self._interrupted:

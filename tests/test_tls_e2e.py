@@ -1,0 +1,254 @@
+"""End to end through TLS: ``vscan scan`` against ``nmap -sV`` on real TLS servers (127.0.0.1).
+
+The module makes a certificate, starts TLS targets on free 127.0.0.1 ports
+(tests/e2e/tls_servers.py) and runs both scanners at once on all of them (NSE
+off, as in tests/test_e2e_scan.py):
+
+* ``openssl s_server -www`` (plain ``ssl`` match, restart, ``http`` inside);
+* ``openssl s_server`` without ``-www`` (restart, nothing answers inside);
+* stunnel4 wrapping an SSH-like banner server, an Apache-like HTTP server and an
+  unknown service that answers and closes (NOMATCH with a ``%T=SSL`` fingerprint);
+* nginx with ``listen ... ssl`` (``ssl/http`` straight from a plain-text match,
+  no TLS connection);
+* hostile peers, after a plain-text ``ssl`` match: a handshake that never
+  completes (bounded by the 8 s SSL connect timeout), a ~1 MiB certificate
+  chain, and plain text in answer to the ClientHello.
+
+Every port must agree on state, service name, product, version, extrainfo,
+hostname, ostype, devicetype, tunnel, method, conf, CPEs and (masked)
+fingerprint.  A port whose only difference is the fingerprint is scanned once more
+by both (a peer's close racing its last data can drop one response from either
+side's fingerprint).  Beyond Nmap, vscan's ``tls`` object must name the
+certificate the servers were given.  Wall time: ~2 min (nmap is the slow one, see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e import servers as srv
+from tests.e2e import tls_servers as tls
+from tests.e2e.compare import differences
+from tests.e2e.daemons import Daemon, DaemonFailed, Unavailable
+from tests.e2e.oracle_run import BothScans, scan_both
+from tests.loopback import nmap_or_skip
+
+pytestmark = pytest.mark.e2e
+
+IN_CI = os.environ.get("CI") == "true"
+SCAN_TIMEOUT = 300.0
+
+SSH_BANNER = b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.1\r\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One TLS target; ``premise`` is what nmap must say, ``ours`` what vscan's JSON must say."""
+
+    id: str
+    what: str
+    start: Callable[[contextlib.ExitStack, Path, tls.Certificate], int]
+    premise: dict[str, Any] = field(default_factory=dict)
+    ours: dict[str, Any] = field(default_factory=dict)
+    #: the TLS handshake completes, so vscan's ``tls`` object must describe the certificate
+    handshake: bool = True
+
+
+def _daemon(stack: contextlib.ExitStack, daemon: Daemon, ready: bool = True) -> int:
+    stack.callback(daemon.stop)
+    if ready:
+        tls.wait_tls_ready(daemon.port)
+    return daemon.port
+
+
+def _server(stack: contextlib.ExitStack, handler: srv.Handler) -> int:
+    server = srv.ThreadedServer(handler)
+    stack.callback(server.close)
+    return server.port
+
+
+def _stunnel(handler: srv.Handler, name: str) -> Callable[..., int]:
+    def start(stack: contextlib.ExitStack, workdir: Path, cert: tls.Certificate) -> int:
+        backend = _server(stack, handler)
+        return _daemon(stack, tls.start_stunnel(workdir, cert, backend, name))
+
+    return start
+
+
+CASES = [
+    Case(
+        "s_server-www",
+        "openssl s_server -www: ssl in plain text, then http inside TLS",
+        lambda st, wd, cert: _daemon(st, tls.start_s_server(wd, cert, www=True)),
+        premise={"name": "http", "tunnel": "ssl", "product": "OpenSSL s_server -www httpd"},
+        ours={"final_state": "hardmatched"},
+    ),
+    Case(
+        "s_server-quiet",
+        "openssl s_server with no application: nothing matches inside TLS",
+        lambda st, wd, cert: _daemon(st, tls.start_s_server(wd, cert, www=False)),
+        premise={"tunnel": "ssl", "method": "table", "conf": "3"},
+        ours={"final_state": "nomatch"},
+    ),
+    Case(
+        "stunnel-ssh",
+        "stunnel4 in front of an OpenSSH-like banner",
+        _stunnel(srv.banner_then_silence(SSH_BANNER), "ssh"),
+        premise={"name": "ssh", "tunnel": "ssl", "product": "OpenSSH", "servicefp": False},
+        ours={"final_state": "hardmatched"},
+    ),
+    Case(
+        "stunnel-http",
+        "stunnel4 in front of an Apache-like HTTP server",
+        _stunnel(srv.http_silent_until_data, "http"),
+        premise={"name": "http", "tunnel": "ssl", "product": "Apache httpd"},
+        ours={"final_state": "hardmatched"},
+    ),
+    Case(
+        "stunnel-unknown",
+        "stunnel4 in front of an unknown service that answers and closes",
+        _stunnel(srv.reply_and_close(b"WELCOME zzqq service v1.2\r\n"), "unknown"),
+        premise={"tunnel": "ssl", "method": "table", "servicefp": True},
+        ours={"final_state": "nomatch"},
+    ),
+    Case(
+        "nginx-ssl",
+        "nginx HTTPS: its plain-HTTP-to-HTTPS page hard-matches ssl/http, no TLS connection",
+        lambda st, wd, cert: _daemon(st, tls.start_nginx_ssl(wd, cert)),
+        premise={"name": "http", "tunnel": "ssl", "product": "nginx"},
+        ours={"final_state": "hardmatched"},
+        handshake=False,
+    ),
+    Case(
+        "hostile-never",
+        "a TLS alert for plain text, then a ClientHello that is never answered",
+        lambda st, wd, cert: _server(st, tls.never_finishes_handshake()),
+        premise={"tunnel": "ssl", "method": "table", "conf": "3", "servicefp": False},
+        ours={"final_state": "incomplete"},
+        handshake=False,
+    ),
+    Case(
+        "hostile-huge-chain",
+        "a TLS alert for plain text, then a ServerHello and a ~1 MiB certificate chain",
+        lambda st, wd, cert: _server(st, tls.huge_chain_server(cert.der)),
+        premise={"tunnel": "ssl", "method": "table", "conf": "3", "servicefp": False},
+        ours={"final_state": "incomplete"},
+        handshake=False,
+    ),
+    Case(
+        "hostile-plaintext",
+        "a TLS alert for plain text, then plain HTTP text in answer to the ClientHello",
+        lambda st, wd, cert: _server(st, tls.plaintext_to_client_hello()),
+        premise={"tunnel": "ssl", "method": "table", "conf": "3", "servicefp": False},
+        ours={"final_state": "incomplete"},
+        handshake=False,
+    ),
+]
+
+
+@dataclass
+class Run:
+    ports: dict[str, int]
+    unavailable: dict[str, str]
+    scans: BothScans
+    cert: tls.Certificate
+    nmap: str
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[Run]:
+    nmap = nmap_or_skip()
+    with tempfile.TemporaryDirectory(prefix="vscand-tls-e2e-") as tmp, contextlib.ExitStack() as st:
+        workdir = Path(tmp)
+        cert = tls.make_certificate(workdir / "cert")
+        ports: dict[str, int] = {}
+        unavailable: dict[str, str] = {}
+        for case in CASES:
+            try:
+                ports[case.id] = case.start(st, workdir, cert)
+            except Unavailable as exc:
+                unavailable[case.id] = str(exc)
+            except DaemonFailed as exc:
+                unavailable[case.id] = f"FAILED: {exc}"
+        scans = scan_both(nmap, list(ports.values()), workdir, SCAN_TIMEOUT)
+        yield Run(ports, unavailable, scans, cert, nmap, workdir)
+
+
+def _port_of(run: Run, case: Case) -> int:
+    reason = run.unavailable.get(case.id)
+    if reason is not None:
+        if reason.startswith("FAILED") or IN_CI:
+            pytest.fail(f"{case.id}: {reason}")
+        pytest.skip(f"{case.id}: {reason}")
+    return run.ports[case.id]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_port_agrees_with_nmap(run: Run, case: Case) -> None:
+    port = _port_of(run, case)
+    scans = run.scans
+    diffs = differences(scans.nmap.get(port), scans.vscan.get(port))
+    if diffs and all(d.startswith("servicefp") for d in diffs):
+        # One response can drop out of either fingerprint when the peer's close races with
+        # its last data (a response lost on EIO/ECONNRESET, SPEC §4.4): seen on stunnel-unknown
+        # in 2 of 4 module runs (once nmap's side; the other was not kept). Both scan it again.
+        first = diffs
+        scans = scan_both(run.nmap, [port], run.workdir / f"again-{port}", SCAN_TIMEOUT)
+        diffs = differences(scans.nmap.get(port), scans.vscan.get(port))
+        diffs += [f"(first run: {d})" for d in first] if diffs else []
+    record = scans.vscan_json.get(port, {})
+    assert not diffs, (
+        f"{case.id} (127.0.0.1:{port}, {case.what}) disagrees:\n  "
+        + "\n  ".join(diffs)
+        + f"\n  vscan final_state={record.get('final_state')} matches={record.get('matches')}"
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_case_premise(run: Run, case: Case) -> None:
+    """nmap's answer is the one the case was built to provoke, and so is vscan's final state."""
+    port = _port_of(run, case)
+    rec = run.scans.nmap.get(port)
+    assert rec is not None, f"nmap did not report port {port}"
+    for key, want in {"state": "open", **case.premise}.items():
+        got = rec["servicefp"] is not None if key == "servicefp" else rec.get(key)
+        assert got == want, f"{case.id}: nmap {key}={got!r}, the case expects {want!r}: {rec}"
+    ours = run.scans.vscan_json[port]
+    for key, want in case.ours.items():
+        assert ours.get(key) == want, f"{case.id}: vscan {key}={ours.get(key)!r}: {ours}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_tls_object_names_the_certificate(run: Run, case: Case) -> None:
+    """Beyond Nmap: after a completed handshake, ``service.tls`` describes what was shown."""
+    port = _port_of(run, case)
+    service = run.scans.vscan_json[port]["service"]
+    if not case.handshake:
+        assert service["tls"] is None
+        return
+    facts = service["tls"]
+    assert facts is not None, f"{case.id}: no tls object"
+    assert facts["sha256"] == hashlib.sha256(run.cert.der).hexdigest()
+    assert facts["subject"] == "CN=vscand-test.local"
+    assert facts["san"] == ["DNS:vscand-test.local", "IP:127.0.0.1"]
+    assert facts["version"] in ("TLSv1.2", "TLSv1.3")
+    assert facts["cipher"]
+    assert facts["not_before"].endswith("Z") and facts["not_after"] > facts["not_before"]
+
+
+def test_hostile_ports_are_bounded(run: Run) -> None:
+    """The never-finishing handshake ends by the 8 s SSL connect bound, not by a hang."""
+    port = _port_of(run, CASES[6])
+    took = run.scans.vscan_json[port]["duration_ms"]
+    # 6 s NULL probe + GetRequest's alert + at most 8 s of handshake (+ scheduling slack)
+    assert 14_000 <= took < 30_000, took

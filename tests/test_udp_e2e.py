@@ -1,0 +1,322 @@
+"""End to end over UDP: ``vscan scan -p U:...`` against ``nmap -sU -sV`` (127.0.0.1 only).
+
+The module starts UDP targets on free 127.0.0.1 ports — small Python servers
+(tests/e2e/udp_targets.py) and real daemons (dnsmasq, snmpd) from generated
+configurations — then runs, all at the same time against the same targets::
+
+    nmap -sU -sV -Pn -n -p U:<ports> 127.0.0.1 -oX nmap.xml --datadir <tmp>
+    vscan scan 127.0.0.1 -p U:<ports> -oX vscan.xml -oJ vscan.jsonl
+    (both again with --version-intensity 0)
+
+and asserts that they agree on every port: state, service name, product,
+version, extrainfo, hostname, ostype, devicetype, CPE, tunnel, method, conf,
+and the fingerprint (``%D``/``%Time`` masked).  NSE is off on the nmap side
+(an empty ``script.db`` in the temporary ``--datadir``), as in
+tests/test_e2e_scan.py.  nmap runs its UDP scan (``-sU``) to find the ports;
+vscan decides the states from its own datagrams (udp.py's docstring).
+
+The silent and unknown-reply ports cost ~98 s in both scanners (19 probes at
+5 s, SIPOptions 7.5 s): the bound on the module's wall time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e import udp_targets as udp
+from tests.e2e.compare import differences, parse_jsonl, parse_xml
+from tests.e2e.daemons import DaemonFailed, Unavailable
+from tests.loopback import nmap_or_skip
+from tests.test_e2e_scan import _vscan_command
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+SCAN_TIMEOUT = 300.0
+IN_CI = os.environ.get("CI") == "true"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One UDP target; ``premise[level]``: what nmap must say for the case to make its point."""
+
+    id: str
+    what: str
+    make: Callable[[], Any] | None = None  # a server (``.port``, ``.close()``)
+    daemon: Callable[[Path], udp.UDPDaemon] | None = None
+    premise: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+CASES = [
+    Case(
+        "sip-hard",
+        "answers only SIPOptions, as Asterisk: a hard match after 5 silent probes",
+        lambda: udp.UDPServer(udp.sip_asterisk),
+        premise={
+            7: {
+                "state": "open",
+                "name": "sip-proxy",
+                "product": "Asterisk PBX",
+                "servicefp": False,
+            },
+            0: {"state": "open|filtered", "name": "tcpwrapped"},
+        },
+    ),
+    Case(
+        "garbage",
+        "answers every datagram with unknown bytes: UDP fingerprint of all 19 probes",
+        lambda: udp.UDPServer(udp.garbage),
+        premise={
+            7: {"state": "open", "method": "table", "servicefp": True},
+            0: {"state": "open", "name": "tcpwrapped", "conf": "8"},
+        },
+    ),
+    Case(
+        "silent",
+        "never answers: open|filtered, NOMATCH, no '?'",
+        # on a number nmap-services has no UDP entry for (read from the table): no name
+        lambda: udp.UDPServer(udp.silent, unlisted=True),
+        premise={
+            # NOMATCH, nothing read, no table name: no <service> element at all
+            7: {"state": "open|filtered", "service": False, "servicefp": False},
+            0: {"state": "open|filtered", "name": "tcpwrapped", "conf": "8"},
+        },
+    ),
+    Case(
+        "closed",
+        "nothing bound: ICMP port-unreachable",
+        udp.ClosedUDPPort,
+        premise={7: {"state": "closed"}, 0: {"state": "closed"}},
+    ),
+    Case(
+        "empty-then-hello",
+        "an empty datagram (EOF) then 'hello zz': each reply lands in the next probe",
+        lambda: udp.UDPServer(udp.empty_then_hello),
+        premise={7: {"state": "open", "servicefp": True}},
+    ),
+    Case(
+        "portscan-only",
+        "answers only the port scan's nmap-payloads datagram: open, nothing matched",
+        lambda: udp.UDPServer(udp.portscan_payload_only),
+        premise={7: {"state": "open", "servicefp": False}, 0: {"state": "open"}},
+    ),
+    Case(
+        "dnsmasq",
+        "dnsmasq (real), version.bind",
+        daemon=udp.start_dnsmasq,
+        premise={7: {"state": "open", "name": "domain", "product": "dnsmasq"}},
+    ),
+    Case(
+        "snmpd",
+        "Net-SNMP snmpd (real), community public",
+        daemon=udp.start_snmpd,
+        premise={7: {"state": "open", "name": "snmp"}},
+    ),
+]
+
+INTENSITIES = (7, 0)
+
+
+@dataclass
+class Run:
+    ports: dict[str, int]
+    unavailable: dict[str, str]
+    nmap: dict[int, dict[int, dict[str, Any]]]  # intensity → port → record
+    vscan: dict[int, dict[int, dict[str, Any]]]
+    vscan_json: dict[int, dict[int, dict[str, Any]]]
+    seconds: dict[str, float]
+    logs: dict[str, str]
+
+
+def _start_targets(
+    stack: contextlib.ExitStack, workdir: Path
+) -> tuple[dict[str, int], dict[str, str]]:
+    ports: dict[str, int] = {}
+    unavailable: dict[str, str] = {}
+    for case in CASES:
+        if case.make is not None:
+            server = case.make()
+            stack.callback(server.close)
+            ports[case.id] = server.port
+            continue
+        assert case.daemon is not None
+        try:
+            daemon = case.daemon(workdir)
+        except Unavailable as exc:
+            unavailable[case.id] = str(exc)
+            continue
+        except DaemonFailed as exc:
+            unavailable[case.id] = f"FAILED: {exc}"
+            continue
+        stack.callback(daemon.stop)
+        ports[case.id] = daemon.port
+    return ports, unavailable
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[Run]:
+    nmap = nmap_or_skip()
+    if os.geteuid() != 0:
+        pytest.skip("nmap -sU needs root (raw sockets)")
+    with (
+        tempfile.TemporaryDirectory(prefix="vscand-udp-e2e-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        workdir = Path(tmp)
+        datadir = workdir / "datadir"
+        (datadir / "scripts").mkdir(parents=True)
+        (datadir / "scripts" / "script.db").write_text("")
+        ports, unavailable = _start_targets(stack, workdir)
+        portlist = "U:" + ",".join(str(p) for p in sorted(ports.values()))
+        commands: dict[str, list[str]] = {}
+        for level in INTENSITIES:
+            commands[f"nmap-{level}"] = [
+                nmap,
+                "-sU",
+                "-sV",
+                "--version-intensity",
+                str(level),
+                "-Pn",
+                "-n",
+                "-p",
+                portlist,
+                "127.0.0.1",
+                "-oX",
+                str(workdir / f"nmap-{level}.xml"),
+                "--datadir",
+                str(datadir),
+            ]
+            commands[f"vscan-{level}"] = [
+                *_vscan_command(),
+                "scan",
+                "127.0.0.1",
+                "-p",
+                portlist,
+                "--version-intensity",
+                str(level),
+                "-oX",
+                str(workdir / f"vscan-{level}.xml"),
+                "-oJ",
+                str(workdir / f"vscan-{level}.jsonl"),
+                "--no-progress",
+                "--no-scripts",  # nmap runs without its NSE version scripts here
+            ]
+        env = dict(os.environ)
+        env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
+        procs = {}
+        started = time.monotonic()
+        for name, cmd in commands.items():
+            out = stack.enter_context(open(workdir / f"{name}.log", "wb"))
+            procs[name] = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
+        seconds: dict[str, float] = {}
+        deadline = started + SCAN_TIMEOUT
+        while len(seconds) < len(procs):
+            for name, proc in procs.items():
+                if name not in seconds and proc.poll() is not None:
+                    seconds[name] = round(time.monotonic() - started, 1)
+            if time.monotonic() > deadline:
+                for proc in procs.values():
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                pytest.fail(f"scans did not finish within {SCAN_TIMEOUT} s (done: {seconds})")
+            time.sleep(0.1)
+        logs = {name: (workdir / f"{name}.log").read_text(errors="replace") for name in procs}
+        for name, proc in procs.items():
+            assert proc.returncode == 0, f"{name} failed:\n{logs[name]}"
+        for level in INTENSITIES:
+            text = (workdir / f"nmap-{level}.xml").read_text()
+            assert "<script " not in text, "NSE ran: the empty script.db was ignored"
+        keep = os.environ.get("VSCAND_E2E_KEEP")
+        if keep:
+            dest = Path(keep)
+            dest.mkdir(parents=True, exist_ok=True)
+            for path in workdir.iterdir():
+                if path.is_file():
+                    (dest / f"udp-{path.name}").write_bytes(path.read_bytes())
+            (dest / "udp-ports.txt").write_text(
+                "".join(f"{case} {port}\n" for case, port in sorted(ports.items()))
+            )
+            (dest / "udp-seconds.txt").write_text(
+                "".join(f"{name} {took}\n" for name, took in sorted(seconds.items()))
+            )
+        yield Run(
+            ports=ports,
+            unavailable=unavailable,
+            nmap={lv: parse_xml(workdir / f"nmap-{lv}.xml") for lv in INTENSITIES},
+            vscan={lv: parse_xml(workdir / f"vscan-{lv}.xml") for lv in INTENSITIES},
+            vscan_json={lv: parse_jsonl(workdir / f"vscan-{lv}.jsonl") for lv in INTENSITIES},
+            seconds=seconds,
+            logs=logs,
+        )
+
+
+def _port_of(run: Run, case: Case) -> int:
+    reason = run.unavailable.get(case.id)
+    if reason is not None:
+        if reason.startswith("FAILED") or IN_CI:
+            pytest.fail(f"{case.id}: {reason}")
+        pytest.skip(f"{case.id}: {reason}")
+    return run.ports[case.id]
+
+
+PAIRS = [(case, level) for level in INTENSITIES for case in CASES]
+PAIR_IDS = [f"{case.id}-i{level}" for case, level in PAIRS]
+
+
+@pytest.mark.parametrize(("case", "level"), PAIRS, ids=PAIR_IDS)
+def test_udp_port_agrees(run: Run, case: Case, level: int) -> None:
+    port = _port_of(run, case)
+    nmap_rec, vscan_rec = run.nmap[level].get(port), run.vscan[level].get(port)
+    record = run.vscan_json[level].get(port, {})
+    diffs = differences(nmap_rec, vscan_rec)
+    assert nmap_rec is None or nmap_rec["protocol"] == "udp"
+    assert vscan_rec is None or vscan_rec["protocol"] == "udp"
+    assert not diffs, (
+        f"{case.id} at intensity {level} (127.0.0.1:{port}/udp, {case.what}) disagrees:\n  "
+        + "\n  ".join(diffs)
+        + f"\n  vscan final_state={record.get('final_state')} matches={record.get('matches')}"
+    )
+
+
+@pytest.mark.parametrize(("case", "level"), PAIRS, ids=PAIR_IDS)
+def test_udp_case_premise(run: Run, case: Case, level: int) -> None:
+    """nmap's own answer is what the case was built to provoke (else it tests nothing)."""
+    port = _port_of(run, case)
+    rec = run.nmap[level].get(port)
+    assert rec is not None, f"nmap did not report port {port}/udp"
+    for key, want in case.premise.get(level, {}).items():
+        got = rec["servicefp"] is not None if key == "servicefp" else rec.get(key)
+        assert got == want, f"{case.id}: nmap {key}={got!r}, the case expects {want!r}: {rec}"
+
+
+def test_every_udp_port_reported(run: Run) -> None:
+    wanted = set(run.ports.values())
+    for level in INTENSITIES:
+        assert set(run.nmap[level]) == wanted, f"nmap -sU at intensity {level} missed ports"
+        assert set(run.vscan[level]) == wanted, f"vscan at intensity {level} missed ports"
+        assert set(run.vscan_json[level]) == wanted, f"vscan -oJ at intensity {level}"
+
+
+def test_normal_output_names_udp_ports(run: Run) -> None:
+    """vscan's table says ``PORT/udp`` like nmap's."""
+    sip = run.ports.get("sip-hard")
+    assert sip is not None
+    line = next(
+        (row for row in run.logs["vscan-7"].splitlines() if row.startswith(f"{sip}/udp ")),
+        None,
+    )
+    assert line is not None, run.logs["vscan-7"]
+    assert line.split()[1:4] == ["open", "sip-proxy", "Asterisk"]

@@ -1,0 +1,1 @@
+"""The built-in version scripts (one module each)."""
