@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from vscand.scan.model import PortTask, Result, ScanOptions
-from vscand.scan.scheduler import ConnectLimiter, Scheduler, error_result
+from vscand.scan.scheduler import ConnectLimiter, Scheduler, StartPool, error_result
 
 _sync = SynchronousTestCase()
 
@@ -95,6 +95,48 @@ def test_global_concurrency_is_never_exceeded(clock: Clock) -> None:
     assert sorted(r["port"] for r in emitted) == list(range(1, 11))
     assert scheduler.stats.started == scheduler.stats.finished == 10
     assert not scheduler.running
+
+
+def test_schedulers_sharing_a_pool_share_its_concurrency(clock: Clock) -> None:
+    """The daemon's jobs each have a scheduler; together they hold at most the engine's
+    concurrency, and a slot freed by one job's port goes to a job that was waiting."""
+    pool = StartPool(clock, concurrency=4, turn_budget=None)
+    scan = FakeScan()
+    first = Scheduler(clock, scan, lambda r: None, concurrency=4, pool=pool)
+    second = Scheduler(clock, scan, lambda r: None, concurrency=4, pool=pool)
+    a = tasks_for("127.0.0.1", *range(1, 7))
+    b = tasks_for("127.0.0.2", *range(1, 7))
+    done_a, done_b = first.run(a), second.run(b)
+    assert scan.started == a[:4] and pool.in_flight == 4
+    assert second.in_flight == 0  # waiting in the pool, not over the limit
+    scan.finish(a[0])
+    clock.advance(0)  # the pool wakes the waiting scheduler on the next turn
+    assert scan.started[-1] in (a[4], b[0])
+    assert pool.in_flight == 4 and scan.max_in_flight == 4
+    while scan.pending:
+        scan.finish_all()
+        clock.advance(0)
+    assert len(result_of(done_a)) == 6 and len(result_of(done_b)) == 6
+    assert scan.max_in_flight == 4 and pool.in_flight == 0
+    pool.stop()
+
+
+def test_schedulers_sharing_a_pool_share_each_turns_budget(clock: Clock) -> None:
+    """With the turn's time already spent by one scheduler, another starts nothing this
+    turn and resumes on a later one."""
+    pool = StartPool(clock, concurrency=100, turn_budget=0.005)
+    scan = FakeScan()
+    pool.charge(1.0)  # another scheduler spent this turn's budget
+    scheduler = Scheduler(clock, scan, lambda r: None, concurrency=100, pool=pool)
+    done = scheduler.run(tasks_for("127.0.0.1", 1, 2, 3))
+    assert scan.started == []
+    clock.advance(0)  # next turn: the budget is fresh
+    clock.advance(0)
+    assert len(scan.started) == 3
+    scan.finish_all()
+    clock.advance(0)
+    assert len(result_of(done)) == 3
+    pool.stop()
 
 
 def test_results_are_emitted_in_completion_order(clock: Clock) -> None:

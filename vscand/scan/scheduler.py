@@ -157,6 +157,81 @@ class SchedulerStats:
     not_started: int = 0
 
 
+class StartPool:
+    """What every scheduler of one engine shares: the ports in flight (at most
+    ``concurrency`` over all of them) and each reactor turn's time for starting ports
+    (``turn_budget`` seconds over all of them).
+
+    A daemon runs one scheduler per job (or task of a sharded job), dozens at once:
+    without a shared pool each would start up to the engine's concurrency and spend its
+    own per-turn budget, so the reactor's pass grew with the number of jobs (measured:
+    8 % of 20 ms lag samples over 100 ms with 16 tasks and 10,000 ports in flight).
+    """
+
+    def __init__(self, clock: IReactorTime, concurrency: int, turn_budget: float | None) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency!r}")
+        self._clock = clock
+        self.concurrency = concurrency
+        self.turn_budget = turn_budget
+        self.in_flight = 0
+        self._spent = 0.0
+        self._turn_call: IDelayedCall | None = None
+        #: schedulers that stopped for want of a slot or of time, woken in order
+        self._waiting: dict[Scheduler, None] = {}
+        self._wake_call: IDelayedCall | None = None
+
+    def full(self) -> bool:
+        return self.in_flight >= self.concurrency
+
+    def spent(self) -> float:
+        """Time spent starting ports in this reactor turn by every scheduler."""
+        return self._spent
+
+    def charge(self, seconds: float) -> None:
+        self._spent += seconds
+        if self._turn_call is None:
+            self._turn_call = self._clock.callLater(0, self._new_turn)
+
+    def _new_turn(self) -> None:
+        self._turn_call = None
+        self._spent = 0.0
+
+    def acquire(self) -> None:
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self._waiting and self._wake_call is None:
+            self._wake_call = self._clock.callLater(0, self._wake)
+
+    def wait(self, scheduler: Scheduler) -> None:
+        self._waiting[scheduler] = None
+        if not self.full() and self._wake_call is None:
+            self._wake_call = self._clock.callLater(0, self._wake)
+
+    def forget(self, scheduler: Scheduler) -> None:
+        self._waiting.pop(scheduler, None)
+
+    def _wake(self) -> None:
+        self._wake_call = None
+        waiting, self._waiting = list(self._waiting), {}
+        for scheduler in waiting:
+            if self.full() or (self.turn_budget is not None and self._spent > self.turn_budget):
+                self._waiting[scheduler] = None  # next time
+                continue
+            scheduler._deferred_pump()
+        if self._waiting and not self.full() and self._wake_call is None:
+            self._wake_call = self._clock.callLater(0, self._wake)
+
+    def stop(self) -> None:
+        for call in (self._turn_call, self._wake_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._turn_call = self._wake_call = None
+        self._waiting.clear()
+
+
 class Scheduler:
     """Run ``scan_port`` over tasks: ``concurrency`` ports in flight, at most
     ``per_host_concurrency`` per address (0 = unlimited), new connections
@@ -184,6 +259,7 @@ class Scheduler:
         start_batch: int = 256,
         turn_budget: float | None = None,
         admission: Callable[[], float] | None = None,
+        pool: StartPool | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency!r}")
@@ -211,6 +287,8 @@ class Scheduler:
         self.turn_budget = turn_budget
         #: returns how long to wait before starting more ports (0: go); e.g. reactor lag
         self.admission = admission
+        #: shared with the engine's other schedulers (None: this one alone)
+        self.pool = pool
         self._pump_call: IDelayedCall | None = None
         self.stats = SchedulerStats()
         self._reset()
@@ -284,6 +362,8 @@ class Scheduler:
             return
         self._stopping = True
         self._cancel_pump_call()
+        if self.pool is not None:
+            self.pool.forget(self)
         self.stats.not_started += len(self._ready) + self._blocked_count
         for task in self._ready:
             self._release_host(task.address)
@@ -307,6 +387,10 @@ class Scheduler:
             self._host_load[host] = load
         else:
             self._host_load.pop(host, None)
+
+    def _next_ready(self) -> bool:
+        """Whether tasks may remain to start (ready ones, or the iterable not read out)."""
+        return bool(self._ready) or not self._exhausted
 
     def _next_task(self) -> PortTask | None:
         if self._ready:
@@ -351,8 +435,21 @@ class Scheduler:
         self._pumping = True
         started = 0
         began = time.perf_counter()
+        pool = self.pool
         try:
             while not self._stopping and len(self._running) < self.concurrency:
+                if pool is not None and (
+                    pool.full()
+                    or (
+                        pool.turn_budget is not None
+                        and pool.spent() + (time.perf_counter() - began) > pool.turn_budget
+                    )
+                ):
+                    # the engine's other schedulers hold the slots or used this turn's
+                    # time: the pool wakes this one when there is room
+                    if self._next_ready():
+                        pool.wait(self)
+                    break
                 if self.admission is not None:
                     delay = self.admission()
                     if delay > 0:
@@ -376,6 +473,8 @@ class Scheduler:
                     started += 1
         finally:
             self._pumping = False
+            if pool is not None:
+                pool.charge(time.perf_counter() - began)
         self._maybe_done()
 
     def _start(self, task: PortTask) -> bool:
@@ -384,6 +483,8 @@ class Scheduler:
         self._next_key += 1
         self.stats.started += 1
         started = self._clock.seconds()
+        if self.pool is not None:
+            self.pool.acquire()
         scanning = maybeDeferred(self._scan_port, task)
         self._running[key] = scanning
         scanning.addErrback(self._failed, task, started)
@@ -416,6 +517,8 @@ class Scheduler:
 
     def _finished(self, result: Result, key: int, task: PortTask) -> None:
         del self._running[key]
+        if self.pool is not None:
+            self.pool.release()
         self._release_host(task.address)
         waiting = self._blocked.get(task.address)
         if waiting:
@@ -460,6 +563,8 @@ class Scheduler:
             return
         results, waiters, failure = self._results, self._waiters, self._iteration_error
         self._cancel_pump_call()
+        if self.pool is not None:
+            self.pool.forget(self)
         self._active = False
         self._waiters = []
         self._tasks = None
