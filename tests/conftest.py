@@ -7,6 +7,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -17,7 +18,7 @@ from vscand.probes.parser import find_probe_file
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.redis_server", "tests.reactor_thread"]
+pytest_plugins = ["tests.redis_server", "tests.reactor_thread", "tests.daemon_fixtures"]
 
 settings.register_profile(
     "vscand",
@@ -58,6 +59,7 @@ def prefilter_available() -> bool:
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
+_real_sendto = socket.socket.sendto
 
 
 def _loopback_only(address: object) -> None:
@@ -84,13 +86,21 @@ def _guarded_connect_ex(self: socket.socket, address: object) -> int:
     return _real_connect_ex(self, address)  # type: ignore[arg-type]
 
 
+def _guarded_sendto(self: socket.socket, data: Any, *args: Any) -> int:
+    # sendto(data, address) or sendto(data, flags, address): the address is last
+    _loopback_only(args[-1])
+    return _real_sendto(self, data, *args)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def loopback_only_network() -> Iterator[None]:
     """Every test, whatever the code under test does, can only dial loopback."""
     socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    socket.socket.sendto = _guarded_sendto  # type: ignore[method-assign]
     try:
         yield
     finally:
         socket.socket.connect = _real_connect  # type: ignore[method-assign]
         socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+        socket.socket.sendto = _real_sendto  # type: ignore[method-assign]

@@ -321,7 +321,24 @@ class Daemons:
         return "\n\n".join(f"== {d.name} (pid {d.pid})\n{d.tail(60)}" for d in self.started)
 
 
+_cache_warm = False
+
+
+def warm_prefilter_cache() -> None:
+    """Build the prefilter cache in the test process once, before any daemon starts: a cold
+    build takes ~25 s (more on a loaded machine), which every daemon would otherwise spend
+    before READY, racing the harness's ready timeout."""
+    global _cache_warm
+    if not _cache_warm:
+        from vscand.probes.matcher import load_matcher
+        from vscand.probes.parser import find_probe_file
+
+        load_matcher(find_probe_file(None), cache_dir=Path(CACHE_DIR))
+        _cache_warm = True
+
+
 def daemons_fixture(redis_server: RedisServer, tmp_path: Path) -> Iterator[Daemons]:
+    warm_prefilter_cache()
     pool = Daemons(redis_server, tmp_path)
     try:
         yield pool
@@ -421,14 +438,14 @@ def silent(conn: socket.socket) -> None:
 class Listener:
     """A threaded TCP server on a loopback address that records accepted connections."""
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1") -> None:
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
         assert host.startswith("127.") or host == "::1", "loopback only"
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.host = host
         self.handler = handler
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(256)
         self.port: int = self.sock.getsockname()[1]
         self.accepted: list[tuple[float, Any]] = []
@@ -469,7 +486,12 @@ class Listener:
                 conn.close()
 
     def close(self) -> None:
+        """Stop listening now: the port refuses connections once this returns."""
         self._closed.set()
+        # shutdown first: a thread blocked in accept() holds the socket open (and still
+        # listening) past a bare close() until its accept returns
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
         with self._lock:
@@ -485,8 +507,8 @@ class Listeners:
     def __init__(self) -> None:
         self.all: list[Listener] = []
 
-    def __call__(self, handler: Handler, host: str = "127.0.0.1") -> Listener:
-        listener = Listener(handler, host)
+    def __call__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> Listener:
+        listener = Listener(handler, host, port)
         self.all.append(listener)
         return listener
 

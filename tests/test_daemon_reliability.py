@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from tests.daemon_harness import (
     Redis,
     assert_loopback_job,
     banner,
-    daemons_fixture,
     delayed_banner,
     gated_banner,
     silent,
@@ -46,28 +44,8 @@ pytestmark = pytest.mark.daemon
 
 
 @pytest.fixture
-def daemons(redis_server: RedisServer, tmp_path: Path) -> Iterator[Daemons]:
-    pool_iter = daemons_fixture(redis_server, tmp_path)
-    pool = next(pool_iter)
-    try:
-        yield pool
-    finally:
-        print(pool.logs())  # shown when the test failed
-        next(pool_iter, None)
-
-
-@pytest.fixture
 def redis(redis_server: RedisServer) -> Redis:
     return Redis(redis_server)
-
-
-@pytest.fixture
-def listen() -> Iterator[Listeners]:
-    listeners = Listeners()
-    try:
-        yield listeners
-    finally:
-        listeners.close()
 
 
 def submit(redis: Redis, job: dict[str, Any], queue: str | None = None) -> str:

@@ -75,8 +75,9 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     (
         "unknown-field",
         job(target="127.0.0.1"),
-        "unknown field 'target'; allowed: endpoints, fast, id, intensity, not_after, ports, "
-        "priority, queue, requester, sig, tags, targets, timeouts, version_all",
+        "unknown field 'target'; allowed: endpoints, fast, id, intensity, not_after, parent, "
+        "ports, priority, queue, requester, sig, tags, targets, task_ports, timeouts, "
+        "version_all",
     ),
     ("id-int", job(id=7), "id: must be a string, not an integer"),
     ("id-empty", job(id=""), "id: '' must be 1-128 characters of A-Z a-z 0-9 . _ : -"),

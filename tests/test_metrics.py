@@ -14,8 +14,6 @@ import signal
 import socket
 import subprocess
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +28,6 @@ from tests.daemon_harness import (
     Redis,
     assert_loopback_job,
     banner,
-    daemons_fixture,
     wait_for,
 )
 from tests.e2e.servers import ClosedPort
@@ -184,26 +181,6 @@ def test_exposition_passes_promtool() -> None:
 
 
 # --------------------------------------------------------------------------- daemon
-
-
-@pytest.fixture
-def daemons(redis_server: RedisServer, tmp_path: Path) -> Iterator[Daemons]:
-    pool_iter = daemons_fixture(redis_server, tmp_path)
-    pool = next(pool_iter)
-    try:
-        yield pool
-    finally:
-        print(pool.logs())  # shown when the test failed
-        next(pool_iter, None)
-
-
-@pytest.fixture
-def listen() -> Iterator[Listeners]:
-    listeners = Listeners()
-    try:
-        yield listeners
-    finally:
-        listeners.close()
 
 
 def free_port() -> int:

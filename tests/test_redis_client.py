@@ -24,6 +24,7 @@ from tests.reactor_thread import ReactorThread
 from tests.redis_server import RedisServer
 from vscand.queue.client import (
     RedisClient,
+    RedisRefused,
     RedisReplyError,
     RedisUnavailable,
     RedisURL,
@@ -117,6 +118,31 @@ def test_error_replies(reactor_thread: ReactorThread, client: RedisClient) -> No
     assert info.value.code == "NOGROUP"
     # the connection is still in step after errors
     assert rt.call(lambda: client.execute("GET", "k")) == b"x"
+
+
+def test_refusals_for_now_are_unavailability_not_errors(
+    reactor_thread: ReactorThread, client: RedisClient
+) -> None:
+    """OOM under ``noeviction`` (Redis refusing writes) is retried like an outage by every
+    caller that retries on RedisUnavailable; a script refused that way wrote nothing."""
+    rt = reactor_thread
+    script = "redis.call('SET', 'a', '1'); redis.call('XADD', 's', '*', 'f', ARGV[1]); return 1"
+    info = rt.call(lambda: client.execute("INFO", "memory")).decode()
+    used = int(next(line for line in info.splitlines() if line.startswith("used_memory:"))[12:])
+    rt.call(lambda: client.execute("CONFIG", "SET", "maxmemory-policy", "noeviction"))
+    rt.call(lambda: client.execute("CONFIG", "SET", "maxmemory", str(used)))
+    try:
+        with pytest.raises(RedisRefused) as refused:
+            rt.call(lambda: client.eval(script, [], ["x" * 4096]))
+        assert isinstance(refused.value, RedisUnavailable)
+        assert "OOM" in str(refused.value)
+    finally:
+        rt.call(lambda: client.execute("CONFIG", "SET", "maxmemory", "0"))
+    assert rt.call(lambda: client.execute("EXISTS", "a", "s")) == 0
+    assert rt.call(lambda: client.eval(script, [], ["x"])) == 1
+    # a real error stays an error
+    with pytest.raises(RedisReplyError):
+        rt.call(lambda: client.execute("INCR", "s"))
 
 
 def test_eval_falls_back_to_eval_on_noscript(

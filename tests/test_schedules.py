@@ -15,12 +15,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.daemon_harness import Daemons, Listeners, Redis, banner, daemons_fixture, vscan, wait_for
+from tests.daemon_harness import Daemons, Listeners, Redis, banner, vscan, wait_for
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis, run
 from vscand.queue import schedules as sched
@@ -373,26 +372,6 @@ def test_cli_schedule_commands(redis_server: RedisServer) -> None:
 
 
 # --------------------------------------------------------------------------- daemons
-
-
-@pytest.fixture
-def daemons(redis_server: RedisServer, tmp_path: Path) -> Iterator[Daemons]:
-    pool_iter = daemons_fixture(redis_server, tmp_path)
-    pool = next(pool_iter)
-    try:
-        yield pool
-    finally:
-        print(pool.logs())
-        next(pool_iter, None)
-
-
-@pytest.fixture
-def listen() -> Iterator[Listeners]:
-    listeners = Listeners()
-    try:
-        yield listeners
-    finally:
-        listeners.close()
 
 
 @pytest.mark.daemon

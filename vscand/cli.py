@@ -20,6 +20,7 @@ from vscand.probes import pcre
 from vscand.probes.matcher import Matcher, load_matcher
 from vscand.probes.parser import ProbeFileError
 from vscand.result import service_from_match
+from vscand.scripts.options import add_script_options
 
 EXIT_OK = 0
 EXIT_NO_MATCH = 1
@@ -94,6 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     level.add_argument("--version-light", action="store_true", help="intensity 2")
     level.add_argument("--version-all", action="store_true", help="intensity 9")
     scan.add_argument("--allports", action="store_true", help="do not honour Exclude")
+    scan.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast mode: probes in parallel, adaptive waits (DESIGN.md, Fast mode)",
+    )
+    scan.add_argument(
+        "--fast-wait",
+        type=int,
+        default=1000,
+        metavar="MS",
+        help="fast mode's quiet window floor (default 1000; 0: full probe waits)",
+    )
+    scan.add_argument(
+        "--fast-lanes",
+        type=int,
+        default=32,
+        metavar="N",
+        help="fast mode: parallel probe connections per port (default 32)",
+    )
     scan.add_argument("-oX", dest="xml_out", metavar="FILE", help="Nmap XML output (- = stdout)")
     scan.add_argument("-oN", dest="normal_out", metavar="FILE", help="Nmap normal output")
     scan.add_argument(
@@ -118,7 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--deny", action="append", default=[], metavar="CIDR", help="denied network")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    scan.add_argument(
+        "--run-stats",
+        metavar="FILE",
+        help="write the run's own figures as JSON: duration, reactor lag, peak RSS",
+    )
     _add_probe_options(scan)
+    add_script_options(scan)
 
     add_fleet_parsers(sub)
 

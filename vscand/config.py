@@ -15,6 +15,9 @@ Keys from ``../shared/DESIGN.md`` ("Daemon configuration"):
 ``concurrency``, ``per_host_concurrency``, ``connect_rate``
     ports in flight; ports in flight per target address (0 = unlimited); new connections
     per second (0 = unlimited).
+``max_jobs``, ``task_ports``
+    jobs (or tasks) run at once (0 = min(64, concurrency)); the shard size: a job of more
+    (address, port) tasks than ``task_ports`` is split into tasks any worker can take.
 ``allow``, ``deny``
     target networks (CIDR, comma or space separated); deny wins. Default allow: loopback.
 ``probes_file``, ``extra_probes``
@@ -116,6 +119,8 @@ class DaemonConfig:
     consumer: str = field(default_factory=default_consumer)
     concurrency: int = 1000
     per_host_concurrency: int = 0
+    max_jobs: int = 0
+    task_ports: int = 256
     connect_rate: float = 0.0
     allow: tuple[str, ...] = DEFAULT_ALLOW
     deny: tuple[str, ...] = ()
@@ -335,6 +340,8 @@ _KEYS: dict[str, Callable[[object], object]] = {
     "consumer": _name("a consumer name"),
     "concurrency": _int(1, None, "a positive integer"),
     "per_host_concurrency": _int(0, None, "a non-negative integer (0 = unlimited)"),
+    "max_jobs": _int(0, 1024, "an integer from 0 to 1024 (0 = min(64, concurrency))"),
+    "task_ports": _int(1, 1024, "an integer from 1 to 1024"),
     "connect_rate": _float(0.0, False, "a non-negative number (0 = unlimited)"),
     "allow": _networks,
     "deny": _networks,

@@ -65,7 +65,15 @@ def add_fleet_commands(sub: Any) -> None:
     submit.add_argument("--id", dest="job_id", help="job id (default: a new uuid4)")
     submit.add_argument("--version-intensity", type=int, choices=range(10), metavar="N")
     submit.add_argument("--version-all", action="store_true")
+    submit.add_argument("--fast", action="store_true", help='job field "fast": true (fast mode)')
     submit.add_argument("--tag", action="append", default=[], metavar="K=V")
+    submit.add_argument(
+        "--task-ports",
+        type=int,
+        metavar="N",
+        help="shard size: split the job into tasks of at most N ports (1-1024) that every "
+        "worker of the queue can take [default: the worker's task_ports]",
+    )
     submit.add_argument("--sign-key", metavar="FILE", help="HMAC key file: sign the job")
     submit.add_argument("--ttl", type=float, default=3600, help="signed job lifetime (s)")
     submit.add_argument("--wait", action="store_true", help="wait for the job to end")
@@ -197,6 +205,8 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
         job["version_all"] = True
     if getattr(args, "fast", False):
         job["fast"] = True
+    if getattr(args, "task_ports", None) is not None:
+        job["task_ports"] = args.task_ports
     if args.tag:
         tags = {}
         for item in args.tag:
@@ -281,10 +291,22 @@ async def cmd_status(reactor: Any, client: RedisClient, args: argparse.Namespace
 
 
 async def _results(client: RedisClient, keys: Keys, job_id: str) -> list[dict[str, Any]]:
+    """A job's results; a sharded job's are its tasks' results, task by task."""
+    status = await _job_hash(client, keys, job_id)
+    if status.get("sharded") == "1":
+        base = status.get("task_base") or job_id
+        results: list[dict[str, Any]] = []
+        for index in range(int(status.get("tasks_total") or 0)):
+            results.extend(await _stream_results(client, keys.job_results(f"{base}:t{index}")))
+        return results
+    return await _stream_results(client, keys.job_results(job_id))
+
+
+async def _stream_results(client: RedisClient, stream: str) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     start = "-"
     while True:
-        batch = await client.execute("XRANGE", keys.job_results(job_id), start, "+", "COUNT", 1000)
+        batch = await client.execute("XRANGE", stream, start, "+", "COUNT", 1000)
         if not batch:
             return results
         for entry_id, fields in batch:

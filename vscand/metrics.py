@@ -45,7 +45,10 @@ METRICS_INTERFACE = "127.0.0.1"
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 #: job ends; every job a worker takes ends in exactly one of these
-JOB_OUTCOMES = ("done", "failed", "cancelled", "dead_lettered", "released")
+#: (sharded: split into tasks, each an entry of the queue)
+JOB_OUTCOMES = ("done", "failed", "cancelled", "dead_lettered", "released", "sharded")
+#: what happens to tasks of sharded jobs on this worker: queued by its splits, or ended
+TASK_EVENTS = ("queued", "done", "failed", "cancelled")
 
 #: seconds; the engine's lag sampler ticks every 20 ms, admission control holds new ports
 #: above 20 ms of lag, a healthy reactor stays under a few milliseconds
@@ -72,6 +75,16 @@ class DaemonMetrics:
         )
         for outcome in JOB_OUTCOMES:
             self.jobs.labels(outcome=outcome)  # every outcome exported from the start, at 0
+        self.tasks = Counter(
+            "tasks",
+            "Tasks of sharded jobs: queued by this worker's splits, or ended by this worker "
+            "(done, failed, cancelled)",
+            ["event"],
+            namespace=PREFIX,
+            registry=r,
+        )
+        for event in TASK_EVENTS:
+            self.tasks.labels(event=event)
         self.ports = Counter(
             "ports", "Ports scanned, by port state", ["state"], namespace=PREFIX, registry=r
         )
@@ -148,6 +161,11 @@ class DaemonMetrics:
         if outcome not in JOB_OUTCOMES:
             raise ValueError(f"unknown job outcome {outcome!r}")
         self.jobs.labels(outcome=outcome).inc()
+
+    def task_event(self, event: str, count: int = 1) -> None:
+        if event not in TASK_EVENTS:
+            raise ValueError(f"unknown task event {event!r}")
+        self.tasks.labels(event=event).inc(count)
 
     def port_result(self, result: Mapping[str, Any]) -> None:
         """One port's result (the result format of DESIGN.md, plus ``final_state`` and

@@ -33,6 +33,10 @@ _HELP: dict[str, str] = {
     "consumer": "consumer name in the group, stable across restarts [default: HOSTNAME:main]",
     "concurrency": "ports in flight [default: 1000]",
     "per_host_concurrency": "ports in flight per target address, 0 = unlimited [default: 0]",
+    "max_jobs": "jobs (or tasks of a sharded job) run at once, 0 = min(64, concurrency) "
+    "[default: 0]",
+    "task_ports": "a job of more ports than this is split into tasks of this many ports that "
+    "every worker of the queue can take [default: 256]",
     "connect_rate": "new connections per second, 0 = unlimited [default: 0]",
     "probes_file": "nmap-service-probes file [default: search /usr/share/nmap, /usr/local/...]",
     "intensity": "version intensity 0-9 for jobs that give none [default: 7]",

@@ -39,14 +39,17 @@ from vscand.config import DaemonConfig
 from vscand.metrics import DaemonMetrics, listen_metrics
 from vscand.ports import ServicesTable, load_services
 from vscand.probes.matcher import Matcher, load_matcher
+from vscand.queue import shards
 from vscand.queue.client import RedisClient, RedisUnavailable
 from vscand.queue.consumer import Delivery, JobConsumer
 from vscand.queue.jobs import (
     Job,
     JobError,
     JobLimits,
+    JobSigner,
     JobVerifier,
     claim_signature,
+    decode_job,
     load_key,
     parse_job,
 )
@@ -56,6 +59,7 @@ from vscand.scan.engine import ScanEngine
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.scheduler import Scheduler
 from vscand.scan.targets import TargetError, TargetPolicy, plan_tasks, select_ports, system_resolver
+from vscand.scripts.registry import make_phase
 
 log = Logger()
 
@@ -76,11 +80,16 @@ class RunningJob:
     scheduler: Scheduler | None = None
     done: defer.Deferred[None] = field(default_factory=defer.Deferred)
     ports_done: int = 0
+    ports_total: int = 0  # known once the targets are planned
     lost: bool = False  # the lease was taken over: stop, never ack
     releasing: bool = False  # shutdown: stop, release, never ack
     cancelled: bool = False
     finishing: bool = False  # results written, final status and XACK under way: no renewals
     writes: list[defer.Deferred[Any]] = field(default_factory=list)
+
+
+#: seconds between looks at the worker's free capacity when its ports fill it
+CAPACITY_POLL = 0.2
 
 
 def _retry_delays() -> list[float]:
@@ -104,8 +113,14 @@ class WorkerService(service.Service):
         self.limits = JobLimits(
             max_bytes=config.max_job_bytes, max_port_tasks=config.max_job_port_tasks
         )
-        self.verifier = JobVerifier(load_key(config.job_key_file)) if config.job_key_file else None
+        self.job_key = load_key(config.job_key_file) if config.job_key_file else None
+        self.verifier = JobVerifier(self.job_key) if self.job_key is not None else None
         self.jobs: dict[str, RunningJob] = {}
+        #: entries delivered to this worker and not yet handled to the end (max_jobs)
+        self._handling: set[str] = set()
+        #: recent jobs' size in ports (moving average): how many entries fit the free
+        #: capacity; starts at the shard size, the size of the largest entries there are
+        self._job_size = float(config.task_ports)
         self._stopping = False
         self._loops: list[task.LoopingCall] = []
         self._renew_loop: task.LoopingCall | None = None
@@ -122,7 +137,7 @@ class WorkerService(service.Service):
         #: resolved against it; reloading it per job took ~80 ms of reactor time each
         self.services: ServicesTable | None = None
         self._port_slots = defer.DeferredSemaphore(max(1, config.concurrency))
-        self.max_jobs = max(1, min(64, config.concurrency))
+        self.max_jobs = config.max_jobs or max(1, min(64, config.concurrency))
         # metrics: counted always (cheap), served on 127.0.0.1:metrics_port when > 0
         self.metrics = DaemonMetrics()
         self._metrics_listener: Any = None
@@ -152,6 +167,7 @@ class WorkerService(service.Service):
             )
         matcher, services = await self._load_probes()
         self.services = services
+        self.exclude = matcher.db.exclude
         self.client = RedisClient(
             self.reactor,
             config.redis_url,
@@ -282,11 +298,19 @@ class WorkerService(service.Service):
         delays = _retry_delays()
         failures = 0
         while not self._stopping:
-            free = self.max_jobs - len(self.jobs)
+            free = self.max_jobs - len(self._handling)
             if free <= 0:
                 self._slot_free = defer.Deferred()
                 await self._slot_free
                 continue
+            room = self._room_for_jobs()
+            if room <= 0:
+                # the ports already taken on fill the worker: leave the queue's next entries
+                # to workers with room (one big job's tasks spread over the fleet), look again
+                # as ports end
+                await task.deferLater(self.reactor, CAPACITY_POLL)
+                continue
+            free = min(free, room)
             try:
                 deliveries = await self.consumer.read(free)
                 failures = 0
@@ -312,11 +336,11 @@ class WorkerService(service.Service):
     async def _janitor(self) -> None:
         if self._stopping or self.consumer is None:
             return
-        free = self.max_jobs - len(self.jobs)
+        free = self.max_jobs - len(self._handling)
         if free <= 0:
             return
         for delivery in await self.consumer.claim_idle(free):
-            if delivery.entry_id in {r.delivery.entry_id for r in self.jobs.values()}:
+            if delivery.entry_id in self._handling:
                 continue
             log.info(
                 "claimed job entry {entry} idle past the lease (delivery {n})",
@@ -325,9 +349,37 @@ class WorkerService(service.Service):
             )
             self._start_job(delivery)
 
+    def _committed_ports(self) -> int:
+        """Ports of the jobs in hand not yet ended (a job still being planned counts as one
+        of the recent average size)."""
+        planned = [r for r in self.jobs.values() if r.ports_total]
+        unplanned = len(self._handling) - len(planned)
+        return sum(max(0, r.ports_total - r.ports_done) for r in planned) + round(
+            unplanned * self._job_size
+        )
+
+    def _room_for_jobs(self) -> int:
+        """How many more entries to take: the free port capacity over the recent average
+        job size (at least one when nothing is in hand, so a job bigger than the worker
+        still runs)."""
+        free_ports = self.config.concurrency - self._committed_ports()
+        if free_ports <= 0:
+            return 0 if self._handling else 1
+        return max(1, int(free_ports // max(1.0, self._job_size)))
+
     def _start_job(self, delivery: Delivery) -> None:
+        # counted from delivery, not from the start of the scan: the checks and the begin
+        # script come first, and a read loop counting only running jobs would take more
+        # entries meanwhile than max_jobs allows
+        self._handling.add(delivery.entry_id)
         d = defer.Deferred.fromCoroutine(self._handle(delivery))
         d.addErrback(lambda f: log.failure("job entry {entry} failed", f, entry=delivery.entry_id))
+
+        def handled(_: object) -> None:
+            self._handling.discard(delivery.entry_id)
+            self._slot_released()
+
+        d.addBoth(handled)
 
     def _slot_released(self) -> None:
         waiter, self._slot_free = self._slot_free, None
@@ -395,6 +447,14 @@ class WorkerService(service.Service):
         if state == "done":
             await self._retrying("ack a finished job", self.consumer.ack, delivery.entry_id)
             return
+        if state == "orphan":
+            await self._reject(
+                delivery,
+                job.id,
+                f"invalid job: {job.id} names parent {job.parent!r}, "
+                "but no sharded job queued it as a task",
+            )
+            return
         if state == "cancelled":
             await self._retrying(
                 "finish a cancelled job", self.writer.finish, job.id, attempt, "cancelled", None
@@ -440,6 +500,12 @@ class WorkerService(service.Service):
             )
             self.metrics.job_ended("dead_lettered")  # metrics
             return
+        size = job.task_ports or self.config.task_ports
+        if job.parent is None and len(tasks) > size:
+            await self._split(running, tasks, size)
+            return
+        running.ports_total = len(tasks)
+        self._job_size = 0.8 * self._job_size + 0.2 * len(tasks)
         await self._retrying(
             "record the job's size", self.writer.set_total, job.id, running.attempt, len(tasks)
         )
@@ -447,12 +513,15 @@ class WorkerService(service.Service):
             intensity=9 if job.version_all else job.intensity,
             connect_timeout=job.connect_ms / 1000.0,
             tags=dict(job.tags),
-            job=job.id,
+            job=job.parent or job.id,
             worker=self.config.consumer,
             scanned_protocols=tuple(sorted(ports)) or ("tcp",),
+            fast=job.fast,
         )
         engine = self.engine
         writer = self.writer
+        services = self.services
+        assert services is not None
 
         def scan_port(port_task: PortTask) -> defer.Deferred[Result]:
             return self._port_slots.run(lambda: engine.scan_port(port_task, options))
@@ -471,7 +540,17 @@ class WorkerService(service.Service):
             d.addCallback(self.metrics.result_written)  # metrics
             running.writes.append(d)
 
-        scheduler = engine.make_scheduler(scan_port, on_result, options)
+        # version scripts run on each result before on_result writes it
+        phase = make_phase(
+            self.reactor,
+            tasks=tasks,
+            sink=on_result,
+            options=options,
+            excluded=self.exclude.excludes,
+            table_name=services.name,
+            limiter=engine.limiter,
+        )
+        scheduler = engine.make_scheduler(scan_port, phase.on_result, options)
         running.scheduler = scheduler
         timeout_call = None
         if job.host_ms:
@@ -482,6 +561,8 @@ class WorkerService(service.Service):
             timed_out = False
         else:
             timed_out = timeout_call is not None
+        phase.skip_scripts = running.cancelled or running.lost or running.releasing
+        await phase.flush()
         writes = await defer.DeferredList(running.writes, consumeErrors=True)
         if running.lost or running.releasing:
             return  # another worker owns it now, or shutdown released it: never ack here
@@ -510,6 +591,8 @@ class WorkerService(service.Service):
             return
         await self._retrying("ack a job", self.consumer.ack, running.delivery.entry_id)
         self.metrics.job_ended(status)  # metrics
+        if job.parent is not None:
+            self.metrics.task_event(status)  # metrics
         self.jobs_done += 1
         self.results_written += running.ports_done
         beat = defer.Deferred.fromCoroutine(self._heartbeat())
@@ -517,6 +600,49 @@ class WorkerService(service.Service):
         log.info(
             "job {job} {status}: {ports} ports", job=job.id, status=status, ports=running.ports_done
         )
+
+    async def _split(self, running: RunningJob, tasks: list[PortTask], size: int) -> None:
+        """Queue *running*'s ports as tasks of at most *size* ports (see :mod:`.shards`)."""
+        assert self.writer is not None and self.consumer is not None
+        job = running.job
+        base, documents = shards.task_documents(
+            decode_job(job.raw, self.limits), job.id, tasks, size
+        )
+        if self.job_key is not None:
+            # tasks are jobs like any other: where jobs must be signed, so are they, with
+            # the parent's expiry (a day when it has none)
+            remaining = (job.not_after - time.time()) if job.not_after else 24 * 3600.0
+            signer = JobSigner(self.job_key)
+            documents = [signer.sign(d, max(60.0, remaining)) for d in documents]
+        state = await self._retrying(
+            "queue a job's tasks",
+            self.writer.split,
+            job,
+            running.attempt,
+            len(tasks),
+            base,
+            [shards.encode(d) for d in documents],
+            self.stream,
+        )
+        if state == "lost":
+            self._lost(running, "the split was fenced off")
+            return
+        if state == "cancelled":
+            await self._retrying(
+                "finish a cancelled job", self.writer.finish, job.id, running.attempt, "cancelled"
+            )
+            self.metrics.job_ended("cancelled")  # metrics
+        else:
+            self.metrics.job_ended("sharded")  # metrics
+            self.metrics.task_event("queued", len(documents))  # metrics
+            log.info(
+                "job {job}: {ports} ports split into {n} tasks of at most {size}",
+                job=job.id,
+                ports=len(tasks),
+                n=len(documents),
+                size=size,
+            )
+        await self._retrying("ack a job", self.consumer.ack, running.delivery.entry_id)
 
     def _lost(self, running: RunningJob, why: str) -> None:
         """*running*'s attempt was superseded by another worker's: never ack it here."""

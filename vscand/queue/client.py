@@ -412,9 +412,26 @@ class _Link:
 # -- the client -------------------------------------------------------------------------------
 
 
+#: error replies that say "not now" rather than "wrong": the command was refused as a whole
+#: (a script that starts runs to its end, so none was half-applied) and may be retried —
+#: out of memory under ``noeviction``, loading its data after a restart, a script running
+#: too long, a replica promoted or a master down, a cluster resharding
+TRANSIENT_REPLY_CODES = frozenset(
+    {"OOM", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN"}
+)
+
+
+class RedisRefused(RedisUnavailable):
+    """Redis refused the command for now (one of :data:`TRANSIENT_REPLY_CODES`): retried
+    like an outage, never treated as a bug."""
+
+
 def _map_error(failure: Failure) -> Failure:
     if isinstance(failure.value, txredisapi.ResponseError):
-        raise RedisReplyError(str(failure.value)) from None
+        message = str(failure.value)
+        if message.split(" ", 1)[0] in TRANSIENT_REPLY_CODES:
+            raise RedisRefused(f"Redis refused the command: {message}") from None
+        raise RedisReplyError(message) from None
     if isinstance(failure.value, txredisapi.ConnectionError):
         raise RedisUnavailable(f"Redis connection: {failure.getErrorMessage()}") from None
     return failure

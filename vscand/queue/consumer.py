@@ -312,6 +312,9 @@ class JobConsumer:
             if exc.code != "NOGROUP":
                 raise
             owned = 0
+        # a worker whose capacity is full reads nothing new for as long as its jobs run;
+        # its lease renewals are its round trips with Redis then (watchdog health)
+        self._last_progress = self.clock.seconds()
         if owned:
             return True
         log.warn(

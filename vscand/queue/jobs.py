@@ -72,6 +72,8 @@ JOB_FIELDS = frozenset(
         "requester",
         "not_after",
         "sig",
+        "parent",
+        "task_ports",
     }
 )
 TIMEOUT_FIELDS = frozenset({"connect_ms", "host_ms"})
@@ -86,6 +88,8 @@ MAX_TARGET_CHARS = 300
 MAX_TAG_KEY_CHARS = 64
 MAX_TAG_VALUE_CHARS = 1024
 MAX_REQUESTER_CHARS = 256
+#: a shard is an ordinary job of endpoints: at most this many (below max_targets)
+MAX_TASK_PORTS = 1024
 #: the replay guard outlives a job's expiry by this much (clock skew between hosts)
 REPLAY_MARGIN_S = 300.0
 #: replay guard lifetime for a job without not_after (only when called for one)
@@ -140,6 +144,10 @@ class Job:
     requester: str | None = None
     #: addresses × ports, an upper bound (hostnames count as one address each)
     estimated_tasks: int = field(default=0, compare=False)
+    #: set on a task of a sharded job: the job it belongs to (results carry this id)
+    parent: str | None = None
+    #: shard size asked for by the submitter (else the worker's ``task_ports``)
+    task_ports: int | None = None
 
 
 class JobError(ValueError):
@@ -565,6 +573,15 @@ def _parse_object(
     fast = _bool(obj, "fast")
     queue = _optional_text(obj, "queue", _QUEUE, 64, job_id)
     requester = _optional_text(obj, "requester", None, MAX_REQUESTER_CHARS, job_id)
+    parent = None
+    if obj.get("parent") is not None:
+        value = obj["parent"]
+        if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
+            raise JobError("parent", "must be a job id (1-128 characters of A-Z a-z 0-9 . _ : -)")
+        if job_id is None:
+            raise JobError("id", "a task of a sharded job must carry its own id")
+        parent = value
+    task_ports = _int(obj, "task_ports", 0, 0, MAX_TASK_PORTS) or None
 
     # parse everything and bound the work first: a network that is not wholly inside
     # one allowed network is checked address by address
@@ -608,6 +625,8 @@ def _parse_object(
         raw=raw,
         requester=requester,
         estimated_tasks=tasks,
+        parent=parent,
+        task_ports=task_ports,
     )
 
 

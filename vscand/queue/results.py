@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from vscand.output.jsonl import ordered_result
 from vscand.queue.changes import normalised_service, tracks_inventory
@@ -32,23 +32,72 @@ from vscand.queue.commands import RedisCommands, integer, text
 from vscand.queue.jobs import Job
 from vscand.queue.keys import Keys
 
-BeginState = Literal["run", "cancelled", "done"]
+BeginState = Literal["run", "cancelled", "done", "orphan"]
+SplitState = Literal["split", "cancelled", "lost"]
 FINAL_STATUSES = ("done", "failed", "cancelled")
 
+
+# Lua shared by the scripts that can end a task of a sharded job. A task's hash has a
+# ``parent`` field (set only by _SPLIT); the parent hash aggregates: ports_done and
+# state:<state> follow every write (begin subtracts an abandoned attempt's share),
+# tasks_finished and tasks:<status> count ended tasks, and the last task to end sets
+# the parent's final status (failed if any task failed, else cancelled if any was
+# cancelled, else done). PREFIX is the key prefix (an ARGV of each script).
+_TASK_LIB = """
+local function parent_key(hash, prefix)
+  local parent = redis.call('HGET', hash, 'parent')
+  if parent then return prefix .. 'job:' .. parent end
+  return nil
+end
+local function task_ended(hash, prefix, status, err, now)
+  local pk = parent_key(hash, prefix)
+  if not pk then return end
+  local finished = redis.call('HINCRBY', pk, 'tasks_finished', 1)
+  redis.call('HINCRBY', pk, 'tasks:' .. status, 1)
+  redis.call('HSET', pk, 'updated_at', now)
+  if err ~= '' and redis.call('HEXISTS', pk, 'error') == 0 then
+    redis.call('HSET', pk, 'error', 'task ' .. redis.call('HGET', hash, 'id') .. ': ' .. err)
+  end
+  local total = tonumber(redis.call('HGET', pk, 'tasks_total') or '0')
+  if finished < total then return end
+  local final = 'done'
+  if tonumber(redis.call('HGET', pk, 'tasks:failed') or '0') > 0 then final = 'failed'
+  elseif tonumber(redis.call('HGET', pk, 'tasks:cancelled') or '0') > 0 then final = 'cancelled'
+  end
+  if final == 'done' then redis.call('HDEL', pk, 'error') end
+  redis.call('HSET', pk, 'status', final, 'finished_at', now)
+end
+"""
+
 # KEYS: job hash, job results stream, job written set
-# ARGV: entry id, attempt, worker, now, job id
+# ARGV: entry id, attempt, worker, now, job id, prefix, claimed parent ('' for none)
 _BEGIN = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'done' or status == 'failed' or status == 'cancelled' then return 'done' end
+-- a sharded job's tasks were queued: nothing left to do with this entry but XACK
+if redis.call('HGET', KEYS[1], 'sharded') == '1' then return 'done' end
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'parent') ~= ARGV[7] then return 'orphan' end
 local entry = redis.call('HGET', KEYS[1], 'entry')
 if status == 'running' and entry and entry ~= ARGV[1] then
   -- the same job id submitted twice: another stream entry runs it
   return 'done'
 end
 redis.call('DEL', KEYS[2], KEYS[3])
+local pk = parent_key(KEYS[1], ARGV[6])
+if pk then
+  -- an earlier attempt of this task counted into its parent: take its share back
+  local old = tonumber(redis.call('HGET', KEYS[1], 'ports_done') or '0')
+  if old > 0 then redis.call('HINCRBY', pk, 'ports_done', -old) end
+end
 local fields = redis.call('HKEYS', KEYS[1])
 for _, name in ipairs(fields) do
-  if string.sub(name, 1, 6) == 'state:' then redis.call('HDEL', KEYS[1], name) end
+  if string.sub(name, 1, 6) == 'state:' then
+    if pk then
+      local n = tonumber(redis.call('HGET', KEYS[1], name) or '0')
+      redis.call('HINCRBY', pk, name, -n)
+    end
+    redis.call('HDEL', KEYS[1], name)
+  end
 end
 redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'ports_total')
 redis.call('HSET', KEYS[1], 'id', ARGV[5], 'entry', ARGV[1], 'attempt', ARGV[2],
@@ -57,11 +106,13 @@ if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 'cancelled' end
 redis.call('HSET', KEYS[1], 'status', 'running')
 return 'run'
 """
+_BEGIN = _TASK_LIB + _BEGIN
 
 # KEYS: job hash, job results stream, results stream, inventory hash, inventory hosts set,
 #       job written set, normalised inventory hash, changes stream
 # ARGV: attempt, result json, job id, maxlen, host, port/proto, state, now,
-#       normalised json ('' when the result must not touch the inventory), port, protocol, at
+#       normalised json ('' when the result must not touch the inventory), port, protocol, at,
+#       prefix
 # Idempotent: a write retried after a timeout or a lost connection (whether the first try
 # was applied is unknown) finds its port in the written set and changes nothing.
 # Change detection: the previous normalised entry is read before it is overwritten and an
@@ -76,6 +127,12 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'job', ARGV[3], 'result
 redis.call('HINCRBY', KEYS[1], 'ports_done', 1)
 redis.call('HINCRBY', KEYS[1], 'state:' .. ARGV[7], 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[8])
+local pk = parent_key(KEYS[1], ARGV[13])
+if pk then
+  redis.call('HINCRBY', pk, 'ports_done', 1)
+  redis.call('HINCRBY', pk, 'state:' .. ARGV[7], 1)
+  redis.call('HSET', pk, 'updated_at', ARGV[8])
+end
 local after = ARGV[9]
 if after == '' then return 1 end
 local before = redis.call('HGET', KEYS[7], ARGV[6])
@@ -130,10 +187,12 @@ if kind then
 end
 return 1
 """
+_WRITE = _TASK_LIB + _WRITE
 
-# KEYS: job hash, job written set; ARGV: attempt, status, error ('' for none), now
+# KEYS: job hash, job written set; ARGV: attempt, status, error ('' for none), now, prefix
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+local before = redis.call('HGET', KEYS[1], 'status')
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[4], 'updated_at', ARGV[4])
 if ARGV[3] == '' then
@@ -141,8 +200,12 @@ if ARGV[3] == '' then
 else
   redis.call('HSET', KEYS[1], 'error', ARGV[3])
 end
+if before ~= 'done' and before ~= 'failed' and before ~= 'cancelled' then
+  task_ended(KEYS[1], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
+end
 return 1
 """
+_FINISH = _TASK_LIB + _FINISH
 
 # KEYS: job hash; ARGV: attempt, total, now
 _TOTAL = """
@@ -151,7 +214,7 @@ redis.call('HSET', KEYS[1], 'ports_total', ARGV[2], 'updated_at', ARGV[3])
 return 1
 """
 
-# KEYS: job hash; ARGV: entry id, error, now, job id
+# KEYS: job hash; ARGV: entry id, error, now, job id, prefix
 # Never clobbers a job that another stream entry owns (a forged or replayed entry
 # reusing a real job's id) nor one that already ended well.
 _REJECT = """
@@ -161,7 +224,51 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'done' or status == 'cancelled' then return 0 end
 redis.call('HSET', KEYS[1], 'id', ARGV[4], 'status', 'failed', 'error', ARGV[2],
            'entry', ARGV[1], 'finished_at', ARGV[3], 'updated_at', ARGV[3])
+if status ~= 'failed' then task_ended(KEYS[1], ARGV[5], 'failed', ARGV[2], ARGV[3]) end
 return 1
+"""
+_REJECT = _TASK_LIB + _REJECT
+
+# KEYS: parent hash, jobs stream, parent results stream, parent written set
+# ARGV: attempt, now, total ports, prefix, queue ('' for default), parent id, task id base,
+#       then the task jobs' JSON, in order (task i's id is <base>:t<i>)
+# Atomic: either every task is queued and the parent marked sharded, or nothing is.
+_SPLIT = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 'lost' end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'lost' end
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 'cancelled' end
+local n = #ARGV - 7
+for i = 0, n - 1 do
+  local id = ARGV[7] .. ':t' .. i
+  local key = ARGV[4] .. 'job:' .. id
+  redis.call('DEL', key, key .. ':results', key .. ':written')
+  local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[8 + i])
+  redis.call('HSET', key, 'id', id, 'status', 'queued', 'entry', entry, 'parent', ARGV[6],
+             'queued_at', ARGV[2], 'updated_at', ARGV[2])
+  if ARGV[5] ~= '' then redis.call('HSET', key, 'queue', ARGV[5]) end
+end
+redis.call('DEL', KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], 'sharded', '1', 'task_base', ARGV[7], 'tasks_total', n,
+           'tasks_finished', '0', 'ports_total', ARGV[3], 'ports_done', '0',
+           'updated_at', ARGV[2])
+return 'split'
+"""
+
+# KEYS: job hash; ARGV: now, prefix
+# A sharded job's cancel reaches every task that has not ended.
+_CANCEL = """
+redis.call('HSET', KEYS[1], 'cancel', '1', 'cancel_requested_at', ARGV[1])
+if redis.call('HGET', KEYS[1], 'sharded') ~= '1' then return 1 end
+local base = redis.call('HGET', KEYS[1], 'task_base')
+local total = tonumber(redis.call('HGET', KEYS[1], 'tasks_total') or '0')
+for i = 0, total - 1 do
+  local key = ARGV[2] .. 'job:' .. base .. ':t' .. i
+  local status = redis.call('HGET', key, 'status')
+  if status and status ~= 'done' and status ~= 'failed' and status ~= 'cancelled' then
+    redis.call('HSET', key, 'cancel', '1', 'cancel_requested_at', ARGV[1])
+  end
+end
+return total + 1
 """
 
 # KEYS: job hash; ARGV: entry id, now, job id, queue
@@ -219,12 +326,21 @@ class ResultWriter:
         runs from another stream entry). ``"cancelled"``: a cancel was requested;
         the attempt owns the job, so ``finish(..., "cancelled")`` is accepted.
         ``"run"``: status is running, counts are reset and any partial results of an
-        earlier attempt are deleted.
+        earlier attempt are deleted. ``"orphan"``: the job says it is a task of a sharded
+        job, but no split made it (forged or stale): reject it.
         """
         reply = await self.client.eval(
             _BEGIN,
             [self.keys.job(job.id), self.keys.job_results(job.id), self.keys.job_written(job.id)],
-            [entry_id, attempt, self.worker, self._now(), job.id],
+            [
+                entry_id,
+                attempt,
+                self.worker,
+                self._now(),
+                job.id,
+                self.keys.prefix,
+                job.parent or "",
+            ],
         )
         state = text(reply)
         if state == "run":
@@ -233,6 +349,8 @@ class ResultWriter:
             return "cancelled"
         if state == "done":
             return "done"
+        if state == "orphan":
+            return "orphan"
         raise RuntimeError(f"unexpected reply from the begin script: {reply!r}")
 
     async def write(self, job_id: str, attempt: str, result: Mapping[str, Any]) -> bool:
@@ -265,7 +383,7 @@ class ResultWriter:
             [
                 attempt,
                 result_json(result),
-                job_id,
+                str(result.get("job") or job_id),
                 self.results_maxlen,
                 host,
                 port_key,
@@ -275,6 +393,7 @@ class ResultWriter:
                 port,
                 protocol,
                 at,
+                self.keys.prefix,
             ],
         )
         return integer(reply) == 1
@@ -295,7 +414,7 @@ class ResultWriter:
         reply = await self.client.eval(
             _FINISH,
             [self.keys.job(job_id), self.keys.job_written(job_id)],
-            [attempt, status, error or "", self._now()],
+            [attempt, status, error or "", self._now(), self.keys.prefix],
         )
         return integer(reply) == 1
 
@@ -310,7 +429,9 @@ class ResultWriter:
         if job_id is None:
             return False
         reply = await self.client.eval(
-            _REJECT, [self.keys.job(job_id)], [entry_id, error, self._now(), job_id]
+            _REJECT,
+            [self.keys.job(job_id)],
+            [entry_id, error, self._now(), job_id, self.keys.prefix],
         )
         return integer(reply) == 1
 
@@ -319,10 +440,49 @@ class ResultWriter:
         return text(reply) == "1"
 
     async def request_cancel(self, job_id: str) -> None:
-        """Ask the worker running *job_id* to stop; it sets ``cancelled`` when it has."""
-        await self.client.execute(
-            "HSET", self.keys.job(job_id), "cancel", "1", "cancel_requested_at", self._now()
+        """Ask the worker running *job_id* to stop; it sets ``cancelled`` when it has.
+
+        For a sharded job the request reaches every task that has not ended (each
+        worker running one stops it; a queued one ends ``cancelled`` when taken).
+        """
+        await self.client.eval(_CANCEL, [self.keys.job(job_id)], [self._now(), self.keys.prefix])
+
+    async def split(
+        self,
+        job: Job,
+        attempt: str,
+        total_ports: int,
+        task_base: str,
+        tasks: list[bytes],
+        stream: str,
+    ) -> SplitState:
+        """Queue *tasks* (job JSON documents, ids ``<task_base>:t<i>``) on *stream* as
+        tasks of *job*, atomically, fenced by *attempt*: ``"split"`` (the caller acks
+        the job's entry), ``"cancelled"`` (a cancel came first; nothing queued) or
+        ``"lost"`` (another attempt owns the job)."""
+        reply = await self.client.eval(
+            _SPLIT,
+            [
+                self.keys.job(job.id),
+                stream,
+                self.keys.job_results(job.id),
+                self.keys.job_written(job.id),
+            ],
+            [
+                attempt,
+                self._now(),
+                total_ports,
+                self.keys.prefix,
+                job.queue or "",
+                job.id,
+                task_base,
+                *tasks,
+            ],
         )
+        state = text(reply)
+        if state in ("split", "cancelled", "lost"):
+            return cast(SplitState, state)
+        raise RuntimeError(f"unexpected reply from the split script: {reply!r}")
 
     async def set_queued(self, job: Job, entry_id: str) -> bool:
         """For submitters, after XADD: status ``queued`` unless a worker already moved it on.

@@ -1,0 +1,303 @@
+"""The fleet issue's acceptance, end to end: a real ``redis-server`` and three ``twist
+vscand`` daemons started here, loopback targets only.
+
+* a schedule every 2 s for 30 s: one run per tick, none twice, none lost; all daemons
+  stopped for 10 s and restarted: no burst of missed runs;
+* a job over 64 endpoints split into tasks: all three daemons take some, the results
+  equal one ``vscan scan`` of the same endpoints, and ``vscan cancel`` reaches every task;
+* stop a service, change another's version, start a new one: the next scheduled run emits
+  exactly those three change events and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon_harness import (
+    FTP_BANNER,
+    SMTP_BANNER,
+    SSH_BANNER,
+    Daemon,
+    Daemons,
+    Handler,
+    Listeners,
+    Redis,
+    delayed_banner,
+    gated_banner,
+    vscan,
+    wait_for,
+)
+from tests.e2e.servers import ClosedPort, mysql_greeting
+from tests.redis_server import RedisServer
+from tests.test_daemon_reliability import port_view, xml_ports
+
+pytestmark = pytest.mark.daemon
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Redis:
+    return Redis(redis_server)
+
+
+def pairs(reply: list[Any] | None) -> dict[str, str]:
+    items = [v.decode() if isinstance(v, bytes) else str(v) for v in reply or []]
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+def stream_job_ids(redis: Redis) -> list[str]:
+    entries = redis("XRANGE", "vscand:jobs", "-", "+") or []
+    return [json.loads(fields[1])["id"] for _entry, fields in entries]
+
+
+def three(daemons: Daemons, prefix: str, *options: str) -> list[Daemon]:
+    return [daemons.start(f"{prefix}-{n}", *options) for n in ("a", "b", "c")]
+
+
+def stop_all(running: list[Daemon]) -> None:
+    for daemon in running:
+        daemon.signal(signal.SIGTERM)
+    for daemon in running:
+        daemon.wait_exit(30)
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_a_schedule_every_2s_for_30s_on_three_daemons_then_an_outage(
+    redis_server: RedisServer, redis: Redis, daemons: Daemons, listen: Listeners
+) -> None:
+    server = listen(delayed_banner(SSH_BANNER, 0.0))
+    running = three(daemons, "tick")
+    vscan(redis_server, "schedule", "add", "pulse", "--every", "2", server.endpoint)
+    started = time.time()
+    time.sleep(30)
+    stop_all(running)
+    stopped = time.time()
+    first_phase = stream_job_ids(redis)
+    state = pairs(redis("HGETALL", "vscand:schedule:pulse"))
+    ticks = sorted(int(job_id.split(":")[1]) for job_id in first_phase)
+    print("first 30 s:", ticks, state, f"{stopped - started:.1f}s")
+    assert len(first_phase) == len(set(first_phase)), f"a tick enqueued twice: {first_phase}"
+    runs, skipped = int(state.get("runs", 0)), int(state.get("skipped", 0))
+    assert runs == len(first_phase)
+    # every tick from the first to the last claimed one was claimed exactly once (run, or
+    # skipped while the previous run was still queued/running): none lost, none twice
+    last_claimed = max(ticks[-1], int(state.get("last_skipped_tick", 0)))
+    assert runs + skipped == (last_claimed - ticks[0]) // 2 + 1, (ticks, state)
+    assert 14 <= runs + skipped <= 17, (ticks, state)
+    assert runs >= 12, "a quick scan should almost never still be running 2 s later"
+    enqueued_by = {
+        d.name: sum("schedule pulse: enqueued" in m for m in d.messages()) for d in running
+    }
+    assert sum(enqueued_by.values()) == runs, enqueued_by
+    print("enqueued by:", enqueued_by)
+
+    # 10 s with no daemon at all: 5 ticks pass unclaimed
+    time.sleep(10)
+    restarted = time.time()
+    running = three(daemons, "tick")
+    time.sleep(7)
+    vscan(redis_server, "schedule", "pause", "pulse")
+    paused = time.time()
+    after = [j for j in stream_job_ids(redis) if j not in first_phase]
+    after_ticks = sorted(int(job_id.split(":")[1]) for job_id in after)
+    print("after the outage:", after_ticks, f"restart at {restarted:.1f}, paused {paused:.1f}")
+    assert len(after) == len(set(after))
+    # the missed ticks are not replayed: at most one catch-up run (named after the oldest
+    # missed tick), then the schedule is back on its 2 s grid
+    missed = [t for t in after_ticks if t < restarted]
+    on_grid = [t for t in after_ticks if t >= restarted]
+    assert len(missed) <= 1, f"burst of missed runs after the outage: {after_ticks}"
+    assert on_grid == list(range(on_grid[0], on_grid[0] + 2 * len(on_grid), 2)), after_ticks
+    assert 2 <= len(on_grid) <= (paused - restarted) / 2 + 1, after_ticks
+    for job_id in first_phase[-3:] + after:
+        wait_for(lambda j=job_id: redis.status(j) == "done", 30, what=f"{job_id} done")
+        assert [r["service"]["name"] for r in redis.results(job_id)] == ["ssh"]
+
+
+# --------------------------------------------------------------------------- sharding
+
+
+def test_a_64_endpoint_job_is_shared_by_three_daemons_and_equals_vscan_scan(
+    redis_server: RedisServer, redis: Redis, daemons: Daemons, listen: Listeners, tmp_path: Path
+) -> None:
+    banners = [SSH_BANNER, FTP_BANNER, SMTP_BANNER, mysql_greeting()]
+    # a short pause before each greeting makes every task last a moment, so no single
+    # daemon can take all the tasks before the others have asked
+    servers = [listen(delayed_banner(banners[i % 4], 0.5)) for i in range(64)]
+    endpoints = [s.endpoint for s in servers]
+    running = three(daemons, "shard", "--max-jobs", "1")
+    job_id = vscan(
+        redis_server, "submit", *endpoints, "--task-ports", "8", "--id", "big-64"
+    ).stdout.strip()
+    assert job_id == "big-64"
+    scan_json, scan_xml = tmp_path / "scan.jsonl", tmp_path / "scan.xml"
+    vscan(None, "scan", *endpoints, "-oJ", str(scan_json), "-oX", str(scan_xml))
+    wait = vscan(redis_server, "wait", job_id, "--timeout", "90", check=False)
+    parent = redis.job(job_id)
+    assert wait.returncode == 0, (wait.stdout, wait.stderr, parent)
+
+    # the job's status aggregates its 8 tasks
+    assert parent["status"] == "done" and parent["sharded"] == "1", parent
+    assert (parent["tasks_total"], parent["tasks_finished"], parent["tasks:done"]) == ("8",) * 3
+    assert (parent["ports_total"], parent["ports_done"], parent["state:open"]) == ("64",) * 3
+    tasks = [redis.job(f"big-64:t{i}") for i in range(8)]
+    assert {t["status"] for t in tasks} == {"done"}
+    assert all(t["parent"] == job_id and t["ports_done"] == "8" for t in tasks)
+    workers = {t["worker"] for t in tasks}
+    print("tasks per worker:", {w: sum(t["worker"] == w for t in tasks) for w in workers})
+    assert workers == {d.name for d in running}, "every daemon took tasks"
+    assert redis.pending_count() == 0
+
+    # the results equal one `vscan scan` of the same endpoints
+    scanned = [json.loads(line) for line in scan_json.read_text().splitlines() if line]
+    fleet_out = vscan(redis_server, "results", job_id, "--json").stdout
+    fleet = [json.loads(line) for line in fleet_out.splitlines() if line]
+    assert len(fleet) == len(scanned) == 64
+    assert port_view(fleet) == port_view(scanned)
+    assert {r["job"] for r in fleet} == {job_id}
+    assert {r["service"]["name"] for r in fleet} == {"ssh", "ftp", "smtp", "mysql"}
+    export_xml = tmp_path / "export.xml"
+    vscan(redis_server, "export", job_id, "-oX", str(export_xml))
+    assert xml_ports(export_xml) == xml_ports(scan_xml)
+    status = json.loads(vscan(redis_server, "status", job_id, "--json").stdout)
+    assert status["tasks_finished"] == "8"
+
+
+def test_cancel_reaches_every_task_of_a_sharded_job(
+    redis_server: RedisServer, redis: Redis, daemons: Daemons, listen: Listeners
+) -> None:
+    gate = threading.Event()
+    servers = [listen(gated_banner(SSH_BANNER, gate)) for _ in range(24)]
+    try:
+        running = three(daemons, "cancel", "--max-jobs", "1")
+        job_id = vscan(
+            redis_server, "submit", *(s.endpoint for s in servers), "--task-ports", "4"
+        ).stdout.strip()
+
+        # three tasks running (one per daemon), three still queued
+        def statuses() -> list[str | None]:
+            return [redis.status(f"{job_id}:t{i}") for i in range(6)]
+
+        wait_for(
+            lambda: statuses().count("running") == 3,
+            30,
+            what=f"three tasks running ({statuses()}, pending {redis.pending()})",
+        )
+        cancelled_at = time.monotonic()
+        vscan(redis_server, "cancel", job_id)
+        wait_for(lambda: redis.status(job_id) == "cancelled", 20, what="job cancelled")
+        took = time.monotonic() - cancelled_at
+        print(f"cancelled in {took:.2f}s")
+        tasks = [redis.job(f"{job_id}:t{i}") for i in range(6)]
+        assert [t["status"] for t in tasks] == ["cancelled"] * 6, tasks
+        assert redis.job(job_id)["tasks:cancelled"] == "6"
+        assert redis.pending_count() == 0
+        assert all(d.alive() for d in running)
+        wait = vscan(redis_server, "wait", job_id, check=False)
+        assert wait.returncode == 1 and "cancelled" in wait.stderr
+    finally:
+        gate.set()
+
+
+def test_a_task_without_a_split_is_rejected(
+    redis_server: RedisServer, redis: Redis, daemons: Daemons, listen: Listeners
+) -> None:
+    """A job that claims to be a task of a sharded job nobody split (forged or stale) is
+    refused, and the job it names is untouched."""
+    server = listen(delayed_banner(SSH_BANNER, 0.0))
+    daemons.start("orphan")
+    redis.xadd_job({"id": "stray:t0", "parent": "nobody", "endpoints": [server.endpoint]})
+    wait_for(lambda: redis.status("stray:t0") == "failed", 20, what="stray task failed")
+    assert "no sharded job queued it" in redis.job("stray:t0")["error"]
+    assert redis("EXISTS", "vscand:job:nobody") == 0
+    assert server.connections == 0
+
+
+# --------------------------------------------------------------------------- changes
+
+
+class Versioned:
+    """A greeting the test can change between scans."""
+
+    def __init__(self, greeting: bytes) -> None:
+        self.greeting = greeting
+
+    def handler(self) -> Handler:
+        return delayed_banner_callable(lambda: self.greeting)
+
+
+def delayed_banner_callable(greeting: Any) -> Handler:
+    def handle(conn: socket.socket) -> None:
+        conn.sendall(greeting())
+        conn.settimeout(600)
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    return handle
+
+
+def test_the_next_scheduled_run_reports_exactly_the_three_changes(
+    redis_server: RedisServer, redis: Redis, daemons: Daemons, listen: Listeners
+) -> None:
+    stays = listen(delayed_banner(FTP_BANNER, 0.0))
+    goes = listen(delayed_banner(SSH_BANNER, 0.0))
+    upgraded = Versioned(b"SSH-2.0-OpenSSH_8.4p1 Debian-5+deb11u1\r\n")
+    changes_version = listen(upgraded.handler())
+    closed = ClosedPort()
+    new_port = closed.port
+    endpoints = [stays.endpoint, goes.endpoint, changes_version.endpoint, f"127.0.0.1:{new_port}"]
+    three(daemons, "inv")
+    vscan(redis_server, "schedule", "add", "inv", "--every", "2", *endpoints)
+
+    def last_run_done() -> str | None:
+        state = pairs(redis("HGETALL", "vscand:schedule:inv"))
+        job = state.get("last_job")
+        return job if job and redis.status(job) == "done" else None
+
+    first = wait_for(last_run_done, 30, what="a first run done")
+    assert len(redis.results(first)) == 4
+    vscan(redis_server, "schedule", "pause", "inv")
+    time.sleep(1.5)  # a tick claimed just before the pause has been enqueued
+    wait_for(last_run_done, 30, what="the last run before the changes done")
+    before = pairs(redis("HGETALL", "vscand:schedule:inv"))["last_job"]
+    mark = redis("XREVRANGE", "vscand:changes", "+", "-", "COUNT", 1)
+    assert mark, "the first run's opened events"
+    ms, seq = mark[0][0].decode().split("-")
+    mark_id = f"{ms}-{int(seq) + 1}"  # --since is inclusive: start just after the mark
+
+    goes.close()  # stop a service
+    upgraded.greeting = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"  # new version
+    closed.close()
+    listen(delayed_banner(SMTP_BANNER, 0.0), port=new_port)  # a new service
+    vscan(redis_server, "schedule", "resume", "inv")
+
+    def next_run_done() -> str | None:
+        job = last_run_done()
+        return job if job and job != before else None
+
+    after = wait_for(next_run_done, 30, what="the next scheduled run done")
+    events = vscan(redis_server, "changes", "--since", mark_id, "--json").stdout
+    kinds = sorted(
+        (int(e["port"]), e["kind"]) for e in (json.loads(line) for line in events.splitlines())
+    )
+    print("changes:", kinds, "run", after)
+    assert kinds == sorted(
+        [(goes.port, "closed"), (changes_version.port, "version_changed"), (new_port, "opened")]
+    )
+    # and a further run, with nothing changed, adds nothing
+    wait_for(lambda: (j := last_run_done()) is not None and j != after, 30, what="another run")
+    vscan(redis_server, "schedule", "pause", "inv")
+    again = vscan(redis_server, "changes", "--since", mark_id, "--json").stdout
+    assert len(again.splitlines()) == 3, again

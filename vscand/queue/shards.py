@@ -1,0 +1,91 @@
+"""Sharding: one big job becomes tasks that every worker of its queue can take.
+
+A worker that takes a job of more (address, port) tasks than its ``task_ports`` does
+not scan it: it resolves and checks the targets (as for any job), cuts the ordered
+port list into runs of at most ``task_ports`` ports and queues each run as an ordinary
+job of ``endpoints`` on the same stream, with ``parent`` set to the big job's id
+(:meth:`vscand.queue.results.ResultWriter.split`, one atomic script). Tasks are
+claimed, leased, retried, dead-lettered and fenced exactly like jobs; their results
+carry the parent's id; the parent's hash aggregates their counts and gets its final
+status when the last task ends. Cancelling the parent reaches every task.
+
+Pure code: nothing here imports Twisted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from vscand.scan.model import PortTask
+
+#: job fields a task copies from its parent; the rest (targets, endpoints, signature,
+#: shard size) are the parent's own. ``ports`` selects nothing for a task (endpoints skip
+#: port selection) but keeps the protocols the scan covers, which Exclude depends on.
+INHERITED_FIELDS = (
+    "ports",
+    "intensity",
+    "version_all",
+    "timeouts",
+    "tags",
+    "priority",
+    "fast",
+    "queue",
+    "requester",
+)
+
+#: longest parent id used as is in task ids (``<id>:t<n>`` must stay a valid job id)
+_MAX_BASE = 112
+
+
+def task_base(parent_id: str) -> str:
+    """The prefix of a sharded job's task ids: the job id, or a digest of a long one."""
+    if len(parent_id) <= _MAX_BASE:
+        return parent_id
+    return "shard-" + hashlib.sha256(parent_id.encode()).hexdigest()[:40]
+
+
+def task_id(base: str, index: int) -> str:
+    return f"{base}:t{index}"
+
+
+def endpoint(port_task: PortTask) -> str:
+    """``HOST:PORT[/udp]`` for one port: the name the user gave if any (the task's worker
+    resolves and checks it again), else the address (IPv6 in brackets)."""
+    host = port_task.hostname or port_task.address
+    if ":" in host:
+        host = f"[{host}]"
+    suffix = "/udp" if port_task.protocol == "udp" else ""
+    return f"{host}:{port_task.port}{suffix}"
+
+
+def chunks(tasks: Sequence[PortTask], size: int) -> list[list[PortTask]]:
+    """*tasks* in order, cut into runs of at most *size*; consecutive ports of a host stay
+    together, so per-host limits keep their meaning inside a task."""
+    if size < 1:
+        raise ValueError("size must be at least 1")
+    return [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
+
+
+def task_documents(
+    parent: Mapping[str, Any], parent_id: str, tasks: Sequence[PortTask], size: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """The task jobs of the sharded job *parent* (its decoded JSON): ``(base, jobs)``."""
+    base = task_base(parent_id)
+    inherited = {name: parent[name] for name in INHERITED_FIELDS if name in parent}
+    documents = []
+    for index, run in enumerate(chunks(tasks, size)):
+        document = {
+            "id": task_id(base, index),
+            "parent": parent_id,
+            "endpoints": [endpoint(t) for t in run],
+            **inherited,
+        }
+        documents.append(document)
+    return base, documents
+
+
+def encode(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
