@@ -266,7 +266,13 @@ class Targets:
     """The target server subprocess (and redis-server), torn down on exit."""
 
     def __init__(
-        self, silent: int, closed: int, redis: bool, workdir: Path, copies: int = 1
+        self,
+        silent: int,
+        closed: int,
+        redis: bool,
+        workdir: Path,
+        copies: int = 1,
+        port_start: int = 21000,
     ) -> None:
         base = service_mix(silent)
         # extra copies of the mix repeat every service but the silent ones
@@ -276,7 +282,7 @@ class Targets:
             for s in base
             if s["kind"] != "silent"
         ]
-        ports = pick_ports(len(self.mix) + closed + 1, 21000)
+        ports = pick_ports(len(self.mix) + closed + 1, port_start)
         for spec, port in zip(self.mix, ports, strict=False):
             spec["port"] = port
         self.closed = ports[len(self.mix) : len(self.mix) + closed]
