@@ -3,12 +3,18 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# rpcbind: the real portmapper of tests/test_e2e_scripts.py (rpcinfo/rpc-grind vs nmap);
+# iproute2 (ip netns) and util-linux (unshare) run it in a private network namespace;
+# mosquitto, prosody, snmpd, coturn: real MQTT, XMPP, SNMP and STUN servers for the
+# mqtt-subscribe, xmpp-info, snmp-info and stun-version end-to-end tests
+# (tests/test_e2e_scripts2*.py, started in their own namespace from generated configs)
 APT_PACKAGES := nmap-common nmap ndiff libpcre3 redis-server libxml2-utils \
-	openssh-server nginx vsftpd prometheus
+	openssh-server nginx vsftpd prometheus rpcbind iproute2 util-linux dnsmasq-base snmpd \
+	stunnel4 openssl mosquitto prosody coturn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
-.PHONY: all system-deps venv demo test lint bench bench-scan clean
+.PHONY: all system-deps venv demo test lint bench bench-scan bench-fast soak clean
 
 all: test
 
@@ -19,14 +25,18 @@ all: test
 # postinst does not start the packaged services (policy-rc.d / no init); where it
 # does (ports 22, 80, 21), the tests are unaffected. prometheus: its promtool lints
 # the daemon's metrics endpoint (tests/test_metrics.py; 9090 if it starts, unused).
+# dnsmasq-base, snmpd: real UDP services for tests/test_udp_e2e.py (dnsmasq-base is the
+# binary without the system service; snmpd's packaged agent, if it starts, is unused).
+# stunnel4 and openssl (s_server): real TLS servers for the SSL-restart end-to-end
+# test (tests/test_tls_e2e.py), started on free 127.0.0.1 ports from generated configs.
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends $$missing; \
 	fi
 
 # editable_mode=compat puts the checkout on sys.path, so Twisted's plugin scan finds
@@ -48,8 +58,10 @@ venv: system-deps $(VENV)/.installed
 demo: venv
 	$(PY) scripts/demo.py
 
+# TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= 3
 test: venv
-	$(PY) -b -m pytest -q $(PYTEST_ARGS)
+	$(PY) -b -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check vscand tests benchmarks
@@ -64,6 +76,18 @@ bench: venv
 bench-scan: venv
 	$(PY) benchmarks/scan_vs_nmap.py
 	$(PY) benchmarks/scale.py
+
+# fast mode (issue 7): nmap -sV -T4, vscan scan and vscan scan --fast, one after the
+# other on the bench-scan services (~6 min: nmap and faithful vscan wait out the silent ports)
+bench-fast: venv
+	$(PY) benchmarks/fast_vs_nmap.py
+
+# the long chaos variants (tests/test_chaos.py with VSCAND_SOAK=1: 8,000 jobs under a
+# kill -9 loop, 3,000 under Redis restarts, 3,500 under stalls/disconnects/OOM), ~5 min;
+# then the hostile targets' soak variant (every case at intensity 7), ~4 min
+soak: venv
+	VSCAND_SOAK=1 $(PY) -b -m pytest -q -s tests/test_chaos.py
+	VSCAND_SOAK=1 $(PY) -b -m pytest -q -m soak tests/hostile
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
