@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 
 from tests.reactor_thread import ReactorThread
 from tests.redis_server import RedisServer
@@ -265,3 +265,54 @@ def test_the_janitor_dead_letters_entries_deleted_while_pending(
     record = dict(zip(fields[::2], fields[1::2], strict=True))
     assert (record[b"entry"], record[b"reason"]) == (gone.encode(), DELETED_REASON.encode())
     assert pending(rt, client) == {kept: ("b", 2)}
+
+
+def test_a_restart_counts_one_delivery_when_pel_read_and_janitor_race(
+    reactor_thread: ReactorThread, client: RedisClient
+) -> None:
+    """A restarted daemon reads its own PEL and runs its janitor at once. Both find the
+    entry the dead process held (idle past the lease): it is delivered once and counted
+    once, or a poison job would be dead-lettered one delivery early (seen in CI)."""
+    rt = reactor_thread
+    first = consumer(rt, client, "a", lease_ms=100)
+    rt.run(first.ensure_group)
+    job = submit(rt, client, b"{}")
+    read(rt, first)  # delivery 1; the process dies holding it
+    time.sleep(0.15)
+    restarted = consumer(rt, client, "a", lease_ms=100)
+
+    def both() -> Deferred[list[list[Delivery]]]:
+        return gatherResults(
+            [
+                Deferred.fromCoroutine(restarted.claim_idle(10)),
+                Deferred.fromCoroutine(restarted.read(10)),
+            ]
+        )
+
+    claimed, own = rt.call(both)
+    got = [d for ds in (claimed, own) for d in ds]
+    assert [(d.entry_id, d.deliveries) for d in got] == [(job, 2)], got
+    assert pending(rt, client) == {job: ("a", 2)}
+
+
+def test_a_pel_read_after_a_failed_read_counts_nothing_for_entries_in_hand(
+    reactor_thread: ReactorThread, client: RedisClient
+) -> None:
+    rt = reactor_thread
+    a = consumer(rt, client, "a", lease_ms=100, block_ms=5000)
+    b = consumer(rt, client, "b", lease_ms=100)
+    rt.run(a.ensure_group)
+    job = submit(rt, client, b"{}")
+    read(rt, b)  # b dies holding it
+    time.sleep(0.15)
+    [claimed] = rt.run(lambda: a.claim_idle(10))
+    assert (claimed.entry_id, claimed.deliveries) == (job, 2)
+    blocked = rt.start(lambda: Deferred.fromCoroutine(a.read(10)))
+    time.sleep(0.2)
+    rt.call(blocked.cancel)  # a failed read: the next one reads the own PEL again
+    with pytest.raises(CancelledError):
+        rt.call(lambda: blocked)
+    later = submit(rt, client, b"{}")
+    a.block_ms = 200
+    assert [d.entry_id for d in read(rt, a)] == [later]
+    assert pending(rt, client) == {job: ("a", 2), later: ("a", 1)}

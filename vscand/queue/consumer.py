@@ -8,13 +8,18 @@ are written) or :meth:`JobConsumer.dead_letter`. Whatever this consumer held whe
 is found again by its own PEL read at the next start (same consumer name), or by another
 consumer's :meth:`JobConsumer.claim_idle` once the lease has run out.
 
-Redis counts deliveries in the PEL (``XREADGROUP`` of the own PEL and ``XAUTOCLAIM`` both
-add one), so the count survives crashes and restarts; :meth:`JobConsumer.over_cap` tells
-the caller when to give a poison job up.
+Redis counts deliveries in the PEL (taking an entry back from the own PEL and
+``XAUTOCLAIM`` both add one), so the count survives crashes and restarts;
+:meth:`JobConsumer.over_cap` tells the caller when to give a poison job up.
 
 Entries the caller is working on are "in hand": a later own-PEL read (after a failed or
 cancelled read, entries may sit in the PEL unseen) skips them, so nothing is run twice by
-the same consumer.
+the same consumer. The own PEL is listed with ``XPENDING`` (which counts nothing) and only
+the entries not in hand are taken back, so an entry is counted once per real delivery: an
+``XREADGROUP`` of the PEL would count one for every entry it returns, in hand or not. Own-PEL
+reads and janitor claims never overlap (one lock): at a restart, the first PEL read and the
+janitor's first ``XAUTOCLAIM`` of the same idle entry would otherwise each count a delivery
+for one run, and a poison job would reach the dead-letter stream one delivery early.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, DeferredLock
 from twisted.logger import Logger
 
 from vscand.queue.client import RedisClient, RedisReplyError, RedisUnavailable
@@ -40,6 +45,28 @@ local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
+"""
+
+# Take entries of the own PEL back, counting one delivery each (XCLAIM without JUSTID adds
+# one and resets the idle time). ARGV: group, consumer, entry ids. For every id still ours:
+# {id, deliveries, fields}; fields is empty for an entry deleted while pending (left in the
+# PEL for the dead-letter call). Ids another consumer claimed meanwhile are left out.
+_TAKE_OWN = """
+local out = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    local e = redis.call('XRANGE', KEYS[1], id, id)
+    if #e == 0 then
+      out[#out + 1] = {id, p[1][4], {}}
+    else
+      local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+      out[#out + 1] = {id, p[1][4] + 1, c[1][2]}
+    end
+  end
+end
+return out
 """
 
 # Delivery counts of entries of the PEL (0 for an entry no longer pending).
@@ -129,8 +156,8 @@ class JobConsumer:
         self.group_start = group_start
         self._last_progress: float = clock.seconds()
         self._pel_drained = False  # own PEL read through since start (or since a failed read)
-        self._pel_cursor = "0"
-        self._last_new_id = "0"  # the newest entry a '>' read gave us
+        self._pel_cursor = "-"  # XPENDING start of the next own-PEL page
+        self._taking = DeferredLock()  # own-PEL reads and janitor claims, one at a time
         self._claim_cursor = "0-0"
         self._in_hand: set[str] = set()
         self._trim_supported = True
@@ -182,7 +209,7 @@ class JobConsumer:
         )
         await self.ensure_group()
         self._pel_drained = False
-        self._pel_cursor = self._last_new_id = "0"
+        self._pel_cursor = "-"
         self._claim_cursor = "0-0"
         return True
 
@@ -192,7 +219,8 @@ class JobConsumer:
         count = max(1, count)
         try:
             if not self._pel_drained:
-                own = await self._read_own_pel(count)
+                async with self._taking:
+                    own = await self._read_own_pel(count)
                 if own:
                     return own
             return await self._read_new(count)
@@ -203,32 +231,31 @@ class JobConsumer:
 
     async def _read_own_pel(self, count: int) -> list[Delivery]:
         while True:
-            reply = await self.client.execute(
-                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
-                "STREAMS", self.stream, self._pel_cursor,
-            )  # fmt: skip
+            page = await self.client.execute(
+                "XPENDING", self.stream, self.group, self._pel_cursor, "+", count, self.consumer
+            )
             self._last_progress = self.clock.seconds()
-            entries = reply[0][1] if reply else []
-            if not entries:
+            if not page:
                 self._pel_drained = True
-                self._pel_cursor = "0"
+                self._pel_cursor = "-"
                 return []
-            self._pel_cursor = _text(entries[-1][0])
-            found: list[tuple[str, dict[bytes, bytes]]] = []
-            for raw_id, raw_fields in entries:
+            self._pel_cursor = "(" + _text(page[-1][0])
+            ids = [_text(row[0]) for row in page if _text(row[0]) not in self._in_hand]
+            if not ids:
+                continue
+            taken = await self.client.eval(
+                _TAKE_OWN, [self.stream], [self.group, self.consumer, *ids]
+            )
+            deliveries: list[Delivery] = []
+            for raw_id, n, raw_fields in taken:
                 entry_id = _text(raw_id)
-                if entry_id in self._in_hand:
-                    continue
-                if raw_fields is None:  # trimmed or XDEL'd while pending
+                if not raw_fields:  # trimmed or XDEL'd while pending
                     await self._dead_letter_deleted(entry_id)
                     continue
-                found.append((entry_id, _fields(raw_fields)))
-            if found:
-                counts = await self._delivery_counts([entry_id for entry_id, _ in found])
-                deliveries = [
-                    Delivery(self.stream, entry_id, fields, max(1, counts.get(entry_id, 1)))
-                    for entry_id, fields in found
-                ]
+                deliveries.append(
+                    Delivery(self.stream, entry_id, _fields(raw_fields), max(1, int(n)))
+                )
+            if deliveries:
                 self._in_hand.update(d.entry_id for d in deliveries)
                 log.info(
                     "Resuming {n} job entries from our own pending list",
@@ -245,10 +272,9 @@ class JobConsumer:
             )  # fmt: skip
         except (RedisUnavailable, CancelledError):
             # entries may have been delivered into our PEL without reaching us: read the PEL
-            # again past the newest entry we did get (re-reading a PEL entry counts a
-            # delivery, so the ones in hand before are not touched)
+            # again (the ones in hand are skipped without counting a delivery)
             self._pel_drained = False
-            self._pel_cursor = self._last_new_id
+            self._pel_cursor = "-"
             raise
         self._last_progress = self.clock.seconds()
         if not reply:
@@ -261,13 +287,15 @@ class JobConsumer:
                 continue
             deliveries.append(Delivery(self.stream, entry_id, _fields(raw_fields), 1))
         self._in_hand.update(d.entry_id for d in deliveries)
-        if reply[0][1]:
-            self._last_new_id = _text(reply[0][1][-1][0])
         return deliveries
 
     async def claim_idle(self, count: int) -> list[Delivery]:
         """Janitor: take over up to *count* entries idle past the lease (``XAUTOCLAIM``), from
         any consumer of the group. Entries deleted meanwhile go to the dead-letter stream."""
+        async with self._taking:
+            return await self._claim_idle(count)
+
+    async def _claim_idle(self, count: int) -> list[Delivery]:
         try:
             reply = await self.client.execute(
                 "XAUTOCLAIM", self.stream, self.group, self.consumer, self.lease_ms,
