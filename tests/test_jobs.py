@@ -76,7 +76,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
         "unknown-field",
         job(target="127.0.0.1"),
         "unknown field 'target'; allowed: endpoints, fast, id, intensity, not_after, parent, "
-        "ports, priority, queue, requester, sig, tags, targets, task_ports, timeouts, "
+        "ports, priority, queue, requester, sig, stale_after, tags, targets, task_ports, timeouts, "
         "version_all",
     ),
     ("id-int", job(id=7), "id: must be a string, not an integer"),
@@ -434,6 +434,35 @@ def test_service_names_in_ports_use_the_services_table() -> None:
 
 def test_a_future_not_after_is_kept_on_an_unsigned_job() -> None:
     assert parse(job(not_after=NOW + 60)).not_after == NOW + 60
+
+
+def test_a_staleness_rescan_needs_no_targets_and_takes_only_narrowing_ones() -> None:
+    rescan = parse(encode({"stale_after": 86400, "fast": True, "tags": {"k": "v"}}))
+    assert (rescan.stale_after, rescan.targets, rescan.endpoints) == (86400, (), ())
+    assert rescan.fast and rescan.tags == {"k": "v"}
+    # narrowing networks are filters, not scan targets: no policy or size check on them
+    wide = parse(encode({"stale_after": 3600, "targets": ["10.0.0.0/8", "::1"]}))
+    assert wide.targets == ("10.0.0.0/8", "::1")
+    assert parse(job()).stale_after is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"stale_after": 59}, "stale_after: 59 is out of range (60-31622400 seconds)"),
+        ({"stale_after": 10**9}, "stale_after: 1000000000 is out of range (0-31622400)"),
+        ({"stale_after": "1h"}, "stale_after: must be an integer"),
+        ({"stale_after": 3600, "endpoints": ["127.0.0.1:22"]}, "endpoints: a staleness rescan"),
+        ({"stale_after": 3600, "ports": "22"}, "ports: a staleness rescan rescans"),
+        ({"stale_after": 3600, "id": "t", "parent": "p"}, "parent: a staleness rescan is never"),
+        ({"stale_after": 3600, "targets": ["db.internal"]}, "addresses and networks only"),
+        ({"stale_after": 3600, "targets": ["300.1.1.1/8"]}, "targets[0]: "),
+    ],
+)
+def test_a_bad_staleness_rescan_is_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(JobError) as caught:
+        parse(encode(fields))
+    assert message in str(caught.value)
 
 
 # --------------------------------------------------------------------------- signing

@@ -40,6 +40,12 @@ FINAL = ("done", "failed", "cancelled")
 ANY_ADDRESS = TargetPolicy(allow=["0.0.0.0/0", "::/0"], max_cidr_addresses=2**24)
 
 
+STALE_HELP = (
+    "staleness rescan: scan the inventory entries last scanned more than AGE ago (seconds, "
+    "or 30m, 6h, 1d) instead of TARGETs; TARGETs (addresses, networks) then narrow the hosts"
+)
+
+
 class FleetError(Exception):
     """A user-facing failure: one line on stderr, exit code ``code``."""
 
@@ -59,13 +65,14 @@ def add_fleet_commands(sub: Any) -> None:
         parser.add_argument("--key-prefix", default=None, metavar="P", help="default vscand:")
 
     submit = sub.add_parser("submit", help="enqueue a scan job in Redis, print its id")
-    submit.add_argument("targets", metavar="TARGET", nargs="+")
+    submit.add_argument("targets", metavar="TARGET", nargs="*")
     submit.add_argument("-p", dest="ports", metavar="PORTS")
     submit.add_argument("--queue", default=None, help="vantage-point queue (default: default)")
     submit.add_argument("--id", dest="job_id", help="job id (default: a new uuid4)")
     submit.add_argument("--version-intensity", type=int, choices=range(10), metavar="N")
     submit.add_argument("--version-all", action="store_true")
     submit.add_argument("--fast", action="store_true", help='job field "fast": true (fast mode)')
+    submit.add_argument("--stale", metavar="AGE", help=STALE_HELP)
     submit.add_argument("--tag", action="append", default=[], metavar="K=V")
     submit.add_argument(
         "--task-ports",
@@ -193,6 +200,15 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
         except TargetError as exc:
             raise FleetError(str(exc)) from None
     job: dict[str, Any] = {}
+    if getattr(args, "stale", None):
+        if endpoints or args.ports:
+            raise FleetError(
+                "--stale rescans the inventory's own ports: give addresses or networks to "
+                "narrow it, no HOST:PORT and no -p"
+            )
+        job["stale_after"] = _interval(args.stale, "--stale")
+    elif not targets and not endpoints:
+        raise FleetError("give at least one TARGET (or --stale AGE for a staleness rescan)")
     if targets:
         job["targets"] = targets
     if endpoints:
@@ -521,12 +537,35 @@ async def cmd_changes(reactor: Any, client: RedisClient, args: argparse.Namespac
 # -- schedules (vscan schedule add|list|rm|pause|resume) ---------------------------------------
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Options and positionals in any order (``schedule add NAME --every 1h TARGET -p 80``):
+    with NAME and a TARGET list that may be empty (``--stale``), plain parsing would give
+    the empty list to the first gap and refuse the TARGETs after an option."""
+
+    _inner = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._inner:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def add_schedule_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """``vscan schedule add|list|rm|pause|resume``: recurring jobs run by the fleet."""
     schedule = sub.add_parser("schedule", help="recurring jobs: add, list, rm, pause, resume")
-    actions = schedule.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
+    actions = schedule.add_subparsers(
+        dest="schedule_command", required=True, metavar="ACTION", parser_class=_IntermixedParser
+    )
     add = actions.add_parser(
-        "add", help="NAME (--every SECONDS | --cron EXPR) TARGET... [-p PORTS] [--queue Q]"
+        "add",
+        help="NAME (--every SECONDS | --cron EXPR) (TARGET... [-p PORTS] | --stale AGE "
+        "[NETWORK...]) [--queue Q]",
     )
     add.add_argument("name", metavar="NAME", help="1-64 of A-Z a-z 0-9 . _ - (runs: NAME:<tick>)")
     when = add.add_mutually_exclusive_group(required=True)
@@ -534,12 +573,13 @@ def add_schedule_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
         "--every", metavar="SECONDS", help="interval: seconds, or 30m / 6h / 1d (UTC-aligned)"
     )
     when.add_argument("--cron", metavar="EXPR", help="5-field cron expression, in UTC")
-    add.add_argument("targets", metavar="TARGET", nargs="+")
+    add.add_argument("targets", metavar="TARGET", nargs="*")
     add.add_argument("-p", dest="ports", metavar="PORTS")
     add.add_argument("--queue", default=None, help="vantage-point queue (default: default)")
     add.add_argument("--version-intensity", type=int, choices=range(10), metavar="N")
     add.add_argument("--version-all", action="store_true")
     add.add_argument("--fast", action="store_true", help='job field "fast": true')
+    add.add_argument("--stale", metavar="AGE", help=STALE_HELP)
     add.add_argument("--tag", action="append", default=[], metavar="K=V")
     add.add_argument("--paused", action="store_true", help="create it paused")
     add.add_argument("--replace", action="store_true", help="overwrite a schedule of that name")
@@ -560,10 +600,10 @@ def add_schedule_commands(sub: Any, common: Callable[[argparse.ArgumentParser], 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _interval(text: str) -> int:
+def _interval(text: str, option: str = "--every") -> int:
     number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
     if not number.isdigit() or int(number) == 0:
-        raise FleetError(f"--every {text!r}: write whole seconds, or 30m, 6h, 1d")
+        raise FleetError(f"{option} {text!r}: write whole seconds, or 30m, 6h, 1d")
     return int(number) * _UNITS[unit]
 
 
@@ -642,7 +682,13 @@ def _print_schedules(rows: list[dict[str, Any]], as_json: bool) -> None:
                 row["last_status"] or "-",
                 str(row["runs"]),
                 str(row["skipped"]),
-                " ".join([*job.get("targets", []), *job.get("endpoints", [])])
+                " ".join(
+                    [
+                        *([f"stale>{job['stale_after']}s"] if job.get("stale_after") else []),
+                        *job.get("targets", []),
+                        *job.get("endpoints", []),
+                    ]
+                )
                 + (f" -p {job['ports']}" if job.get("ports") else ""),
             )
         )

@@ -39,7 +39,7 @@ from vscand.config import DaemonConfig
 from vscand.metrics import DaemonMetrics, listen_metrics
 from vscand.ports import ServicesTable, load_services
 from vscand.probes.matcher import Matcher, load_matcher
-from vscand.queue import shards
+from vscand.queue import shards, stale
 from vscand.queue.client import RedisClient, RedisUnavailable
 from vscand.queue.consumer import Delivery, JobConsumer
 from vscand.queue.jobs import (
@@ -58,7 +58,14 @@ from vscand.queue.results import ResultWriter
 from vscand.scan.engine import ScanEngine
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.scheduler import Scheduler
-from vscand.scan.targets import TargetError, TargetPolicy, plan_tasks, select_ports, system_resolver
+from vscand.scan.targets import (
+    Target,
+    TargetError,
+    TargetPolicy,
+    plan_tasks,
+    select_ports,
+    system_resolver,
+)
 from vscand.scripts.registry import make_phase
 
 log = Logger()
@@ -475,10 +482,13 @@ class WorkerService(service.Service):
         assert self.engine is not None and self.writer is not None
         assert self.consumer is not None
         job = running.job
+        targets: list[str | Target] = [*job.targets, *job.endpoints]
+        if job.stale_after is not None:
+            targets = await self._stale_targets(job)
         try:
             ports = select_ports(job.ports, self.services)
             tasks = await plan_tasks(
-                [*job.targets, *job.endpoints],
+                targets,
                 self.policy,
                 system_resolver(cast(IReactorThreads, self.reactor)),
                 ports,
@@ -515,7 +525,12 @@ class WorkerService(service.Service):
             tags=dict(job.tags),
             job=job.parent or job.id,
             worker=self.config.consumer,
-            scanned_protocols=tuple(sorted(ports)) or ("tcp",),
+            scanned_protocols=(
+                tuple(sorted({t.protocol for t in tasks}))
+                if job.stale_after is not None
+                else tuple(sorted(ports))
+            )
+            or ("tcp",),
             fast=job.fast,
         )
         engine = self.engine
@@ -600,6 +615,34 @@ class WorkerService(service.Service):
         log.info(
             "job {job} {status}: {ports} ports", job=job.id, status=status, ports=running.ports_done
         )
+
+    async def _stale_targets(self, job: Job) -> list[str | Target]:
+        """A staleness rescan's endpoints, from the inventory (:mod:`vscand.queue.stale`)."""
+        assert job.stale_after is not None and self.client is not None
+        client, age = self.client, job.stale_after
+        selection: stale.StaleSelection = await self._retrying(
+            "read the inventory for a staleness rescan",
+            lambda: stale.stale_endpoints(
+                client,
+                self.keys,
+                stale_after=age,
+                targets=job.targets,
+                policy=self.policy,
+                limit=self.limits.max_port_tasks,
+            ),
+        )
+        log.info(
+            "job {job}: staleness rescan of {n} inventory entries older than {age}s "
+            "({examined} examined, {denied} refused by the target policy, {deferred} left "
+            "for a later run)",
+            job=job.id,
+            n=len(selection.endpoints),
+            age=job.stale_after,
+            examined=selection.examined,
+            denied=selection.denied,
+            deferred=selection.deferred,
+        )
+        return list(selection.endpoints)
 
     async def _split(self, running: RunningJob, tasks: list[PortTask], size: int) -> None:
         """Queue *running*'s ports as tasks of at most *size* ports (see :mod:`.shards`)."""

@@ -74,6 +74,7 @@ JOB_FIELDS = frozenset(
         "sig",
         "parent",
         "task_ports",
+        "stale_after",
     }
 )
 TIMEOUT_FIELDS = frozenset({"connect_ms", "host_ms"})
@@ -90,6 +91,8 @@ MAX_TAG_VALUE_CHARS = 1024
 MAX_REQUESTER_CHARS = 256
 #: a shard is an ordinary job of endpoints: at most this many (below max_targets)
 MAX_TASK_PORTS = 1024
+#: stale_after (seconds): from a minute to a year
+STALE_AFTER_RANGE = (60, 366 * 86400)
 #: the replay guard outlives a job's expiry by this much (clock skew between hosts)
 REPLAY_MARGIN_S = 300.0
 #: replay guard lifetime for a job without not_after (only when called for one)
@@ -148,6 +151,9 @@ class Job:
     parent: str | None = None
     #: shard size asked for by the submitter (else the worker's ``task_ports``)
     task_ports: int | None = None
+    #: a staleness rescan: the job's endpoints are the inventory entries last scanned more
+    #: than this many seconds ago (``targets``, if any, only narrow the hosts)
+    stale_after: int | None = None
 
 
 class JobError(ValueError):
@@ -555,6 +561,9 @@ def _parse_object(
 
     targets = _string_list(obj, "targets", job_id)
     endpoints = _string_list(obj, "endpoints", job_id)
+    stale_after = _int(obj, "stale_after", 0, 0, STALE_AFTER_RANGE[1]) or None
+    if stale_after is not None:
+        return _stale_job(obj, job_id, stale_after, targets, endpoints, limits, not_after, raw)
     if not targets and not endpoints:
         raise JobError("targets", "a job needs at least one target or endpoint", job_id)
     if len(targets) + len(endpoints) > limits.max_targets:
@@ -627,6 +636,72 @@ def _parse_object(
         estimated_tasks=tasks,
         parent=parent,
         task_ports=task_ports,
+    )
+
+
+def _stale_job(
+    obj: Mapping[str, Any],
+    job_id: str | None,
+    stale_after: int,
+    targets: list[str],
+    endpoints: list[str],
+    limits: JobLimits,
+    not_after: float | None,
+    raw: bytes,
+) -> Job:
+    """A staleness rescan: its endpoints come from the inventory when a worker runs it.
+    ``targets`` (addresses and networks) narrow the inventory hosts; no endpoints, no ports."""
+    if stale_after < STALE_AFTER_RANGE[0]:
+        raise JobError(
+            "stale_after", f"{stale_after} is out of range ({STALE_AFTER_RANGE[0]}-"
+            f"{STALE_AFTER_RANGE[1]} seconds)", job_id,
+        )  # fmt: skip
+    if endpoints:
+        raise JobError(
+            "endpoints", "a staleness rescan takes its endpoints from the inventory", job_id
+        )
+    if obj.get("ports") is not None:
+        raise JobError(
+            "ports", "a staleness rescan rescans the inventory's own ports: no ports", job_id
+        )
+    if obj.get("parent") is not None:
+        raise JobError("parent", "a staleness rescan is never a task of another job", job_id)
+    if len(targets) > limits.max_targets:
+        raise JobError(
+            "targets", f"{len(targets)} targets, more than the limit of {limits.max_targets}",
+            job_id,
+        )  # fmt: skip
+    for index, text in enumerate(targets):
+        try:
+            target = parse_target(text)
+        except TargetError as e:
+            raise JobError(f"targets[{index}]", str(e), job_id) from None
+        if target.is_endpoint or target.hostname is not None:
+            raise JobError(
+                f"targets[{index}]",
+                f"{text!r}: a staleness rescan is narrowed by addresses and networks only "
+                "(the inventory is keyed by address)",
+                job_id,
+            )
+    connect_ms, host_ms = _timeouts(obj, job_id)
+    return Job(
+        id=job_id if job_id is not None else str(uuid.uuid4()),
+        targets=tuple(targets),
+        endpoints=(),
+        ports=None,
+        intensity=_int(obj, "intensity", DEFAULT_INTENSITY, 0, 9),
+        version_all=_bool(obj, "version_all"),
+        connect_ms=connect_ms,
+        host_ms=host_ms,
+        tags=_tags(obj, limits, job_id),
+        priority=_int(obj, "priority", 0, *PRIORITY_RANGE),
+        fast=_bool(obj, "fast"),
+        queue=_optional_text(obj, "queue", _QUEUE, 64, job_id),
+        not_after=not_after,
+        raw=raw,
+        requester=_optional_text(obj, "requester", None, MAX_REQUESTER_CHARS, job_id),
+        task_ports=_int(obj, "task_ports", 0, 0, MAX_TASK_PORTS) or None,
+        stale_after=stale_after,
     )
 
 
