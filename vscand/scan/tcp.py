@@ -36,10 +36,11 @@ from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
+from vscand.scan.ending import PortEnding
 from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.plan import ProbePlan
-from vscand.scan.report import FinalState, Findings, build_service, table_service
+from vscand.scan.report import FinalState, Findings
 from vscand.scan.tls import session_facts
 
 log = Logger()
@@ -119,7 +120,7 @@ class ProbeConnection(Protocol):
                 self.transport.loseConnection()
 
 
-class TCPPortScan:
+class TCPPortScan(PortEnding):
     """Version detection of one open-or-not TCP port; ``run()`` fires with the result."""
 
     def __init__(
@@ -477,69 +478,8 @@ class TCPPortScan:
         if conn is not None:
             conn.close()
 
-    def _finish(self, state: FinalState, *, interrupted: bool = False) -> None:
-        if self._state is _State.DONE:
-            return
-        self._interrupted = interrupted
-        if self.tcpwrap_possible and state is not FinalState.EXCLUDED and not interrupted:
-            # the final-state override of SPEC §2: nothing was ever read
-            state = FinalState.TCPWRAPPED
-        self._teardown()
-        fingerprint = self._fingerprint.text() if self._fingerprint is not None else None
-        if state is FinalState.HARDMATCHED:
-            fingerprint = None
-        service = build_service(
-            state,
-            self._findings,
-            table_name=self._table_name,
-            tunnel_ssl=self._tunnel_ssl,
-            intensity=self._options.intensity,
-            fingerprint=fingerprint,
-        )
-        if service["tunnel"] == "ssl" and self._tls is not None:
-            service["tls"] = self._tls
-        self._deliver(service, final_state=state.value)
+    def _ended(self) -> bool:
+        return self._state is _State.DONE
 
-    def _report_port(self, port_state: str, reason: str) -> None:
-        self._port_state = port_state
-        self._reason = reason
-        self._teardown()
-        self._deliver(table_service(self._table_name), final_state=None)
-
-    def _deliver(self, service: dict[str, Any], final_state: str | None) -> None:
-        options = self._options
-        result: Result = {
-            "job": options.job,
-            "host": self.task.address,
-            "hostname": self.task.hostname,
-            "port": self.task.port,
-            "protocol": "tcp",
-            "state": self._port_state,
-            "reason": self._reason,
-            "service": service,
-            "tags": dict(options.tags),
-            "worker": options.worker,
-            "scanned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._wallclock())),
-            "duration_ms": round((self._clock.seconds() - self._started) * 1000),
-        }
-        if options.fast:
-            result["fast"] = True
-        if final_state is not None:
-            result["final_state"] = final_state
-            if self._interrupted:
-                result["interrupted"] = True
-            result["matches"] = [
-                {"probe": p, "matched_probe": m, "line": n, "soft": s}
-                for p, m, n, s in self._findings.trace
-            ]
-        done = self._done
-        done.callback(result)
-
-    def _cancelled(self, _: defer.Deferred[Result]) -> None:
-        """``run()``'s Deferred was cancelled: stop, keep what was found (INCOMPLETE)."""
-        if self._state is _State.DONE:
-            return
-        # keep what was found: the port ends INCOMPLETE (its result is the Deferred's value).
-        # Nmap's tcpwrapped override is about what the peer did; our own interruption
-        # (cancel, job timeout, shutdown) says nothing about the service, so it is not applied.
-        self._finish(FinalState.INCOMPLETE, interrupted=True)
+    def _tunnel(self) -> tuple[bool, dict[str, Any] | None]:
+        return self._tunnel_ssl, self._tls

@@ -62,11 +62,12 @@ from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
+from vscand.scan.ending import PortEnding
 from vscand.scan.fast import QUIET_FACTOR
 from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.plan import ProbePlan
-from vscand.scan.report import FinalState, Findings, build_service, table_service
+from vscand.scan.report import FinalState, Findings
 from vscand.scan.tcp import READ_CAP, MatchFunction
 
 __all__ = [
@@ -164,8 +165,10 @@ def _close(sock: DatagramSocket | None) -> None:
         d.addErrback(_log_close_failure)
 
 
-class UDPPortScan:
+class UDPPortScan(PortEnding):
     """Version detection of one UDP port; ``run()`` fires with the result."""
+
+    PROTOCOL = "udp"
 
     def __init__(
         self,
@@ -536,67 +539,6 @@ class UDPPortScan:
         for sock in (self._check_sock, self._probe_sock):
             _close(sock)
         self._check_sock = self._probe_sock = None
-
-    def _finish(self, state: FinalState, *, interrupted: bool = False) -> None:
-        if self._state is _State.DONE:
-            return
-        self._interrupted = interrupted
-        if self.tcpwrap_possible and state is not FinalState.EXCLUDED and not interrupted:
-            # the final-state override of SPEC §2: nothing was ever read, no read timed out
-            state = FinalState.TCPWRAPPED
-        fingerprint = self._fingerprint.text() if self._fingerprint is not None else None
-        self._teardown()
-        if state is FinalState.HARDMATCHED:
-            fingerprint = None
-        service = build_service(
-            state,
-            self._findings,
-            table_name=self._table_name,
-            tunnel_ssl=False,
-            intensity=self._options.intensity,
-            fingerprint=fingerprint,
-        )
-        self._deliver(service, final_state=state.value)
-
-    def _report_port(self, port_state: str, reason: str) -> None:
-        self._port_state = port_state
-        self._reason = reason
-        self._teardown()
-        self._deliver(table_service(self._table_name), final_state=None)
-
-    def _deliver(self, service: dict[str, Any], final_state: str | None) -> None:
-        options = self._options
-        result: Result = {
-            "job": options.job,
-            "host": self.task.address,
-            "hostname": self.task.hostname,
-            "port": self.task.port,
-            "protocol": "udp",
-            "state": self._port_state,
-            "reason": self._reason,
-            "service": service,
-            "tags": dict(options.tags),
-            "worker": options.worker,
-            "scanned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._wallclock())),
-            "duration_ms": round((self._clock.seconds() - self._started) * 1000),
-        }
-        if self._options.fast:
-            result["fast"] = True
-        if final_state is not None:
-            result["final_state"] = final_state
-            if self._interrupted:
-                result["interrupted"] = True
-            result["matches"] = [
-                {"probe": p, "matched_probe": m, "line": n, "soft": s}
-                for p, m, n, s in self._findings.trace
-            ]
-        self._done.callback(result)
-
-    def _cancelled(self, _: defer.Deferred[Result]) -> None:
-        """``run()``'s Deferred was cancelled: stop, keep what was found (INCOMPLETE)."""
-        if self._state is _State.DONE:
-            return
-        self._finish(FinalState.INCOMPLETE, interrupted=True)
 
 
 #: datagrams one ``doRead`` takes from the socket before the reactor gets its turn back
