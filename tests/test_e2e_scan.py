@@ -35,10 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +45,19 @@ import pytest
 
 from tests.e2e import servers as srv
 from tests.e2e.compare import differences, ndiff, parse_jsonl, parse_xml
-from tests.e2e.daemons import DAEMONS, Daemon, DaemonFailed, Unavailable
+from tests.e2e.daemons import DAEMONS
+from tests.e2e.oracle_run import (
+    BothScans,
+    keep_outputs,
+    nse_off_datadir,
+    run_side_by_side,
+    start_targets,
+    vscan_command,
+)
 from tests.loopback import nmap_or_skip
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parent.parent
 SCAN_TIMEOUT = 330.0
 IN_CI = os.environ.get("CI") == "true"
 
@@ -162,49 +166,19 @@ CASES = [
 
 
 @dataclass
-class Run:
+class Run(BothScans):
     ports: dict[str, int]
     unavailable: dict[str, str]
-    nmap: dict[int, dict[str, Any]]
-    vscan: dict[int, dict[str, Any]]
-    vscan_json: dict[int, dict[str, Any]]
-    nmap_xml: Path
-    vscan_xml: Path
-    seconds: dict[str, float]
-    logs: dict[str, str]
-
-
-def _vscan_command() -> list[str]:
-    script = Path(sys.executable).parent / "vscan"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from vscand.cli import main; sys.exit(main())"]
 
 
 def _start_targets(
-    stack: contextlib.ExitStack, workdir: Path
+    stack: contextlib.ExitStack[Any], workdir: Path
 ) -> tuple[dict[str, int], dict[str, str]]:
-    ports: dict[str, int] = {}
-    unavailable: dict[str, str] = {}
-    for case in CASES:
-        if case.make is not None:
-            server = case.make()
-            stack.callback(server.close)
-            ports[case.id] = server.port
-            continue
-        assert case.daemon is not None
-        _package, start = DAEMONS[case.daemon]
-        try:
-            daemon: Daemon = start(workdir)
-        except Unavailable as exc:
-            unavailable[case.id] = str(exc)
-            continue
-        except DaemonFailed as exc:
-            unavailable[case.id] = f"FAILED: {exc}"
-            continue
-        stack.callback(daemon.stop)
-        ports[case.id] = daemon.port
-    return ports, unavailable
+    return start_targets(
+        stack,
+        workdir,
+        [(c.id, c.make, DAEMONS[c.daemon][1] if c.daemon else None) for c in CASES],
+    )
 
 
 @pytest.fixture(scope="module", params=["nse-off", "nse-on"])
@@ -215,9 +189,7 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
     nmap = nmap_or_skip()
     with tempfile.TemporaryDirectory(prefix="vscand-e2e-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        datadir = workdir / "datadir"
-        (datadir / "scripts").mkdir(parents=True)
-        (datadir / "scripts" / "script.db").write_text("")
+        datadir = nse_off_datadir(workdir)
         ports, unavailable = _start_targets(stack, workdir)
         portlist = ",".join(str(p) for p in sorted(ports.values()))
         nmap_xml, vscan_xml, vscan_json = (
@@ -226,53 +198,24 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
             workdir / "vscan.jsonl",
         )
         nmap_cmd = [nmap, "-sV", "-Pn", "-n", "-p", portlist, "127.0.0.1", "-oX", str(nmap_xml)]
-        vscan_cmd = [*_vscan_command(), "scan", "127.0.0.1", "-p", portlist]
+        vscan_cmd = [*vscan_command(), "scan", "127.0.0.1", "-p", portlist]
         commands = {
             "nmap": nmap_cmd if nse else [*nmap_cmd, "--datadir", str(datadir)],
             "vscan": [*vscan_cmd, "-oX", str(vscan_xml), "-oJ", str(vscan_json), "--no-progress"]
             + ([] if nse else ["--no-scripts"]),
         }
-        env = dict(os.environ)
-        env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
-        procs = {}
-        started = time.monotonic()
-        for name, cmd in commands.items():
-            out = stack.enter_context(open(workdir / f"{name}.log", "wb"))
-            procs[name] = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-        seconds: dict[str, float] = {}
-        deadline = started + SCAN_TIMEOUT
-        while len(seconds) < len(procs):
-            for name, proc in procs.items():
-                if name not in seconds and proc.poll() is not None:
-                    seconds[name] = round(time.monotonic() - started, 1)
-            if time.monotonic() > deadline:
-                for proc in procs.values():
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
-                pytest.fail(f"scans did not finish within {SCAN_TIMEOUT} s (done: {seconds})")
-            time.sleep(0.1)
-        logs = {name: (workdir / f"{name}.log").read_text(errors="replace") for name in procs}
-        assert procs["nmap"].returncode == 0, f"nmap failed:\n{logs['nmap']}"
-        assert procs["vscan"].returncode == 0, f"vscan failed:\n{logs['vscan']}"
+        seconds, logs = run_side_by_side(commands, workdir, SCAN_TIMEOUT)
         if not nse:
             assert "<script " not in nmap_xml.read_text(), (
                 "NSE ran: the empty script.db was ignored"
             )
-        keep = os.environ.get("VSCAND_E2E_KEEP")
-        if keep:
-            dest = Path(keep)
-            dest.mkdir(parents=True, exist_ok=True)
-            for name in ("nmap.xml", "vscan.xml", "vscan.jsonl", "nmap.log", "vscan.log"):
-                shutil.copy(workdir / name, dest / name)
-            (dest / "ports.txt").write_text(
-                "".join(f"{case} {port}\n" for case, port in sorted(ports.items()))
-            )
-            (dest / "seconds.txt").write_text(
-                "".join(f"{name} {took}\n" for name, took in sorted(seconds.items()))
-            )
+        (workdir / "ports.txt").write_text(
+            "".join(f"{case} {port}\n" for case, port in sorted(ports.items()))
+        )
+        (workdir / "seconds.txt").write_text(
+            "".join(f"{name} {took}\n" for name, took in sorted(seconds.items()))
+        )
+        keep_outputs(workdir, f"{request.param}-")
         yield Run(
             ports=ports,
             unavailable=unavailable,

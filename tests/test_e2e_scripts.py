@@ -42,6 +42,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.compare import differences, parse_jsonl, parse_xml
+from tests.e2e.oracle_run import keep_outputs, run_side_by_side, vscan_command
 from tests.loopback import nmap_or_skip
 
 pytestmark = pytest.mark.e2e
@@ -135,13 +136,6 @@ def _require(program: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
-
-
-def _vscan_command() -> list[str]:
-    script = Path(sys.executable).parent / "vscan"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from vscand.cli import main; sys.exit(main())"]
 
 
 @dataclass
@@ -243,35 +237,12 @@ def run() -> Iterator[Run]:
                 str(workdir / f"nmap{suffix}.xml"),
             ]
             commands[f"vscan{suffix}"] = [
-                *inside, *_vscan_command(), "scan", "127.0.0.1", "-p", portspec,
+                *inside, *vscan_command(), "scan", "127.0.0.1", "-p", portspec,
                 "-oX", str(workdir / f"vscan{suffix}.xml"),
                 "-oJ", str(workdir / f"vscan{suffix}.jsonl"), "--no-progress",
             ]  # fmt: skip
-        env = dict(os.environ)
-        env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
-        procs = {}
-        for name, cmd in commands.items():
-            out = stack.enter_context(open(workdir / f"{name}.log", "wb"))
-            procs[name] = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-        deadline = time.monotonic() + SCAN_TIMEOUT
-        for name, proc in procs.items():
-            try:
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                for other in procs.values():
-                    other.kill()
-                pytest.fail(f"{name} did not finish within {SCAN_TIMEOUT} s")
-        logs = {name: (workdir / f"{name}.log").read_text(errors="replace") for name in procs}
-        for name, proc in procs.items():
-            assert proc.returncode == 0, f"{name} failed:\n{logs[name]}"
-        keep = os.environ.get("VSCAND_E2E_KEEP")
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            for path in workdir.iterdir():
-                if path.is_file():
-                    shutil.copy(path, Path(keep) / path.name)
+        _seconds, logs = run_side_by_side(commands, workdir, SCAN_TIMEOUT)
+        keep_outputs(workdir, "scripts-")
         yield Run(
             ports,
             nmap={

@@ -39,9 +39,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.compare import differences, parse_jsonl, parse_xml
+from tests.e2e.oracle_run import keep_outputs, run_side_by_side, vscan_command
 from tests.loopback import nmap_or_skip
 from tests.test_e2e_scripts import IN_CI, REPO, SCAN_TIMEOUT, Case, Run, _namespace, _require
-from tests.test_e2e_scripts import _vscan_command as vscan_command
 
 pytestmark = pytest.mark.e2e
 
@@ -165,29 +165,8 @@ def run() -> Iterator[Run]:
             "vscan": [*inside, *vscan_command(), "scan", "127.0.0.1", "-p", portlist,
                       "-oX", str(vscan_xml), "-oJ", str(vscan_json), "--no-progress"],
         }  # fmt: skip
-        env = dict(os.environ)
-        env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
-        procs = {}
-        for name, cmd in commands.items():
-            out = stack.enter_context(open(workdir / f"{name}.log", "wb"))
-            procs[name] = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-        for name, proc in procs.items():
-            try:
-                proc.wait(timeout=SCAN_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                for other in procs.values():
-                    other.kill()
-                pytest.fail(f"{name} did not finish within {SCAN_TIMEOUT} s")
-        logs = {name: (workdir / f"{name}.log").read_text(errors="replace") for name in procs}
-        assert procs["nmap"].returncode == 0, logs["nmap"]
-        assert procs["vscan"].returncode == 0, logs["vscan"]
-        keep = os.environ.get("VSCAND_E2E_KEEP")
-        if keep:
-            Path(keep).mkdir(parents=True, exist_ok=True)
-            for name in ("nmap.xml", "vscan.xml", "vscan.jsonl", "nmap.log", "vscan.log"):
-                (Path(keep) / name).write_bytes((workdir / name).read_bytes())
+        _seconds, logs = run_side_by_side(commands, workdir, SCAN_TIMEOUT)
+        keep_outputs(workdir, "scripts2-")
         yield Run(ports, parse_xml(nmap_xml), parse_xml(vscan_xml), parse_jsonl(vscan_json), logs)
 
 

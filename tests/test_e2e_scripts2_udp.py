@@ -32,8 +32,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.compare import differences, parse_xml
+from tests.e2e.oracle_run import scan_env, vscan_command
 from tests.loopback import nmap_or_skip
-from tests.test_e2e_scripts import IN_CI, REPO, _namespace, _require, _vscan_command
+from tests.test_e2e_scripts import IN_CI, REPO, _namespace, _require
 
 pytestmark = pytest.mark.e2e
 
@@ -120,12 +121,10 @@ def answers() -> Iterator[
             check=True, capture_output=True, timeout=300,
         )  # fmt: skip
         vscan_xml = workdir / "vscan.xml"
-        env = dict(os.environ)
-        env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
         subprocess.run(
-            [*inside, *_vscan_command(), "scan", "127.0.0.1", "-p", "U:" + portlist, "-oX",
+            [*inside, *vscan_command(), "scan", "127.0.0.1", "-p", "U:" + portlist, "-oX",
              str(vscan_xml), "--no-progress"],
-            check=True, capture_output=True, timeout=300, env=env,
+            check=True, capture_output=True, timeout=300, env=scan_env(),
         )  # fmt: skip
         ours = subprocess.run(
             [*inside, sys.executable, "-c", RUN_SCRIPTS, hostname],

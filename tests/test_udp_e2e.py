@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +33,17 @@ import pytest
 
 from tests.e2e import udp_targets as udp
 from tests.e2e.compare import differences, parse_jsonl, parse_xml
-from tests.e2e.daemons import DaemonFailed, Unavailable
+from tests.e2e.oracle_run import (
+    keep_outputs,
+    nse_off_datadir,
+    run_side_by_side,
+    start_targets,
+    vscan_command,
+)
 from tests.loopback import nmap_or_skip
-from tests.test_e2e_scan import _vscan_command
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parent.parent
 SCAN_TIMEOUT = 300.0
 IN_CI = os.environ.get("CI") == "true"
 
@@ -139,28 +141,9 @@ class Run:
 
 
 def _start_targets(
-    stack: contextlib.ExitStack, workdir: Path
+    stack: contextlib.ExitStack[Any], workdir: Path
 ) -> tuple[dict[str, int], dict[str, str]]:
-    ports: dict[str, int] = {}
-    unavailable: dict[str, str] = {}
-    for case in CASES:
-        if case.make is not None:
-            server = case.make()
-            stack.callback(server.close)
-            ports[case.id] = server.port
-            continue
-        assert case.daemon is not None
-        try:
-            daemon = case.daemon(workdir)
-        except Unavailable as exc:
-            unavailable[case.id] = str(exc)
-            continue
-        except DaemonFailed as exc:
-            unavailable[case.id] = f"FAILED: {exc}"
-            continue
-        stack.callback(daemon.stop)
-        ports[case.id] = daemon.port
-    return ports, unavailable
+    return start_targets(stack, workdir, [(c.id, c.make, c.daemon) for c in CASES])
 
 
 @pytest.fixture(scope="module")
@@ -173,9 +156,7 @@ def run() -> Iterator[Run]:
         contextlib.ExitStack() as stack,
     ):
         workdir = Path(tmp)
-        datadir = workdir / "datadir"
-        (datadir / "scripts").mkdir(parents=True)
-        (datadir / "scripts" / "script.db").write_text("")
+        datadir = nse_off_datadir(workdir)
         ports, unavailable = _start_targets(stack, workdir)
         portlist = "U:" + ",".join(str(p) for p in sorted(ports.values()))
         commands: dict[str, list[str]] = {}
@@ -197,7 +178,7 @@ def run() -> Iterator[Run]:
                 str(datadir),
             ]
             commands[f"vscan-{level}"] = [
-                *_vscan_command(),
+                *vscan_command(),
                 "scan",
                 "127.0.0.1",
                 "-p",
@@ -211,47 +192,17 @@ def run() -> Iterator[Run]:
                 "--no-progress",
                 "--no-scripts",  # nmap runs without its NSE version scripts here
             ]
-        env = dict(os.environ)
-        env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
-        procs = {}
-        started = time.monotonic()
-        for name, cmd in commands.items():
-            out = stack.enter_context(open(workdir / f"{name}.log", "wb"))
-            procs[name] = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-        seconds: dict[str, float] = {}
-        deadline = started + SCAN_TIMEOUT
-        while len(seconds) < len(procs):
-            for name, proc in procs.items():
-                if name not in seconds and proc.poll() is not None:
-                    seconds[name] = round(time.monotonic() - started, 1)
-            if time.monotonic() > deadline:
-                for proc in procs.values():
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
-                pytest.fail(f"scans did not finish within {SCAN_TIMEOUT} s (done: {seconds})")
-            time.sleep(0.1)
-        logs = {name: (workdir / f"{name}.log").read_text(errors="replace") for name in procs}
-        for name, proc in procs.items():
-            assert proc.returncode == 0, f"{name} failed:\n{logs[name]}"
+        seconds, logs = run_side_by_side(commands, workdir, SCAN_TIMEOUT)
         for level in INTENSITIES:
             text = (workdir / f"nmap-{level}.xml").read_text()
             assert "<script " not in text, "NSE ran: the empty script.db was ignored"
-        keep = os.environ.get("VSCAND_E2E_KEEP")
-        if keep:
-            dest = Path(keep)
-            dest.mkdir(parents=True, exist_ok=True)
-            for path in workdir.iterdir():
-                if path.is_file():
-                    (dest / f"udp-{path.name}").write_bytes(path.read_bytes())
-            (dest / "udp-ports.txt").write_text(
-                "".join(f"{case} {port}\n" for case, port in sorted(ports.items()))
-            )
-            (dest / "udp-seconds.txt").write_text(
-                "".join(f"{name} {took}\n" for name, took in sorted(seconds.items()))
-            )
+        (workdir / "ports.txt").write_text(
+            "".join(f"{case} {port}\n" for case, port in sorted(ports.items()))
+        )
+        (workdir / "seconds.txt").write_text(
+            "".join(f"{name} {took}\n" for name, took in sorted(seconds.items()))
+        )
+        keep_outputs(workdir, "udp-")
         yield Run(
             ports=ports,
             unavailable=unavailable,

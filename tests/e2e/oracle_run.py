@@ -8,11 +8,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.compare import parse_jsonl, parse_xml
+from tests.e2e.daemons import DaemonFailed, Unavailable
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -24,37 +26,61 @@ def vscan_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from vscand.cli import main; sys.exit(main())"]
 
 
-@dataclass
-class BothScans:
-    nmap: dict[int, dict[str, Any]]
-    vscan: dict[int, dict[str, Any]]
-    vscan_json: dict[int, dict[str, Any]]
-    nmap_xml: Path
-    vscan_xml: Path
-    seconds: dict[str, float]
-    logs: dict[str, str]
+def scan_env() -> dict[str, str]:
+    """The environment of both scanners (vscan's prefilter cache in the checkout)."""
+    env = dict(os.environ)
+    env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
+    return env
 
 
-def scan_both(nmap: str, ports: list[int], workdir: Path, timeout: float) -> BothScans:
-    """Both scanners at once on 127.0.0.1 ``ports``; NSE off (an empty ``script.db``)."""
+def nse_off_datadir(workdir: Path) -> Path:
+    """A ``--datadir`` whose empty ``scripts/script.db`` keeps nmap's NSE off ("Loaded 0
+    scripts"); nmap finds its other data files in their usual place."""
     datadir = workdir / "datadir"
     (datadir / "scripts").mkdir(parents=True, exist_ok=True)
     (datadir / "scripts" / "script.db").write_text("")
-    portlist = ",".join(str(p) for p in sorted(ports))
-    nmap_xml, vscan_xml, vscan_json = (
-        workdir / "nmap.xml",
-        workdir / "vscan.xml",
-        workdir / "vscan.jsonl",
-    )
-    nmap_cmd = [nmap, "-sV", "-Pn", "-n", "-p", portlist, "127.0.0.1", "-oX", str(nmap_xml)]
-    vscan_cmd = [*vscan_command(), "scan", "127.0.0.1", "-p", portlist, "-oX", str(vscan_xml)]
-    commands = {
-        "nmap": [*nmap_cmd, "--datadir", str(datadir)],
-        # both without version scripts: nmap's script.db is empty
-        "vscan": [*vscan_cmd, "-oJ", str(vscan_json), "--no-progress", "--no-scripts"],
-    }
-    env = dict(os.environ)
-    env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
+    return datadir
+
+
+#: one target of a side-by-side run: (case id, a server factory (``.port``, ``.close()``) or
+#: None, a daemon starter taking the work directory (``.port``, ``.stop()``) or None)
+Target = tuple[str, Callable[[], Any] | None, Callable[[Path], Any] | None]
+
+
+def start_targets(
+    stack: contextlib.ExitStack[Any], workdir: Path, targets: Sequence[Target]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Start every target (stopped by *stack*): ``(ports, unavailable)`` by case id. A daemon
+    that is not installed is ``unavailable``; one that failed to start says ``FAILED: …``."""
+    ports: dict[str, int] = {}
+    unavailable: dict[str, str] = {}
+    for case_id, make, start in targets:
+        if make is not None:
+            server = make()
+            stack.callback(server.close)
+            ports[case_id] = server.port
+            continue
+        assert start is not None, case_id
+        try:
+            daemon = start(workdir)
+        except Unavailable as exc:
+            unavailable[case_id] = str(exc)
+            continue
+        except DaemonFailed as exc:
+            unavailable[case_id] = f"FAILED: {exc}"
+            continue
+        stack.callback(daemon.stop)
+        ports[case_id] = daemon.port
+    return ports, unavailable
+
+
+def run_side_by_side(
+    commands: Mapping[str, list[str]], workdir: Path, timeout: float
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Start every command at once (output to ``workdir/<name>.log``), wait for all within
+    *timeout* (else kill them and fail), fail unless each exited 0. ``(seconds, logs)``:
+    each command's wall time from the common start, and its output."""
+    env = scan_env()
     seconds: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         procs = {}
@@ -77,18 +103,61 @@ def scan_both(nmap: str, ports: list[int], workdir: Path, timeout: float) -> Bot
                 raise AssertionError(f"scans did not finish within {timeout} s (done: {seconds})")
             time.sleep(0.1)
     logs = {name: (workdir / f"{name}.log").read_text(errors="replace") for name in commands}
-    if procs["nmap"].returncode != 0:
-        raise AssertionError(f"nmap failed:\n{logs['nmap']}")
-    if procs["vscan"].returncode != 0:
-        raise AssertionError(f"vscan failed:\n{logs['vscan']}")
+    for name, proc in procs.items():
+        if proc.returncode != 0:
+            raise AssertionError(f"{name} failed (exit {proc.returncode}):\n{logs[name]}")
+    return seconds, logs
+
+
+def keep_outputs(workdir: Path, prefix: str = "", names: Sequence[str] | None = None) -> None:
+    """With ``VSCAND_E2E_KEEP=DIR``, copy the run's files (or *names*) there for a look."""
+    keep = os.environ.get("VSCAND_E2E_KEEP")
+    if not keep:
+        return
+    dest = Path(keep)
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = [workdir / n for n in names] if names is not None else sorted(workdir.iterdir())
+    for path in paths:
+        if path.is_file():
+            shutil.copy(path, dest / f"{prefix}{path.name}")
+
+
+@dataclass
+class BothScans:
+    nmap: dict[int, dict[str, Any]]
+    vscan: dict[int, dict[str, Any]]
+    vscan_json: dict[int, dict[str, Any]]
+    nmap_xml: Path
+    vscan_xml: Path
+    seconds: dict[str, float]
+    logs: dict[str, str]
+
+
+def scan_both(nmap: str, ports: list[int], workdir: Path, timeout: float) -> BothScans:
+    """Both scanners at once on 127.0.0.1 ``ports``; NSE off (an empty ``script.db``)."""
+    datadir = nse_off_datadir(workdir)
+    portlist = ",".join(str(p) for p in sorted(ports))
+    nmap_xml, vscan_xml, vscan_json = (
+        workdir / "nmap.xml",
+        workdir / "vscan.xml",
+        workdir / "vscan.jsonl",
+    )
+    nmap_cmd = [nmap, "-sV", "-Pn", "-n", "-p", portlist, "127.0.0.1", "-oX", str(nmap_xml)]
+    vscan_cmd = [*vscan_command(), "scan", "127.0.0.1", "-p", portlist, "-oX", str(vscan_xml)]
+    commands = {
+        "nmap": [*nmap_cmd, "--datadir", str(datadir)],
+        # both without version scripts: nmap's script.db is empty
+        "vscan": [*vscan_cmd, "-oJ", str(vscan_json), "--no-progress", "--no-scripts"],
+    }
+    seconds, logs = run_side_by_side(commands, workdir, timeout)
     if "<script " in nmap_xml.read_text():
         raise AssertionError("NSE ran: the empty script.db was ignored")
-    keep = os.environ.get("VSCAND_E2E_KEEP")
-    if keep:  # keep both outputs and logs for a look after the run
-        dest = Path(keep) / f"both-{workdir.parent.name}-{workdir.name}"  # one per run
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("nmap.xml", "vscan.xml", "vscan.jsonl", "nmap.log", "vscan.log"):
-            shutil.copy(workdir / name, dest / name)
+    # one copy per run
+    keep_outputs(
+        workdir,
+        f"both-{workdir.parent.name}-{workdir.name}-",
+        ("nmap.xml", "vscan.xml", "vscan.jsonl", "nmap.log", "vscan.log"),
+    )
     return BothScans(
         nmap=parse_xml(nmap_xml),
         vscan=parse_xml(vscan_xml),
