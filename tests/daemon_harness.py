@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.servers import Handler, ThreadedServer, _drain
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis
 
@@ -374,15 +375,6 @@ def vscan(
 
 # --------------------------------------------------------------------------- targets
 
-Handler = Callable[[socket.socket], None]
-
-
-def _drain(conn: socket.socket, limit: float = 600.0) -> None:
-    conn.settimeout(limit)
-    with contextlib.suppress(OSError):
-        while conn.recv(65536):
-            pass
-
 
 def banner(data: bytes) -> Handler:
     """Greets at once, then ignores input until the peer closes."""
@@ -435,70 +427,11 @@ def silent(conn: socket.socket) -> None:
     _drain(conn)
 
 
-class Listener:
+class Listener(ThreadedServer):
     """A threaded TCP server on a loopback address that records accepted connections."""
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
-        assert host.startswith("127.") or host == "::1", "loopback only"
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.host = host
-        self.handler = handler
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(256)
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted: list[tuple[float, Any]] = []
-        self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-        self._closed = threading.Event()
-        threading.Thread(target=self._accept_loop, daemon=True).start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def connections(self) -> int:
-        with self._lock:
-            return len(self.accepted)
-
-    def _accept_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.accepted.append((time.monotonic(), peer))
-                self._conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            self.handler(conn)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def close(self) -> None:
-        """Stop listening now: the port refuses connections once this returns."""
-        self._closed.set()
-        # shutdown first: a thread blocked in accept() holds the socket open (and still
-        # listening) past a bare close() until its accept returns
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        super().__init__(handler, host=host, port=port, backlog=256)
 
 
 class Listeners:

@@ -158,13 +158,23 @@ def start_sshd(workdir: Path) -> Daemon:
 
 
 def start_nginx(workdir: Path) -> Daemon:
+    return launch_nginx(workdir, "nginx")
+
+
+def launch_nginx(
+    workdir: Path, name: str, listen_options: str = "", server_lines: tuple[str, ...] = ()
+) -> Daemon:
+    """nginx in the foreground on a free loopback port, every path inside ``workdir/name``,
+    answering ``<html>hello</html>``; *listen_options* (``"ssl"``) and *server_lines* (the
+    certificate) make it an HTTPS server."""
     exe = _find("nginx", "nginx", "/usr/sbin")
     port = free_port()
-    home = workdir / "nginx"
+    home = workdir / name
     home.mkdir()
     temp = {part: home / part for part in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
     for path in temp.values():
         path.mkdir()
+    listen = f"{LOOPBACK}:{port} {listen_options}".rstrip()
     config = home / "nginx.conf"
     config.write_text(
         "worker_processes 1;\n"
@@ -179,23 +189,15 @@ def start_nginx(workdir: Path) -> Daemon:
         f"  uwsgi_temp_path {temp['uwsgi']};\n"
         f"  scgi_temp_path {temp['scgi']};\n"
         "  server {\n"
-        f"    listen {LOOPBACK}:{port};\n"
-        "    location / { default_type text/html; return 200 '<html>hello</html>\\n'; }\n"
+        f"    listen {listen};\n"
+        + "".join(f"    {line}\n" for line in server_lines)
+        + "    location / { default_type text/html; return 200 '<html>hello</html>\\n'; }\n"
         "  }\n"
         "}\n"
     )
-    cmd = [
-        exe,
-        "-p",
-        str(home),
-        "-e",
-        str(home / "error.log"),
-        "-c",
-        str(config),
-        "-g",
-        "daemon off;",
-    ]
-    return _launch("nginx", "nginx", cmd, port, workdir)
+    cmd = [exe, "-p", str(home), "-e", str(home / "error.log"), "-c", str(config)]
+    cmd += ["-g", "daemon off;"]
+    return _launch(name, "nginx", cmd, port, workdir)
 
 
 def start_vsftpd(workdir: Path) -> Daemon:

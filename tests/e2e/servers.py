@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -77,31 +78,55 @@ def _drain(conn: socket.socket, limit: float = 600.0) -> None:
 
 
 class ThreadedServer:
-    """A listening socket on 127.0.0.1 whose connections each run ``handler`` in a thread."""
+    """A listening socket on loopback whose connections each run ``handler`` in a thread;
+    it records when each connection was accepted, and from where."""
 
-    def __init__(self, handler: Handler, *, unlisted: bool = False) -> None:
-        """``unlisted``: on a port number nmap-services has no TCP entry for."""
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        unlisted: bool = False,
+        host: str = LOOPBACK,
+        port: int = 0,
+        backlog: int = 128,
+    ) -> None:
+        """``unlisted``: on a port number nmap-services has no TCP entry for. ``port``: a
+        given number (taken again right after another listener closed it)."""
+        assert host.startswith("127.") or host == "::1", "loopback only"
+        self.host = host
         self.handler = handler
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         if unlisted:
             bind_unlisted(self.sock, "tcp")
         else:
-            self.sock.bind((LOOPBACK, 0))
-        self.sock.listen(128)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+        self.sock.listen(backlog)
         self.port: int = self.sock.getsockname()[1]
+        self.accepted: list[tuple[float, Any]] = []  # (monotonic time, peer)
         self._closed = threading.Event()
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._accept_loop, daemon=True)
         self.thread.start()
 
+    @property
+    def endpoint(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self.accepted)
+
     def _accept_loop(self) -> None:
         while not self._closed.is_set():
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 return
             with self._lock:
+                self.accepted.append((time.monotonic(), peer))
                 self._conns.add(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
@@ -117,7 +142,12 @@ class ThreadedServer:
                 conn.close()
 
     def close(self) -> None:
+        """Stop listening now: the port refuses connections once this returns."""
         self._closed.set()
+        # shutdown first: a thread blocked in accept() holds the socket open (and still
+        # listening) past a bare close() until its accept returns
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
         with self._lock:

@@ -31,6 +31,7 @@ from tests.e2e.daemons import (
     _find,
     _launch,
     free_port,
+    launch_nginx,
 )
 from tests.e2e.servers import Handler, _drain
 
@@ -126,37 +127,12 @@ def start_stunnel(workdir: Path, cert: Certificate, backend_port: int, name: str
 
 def start_nginx_ssl(workdir: Path, cert: Certificate) -> Daemon:
     """nginx serving HTTPS (``listen ... ssl``) with the test certificate."""
-    exe = _find("nginx", "nginx", "/usr/sbin")
-    port = free_port()
-    home = workdir / "nginx-ssl"
-    home.mkdir()
-    temp = {part: home / part for part in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
-    for path in temp.values():
-        path.mkdir()
-    config = home / "nginx.conf"
-    config.write_text(
-        "worker_processes 1;\n"
-        f"pid {home / 'nginx.pid'};\n"
-        f"error_log {home / 'error.log'};\n"
-        "events { worker_connections 256; }\n"
-        "http {\n"
-        f"  access_log {home / 'access.log'};\n"
-        f"  client_body_temp_path {temp['client_body']};\n"
-        f"  proxy_temp_path {temp['proxy']};\n"
-        f"  fastcgi_temp_path {temp['fastcgi']};\n"
-        f"  uwsgi_temp_path {temp['uwsgi']};\n"
-        f"  scgi_temp_path {temp['scgi']};\n"
-        "  server {\n"
-        f"    listen {LOOPBACK}:{port} ssl;\n"
-        f"    ssl_certificate {cert.cert};\n"
-        f"    ssl_certificate_key {cert.key};\n"
-        "    location / { default_type text/html; return 200 '<html>hello</html>\\n'; }\n"
-        "  }\n"
-        "}\n"
+    return launch_nginx(
+        workdir,
+        "nginx-ssl",
+        "ssl",
+        (f"ssl_certificate {cert.cert};", f"ssl_certificate_key {cert.key};"),
     )
-    cmd = [exe, "-p", str(home), "-e", str(home / "error.log"), "-c", str(config)]
-    cmd += ["-g", "daemon off;"]
-    return _launch("nginx-ssl", "nginx", cmd, port, workdir)
 
 
 def wait_tls_ready(port: int, timeout: float = 10.0) -> None:
