@@ -1,6 +1,7 @@
-"""How one port's scan ends, shared by the TCP machine (and fast mode's, a TCP machine too)
-and the UDP machine: the final-state override of SPEC §2, the service record, the result
-dict and what a cancelled ``run()`` does.
+"""What the port machines share, from the probe responses they record to the end of the
+scan: the TCP machine (and fast mode's, a TCP machine too) and the UDP machine. The service
+fingerprint, the probe deadline, the final-state override of SPEC §2, the service record,
+the result dict and what a cancelled ``run()`` does.
 
 A machine subclasses :class:`PortEnding`, sets the attributes declared here in its own
 ``__init__`` and supplies :meth:`PortEnding._ended` and :meth:`PortEnding._teardown` (what
@@ -14,10 +15,11 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from vscand.probes.model import Probe
 from vscand.scan.fingerprint import ServiceFingerprint
-from vscand.scan.model import PortTask, Result, ScanOptions
+from vscand.scan.model import PortTask, Protocol, Result, ScanOptions
 from vscand.scan.report import FinalState, Findings, build_service, table_service
 
 
@@ -25,7 +27,7 @@ class PortEnding:
     """The ending half of a port machine."""
 
     #: the result's ``protocol``
-    PROTOCOL: ClassVar[str] = "tcp"
+    PROTOCOL: ClassVar[Protocol] = "tcp"
 
     # set by the machine's __init__
     task: PortTask
@@ -33,6 +35,11 @@ class PortEnding:
     _options: ScanOptions
     _findings: Findings
     _fingerprint: ServiceFingerprint | None
+    #: the probe being run and what it has read so far
+    _probe: Probe | None
+    _response: bytearray
+    #: when the current wait ends
+    _deadline: IDelayedCall | None
     _table_name: str | None
     _port_state: str
     _reason: str
@@ -54,6 +61,30 @@ class PortEnding:
     def _tunnel(self) -> tuple[bool, dict[str, Any] | None]:
         """Whether the probes ran inside TLS, and what the handshake showed."""
         return False, None
+
+    def _record_response(self, probe_name: str, response: bytes) -> None:
+        """Add one probe's response to the port's fingerprint (made at the first)."""
+        if self._fingerprint is None:
+            tunnel_ssl, _ = self._tunnel()
+            self._fingerprint = ServiceFingerprint(
+                port=self.task.port,
+                protocol="UDP" if self.PROTOCOL == "udp" else "TCP",
+                intensity=self._options.intensity,
+                ssl=tunnel_ssl,
+                when=self._wallclock(),
+                debugging=self._options.debugging,
+            )
+        self._fingerprint.add(probe_name, response)
+
+    def _add_fingerprint(self) -> None:
+        """Record the current probe's response."""
+        assert self._probe is not None
+        self._record_response(self._probe.name, bytes(self._response))
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
     def _finish(self, state: FinalState, *, interrupted: bool = False) -> None:
         if self._ended():

@@ -50,7 +50,6 @@ from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe
-from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scan.model import Result
 from vscand.scan.plan import ProbePlan
 from vscand.scan.report import FinalState
@@ -611,12 +610,12 @@ class FastTCPPortScan(TCPPortScan):
             if kind is EndKind.DEADLINE:
                 self.tcpwrap_possible = False  # a read timeout
             if record.buffer:
-                self._fingerprint_add(record)
+                self._record_response(record.probe.name, bytes(record.buffer))
             lane = record.lane
             reuse = probe.is_null and lane is not None and lane is self._c0 and not lane.closed
         elif kind is EndKind.EOF:
             if record.buffer:
-                self._fingerprint_add(record)
+                self._record_response(record.probe.name, bytes(record.buffer))
                 self.tcpwrap_possible = False
             if wrapped_window:
                 self._finish(FinalState.TCPWRAPPED)
@@ -717,18 +716,6 @@ class FastTCPPortScan(TCPPortScan):
             self._db, "TCP", self.task.port, self._options.intensity, tunnel_ssl=True
         )
         self._start_phase(first=False)
-
-    def _fingerprint_add(self, record: ProbeRecord) -> None:
-        if self._fingerprint is None:
-            self._fingerprint = ServiceFingerprint(
-                port=self.task.port,
-                protocol="TCP",
-                intensity=self._options.intensity,
-                ssl=self._tunnel_ssl,
-                when=self._wallclock(),
-                debugging=self._options.debugging,
-            )
-        self._fingerprint.add(record.probe.name, bytes(record.buffer))
 
     def _cancel_grace(self) -> None:
         if self._grace is not None and self._grace.active():

@@ -435,25 +435,7 @@ class TCPPortScan(PortEnding):
         self._probe = probe
         self._connect()
 
-    def _add_fingerprint(self) -> None:
-        assert self._probe is not None
-        if self._fingerprint is None:
-            self._fingerprint = ServiceFingerprint(
-                port=self.task.port,
-                protocol="TCP",
-                intensity=self._options.intensity,
-                ssl=self._tunnel_ssl,
-                when=self._wallclock(),
-                debugging=self._options.debugging,
-            )
-        self._fingerprint.add(self._probe.name, bytes(self._response))
-
     # -- ending ---------------------------------------------------------------
-
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
 
     def _close_connection(self) -> None:
         conn = self._conn

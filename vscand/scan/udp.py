@@ -503,25 +503,7 @@ class UDPPortScan(PortEnding):
         # same socket: whatever is still queued goes to the next probe's reads
         self._start_probe(probe)
 
-    def _add_fingerprint(self) -> None:
-        assert self._probe is not None
-        if self._fingerprint is None:
-            self._fingerprint = ServiceFingerprint(
-                port=self.task.port,
-                protocol="UDP",
-                intensity=self._options.intensity,
-                ssl=False,
-                when=self._wallclock(),
-                debugging=self._options.debugging,
-            )
-        self._fingerprint.add(self._probe.name, bytes(self._response))
-
     # -- ending ---------------------------------------------------------------
-
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
 
     def _teardown(self) -> None:
         self._state = _State.DONE
