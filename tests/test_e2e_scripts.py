@@ -169,12 +169,36 @@ def _namespace(ip: str) -> Iterator[str]:
         subprocess.run([ip, "netns", "del", name], check=False, capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def run() -> Iterator[Run]:
+def _need_root() -> None:
+    """The script e2e files run their targets in a network namespace of their own."""
     if os.geteuid() != 0:
         if IN_CI:
             pytest.fail("the script e2e test needs root (network namespaces)")
         pytest.skip("needs root for a network namespace")
+
+
+def _start_target_module(
+    stack: contextlib.ExitStack[Any], inside: list[str], module: str, what: str
+) -> dict[str, int]:
+    """Run ``python -m module`` inside the namespace (killed by *stack*); its first line of
+    output is the JSON map of case id to port."""
+    targets = subprocess.Popen(
+        [*inside, sys.executable, "-m", module],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    stack.callback(targets.kill)
+    assert targets.stdout is not None
+    line = targets.stdout.readline()
+    assert line, f"the {what} did not start"
+    ports: dict[str, int] = json.loads(line)
+    return ports
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[Run]:
+    _need_root()
     nmap = nmap_or_skip()
     ip, rpcbind, unshare = _require("ip"), _require("rpcbind"), _require("unshare")
     with (
@@ -201,17 +225,7 @@ def run() -> Iterator[Run]:
             if time.monotonic() > deadline or portmapper.poll() is not None:
                 pytest.fail(f"rpcbind did not start: {probe.stderr!r}")
             time.sleep(0.2)
-        targets = subprocess.Popen(
-            [*inside, sys.executable, "-m", "tests.e2e.script_targets"],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        stack.callback(targets.kill)
-        assert targets.stdout is not None
-        line = targets.stdout.readline()
-        assert line, "the target servers did not start"
-        ports: dict[str, int] = json.loads(line)
+        ports = _start_target_module(stack, inside, "tests.e2e.script_targets", "target servers")
         ports["rpcbind"] = ports["rpcbind-udp"] = 111
         portlists = {
             proto: ",".join(

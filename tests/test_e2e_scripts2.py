@@ -27,7 +27,6 @@ under CI=true.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -41,7 +40,15 @@ import pytest
 from tests.e2e.compare import differences, parse_jsonl, parse_xml
 from tests.e2e.oracle_run import keep_outputs, run_side_by_side, vscan_command
 from tests.loopback import nmap_or_skip
-from tests.test_e2e_scripts import IN_CI, REPO, SCAN_TIMEOUT, Case, Run, _namespace, _require
+from tests.test_e2e_scripts import (
+    SCAN_TIMEOUT,
+    Case,
+    Run,
+    _namespace,
+    _need_root,
+    _require,
+    _start_target_module,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -112,10 +119,7 @@ def _wait_port(inside: list[str], port: int, proc: subprocess.Popen[bytes], what
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("the script e2e test needs root (network namespaces)")
-        pytest.skip("needs root for a network namespace")
+    _need_root()
     nmap = nmap_or_skip()
     ip, mosquitto, prosody = _require("ip"), _require("mosquitto"), _require("prosody")
     with (
@@ -139,19 +143,10 @@ def run() -> Iterator[Run]:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
             stack.callback(proc.kill)
             _wait_port(inside, port, proc, name)
-        targets = subprocess.Popen(
-            [*inside, sys.executable, "-m", "tests.e2e.script_targets2"],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+        started = _start_target_module(
+            stack, inside, "tests.e2e.script_targets2", "lookalike servers"
         )
-        stack.callback(targets.kill)
-        assert targets.stdout is not None
-        line = targets.stdout.readline()
-        assert line, "the lookalike servers did not start"
-        ports: dict[str, int] = {
-            k: v for k, v in json.loads(line).items() if k in {c.id for c in CASES}
-        }
+        ports = {k: v for k, v in started.items() if k in {c.id for c in CASES}}
         ports.update(mqtt=1883, xmpp=5222)
         portlist = ",".join(str(p) for p in sorted(ports.values()))
         nmap_xml, vscan_xml, vscan_json = (

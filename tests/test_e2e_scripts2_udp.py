@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import pytest
 from tests.e2e.compare import differences, parse_xml
 from tests.e2e.oracle_run import scan_env, vscan_command
 from tests.loopback import nmap_or_skip
-from tests.test_e2e_scripts import IN_CI, REPO, _namespace, _require
+from tests.test_e2e_scripts import REPO, _namespace, _need_root, _require, _start_target_module
 
 pytestmark = pytest.mark.e2e
 
@@ -78,10 +77,7 @@ reactor.run()
 def answers() -> Iterator[
     tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], dict[int, dict[str, Any]]]
 ]:
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("the script e2e test needs root (network namespaces)")
-        pytest.skip("needs root for a network namespace")
+    _need_root()
     nmap = nmap_or_skip()
     ip, snmpd, turnserver = _require("ip"), _require("snmpd"), _require("turnserver")
     with (
@@ -101,14 +97,7 @@ def answers() -> Iterator[
             log = stack.enter_context(open(workdir / f"server{i}.log", "wb"))
             proc = subprocess.Popen([*inside, *cmd], stdout=log, stderr=subprocess.STDOUT)
             stack.callback(proc.kill)
-        targets = subprocess.Popen(
-            [*inside, sys.executable, "-m", "tests.e2e.script_targets2"],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        stack.callback(targets.kill)
-        assert targets.stdout is not None and targets.stdout.readline()
+        _start_target_module(stack, inside, "tests.e2e.script_targets2", "lookalike servers")
         time.sleep(1.0)  # snmpd and turnserver bind at start-up; nothing to poll over UDP
         hostname = subprocess.run(
             [*inside, "hostname"], capture_output=True, text=True, check=True
