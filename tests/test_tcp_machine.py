@@ -12,8 +12,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from vscand.probes.matcher import Matcher, ServiceMatch
-from vscand.probes.model import Probe
+from tests.matching import MatchGate
+from vscand.probes.matcher import Matcher
 from vscand.probes.parser import parse_probe_text
 from vscand.scan.model import PortTask, ScanOptions
 from vscand.scan.tcp import TCPPortScan
@@ -86,21 +86,15 @@ def db_matcher() -> Matcher:
     return Matcher(db=parse_probe_text(PROBES, "test.probes"))
 
 
-class Harness:
-    """One port machine on a Clock and a fake dialer.
-
-    With ``slow=True`` matches do not complete by themselves: each waits in
-    ``pending`` until the test calls ``release()``, as a match on the thread pool would.
-    """
+class Harness(MatchGate):
+    """One port machine on a Clock and a fake dialer (``slow``: see :class:`MatchGate`)."""
 
     def __init__(
         self, matcher: Matcher, port: int = 7001, intensity: int = 7, *, slow: bool = False
     ) -> None:
         self.clock = Clock()
         self.dialer = FakeDialer()
-        self.matcher = matcher
-        self.slow = slow
-        self.pending: list[tuple[defer.Deferred[ServiceMatch | None], Probe, bytes]] = []
+        super().__init__(matcher, slow)
         self.results: list[dict[str, Any]] = []
         self.scan = TCPPortScan(
             PortTask("127.0.0.1", port),
@@ -114,19 +108,6 @@ class Harness:
         )
         self.deferred = self.scan.run()
         self.deferred.addCallback(self.results.append)
-
-    def match(self, probe: Probe, buffer: bytes) -> defer.Deferred[ServiceMatch | None]:
-        if not self.slow:
-            return defer.succeed(self.matcher.match(probe, buffer))
-        d: defer.Deferred[ServiceMatch | None] = defer.Deferred()
-        self.pending.append((d, probe, buffer))
-        return d
-
-    def release(self) -> bytes:
-        """Complete the oldest pending match; returns the buffer it matched."""
-        d, probe, buffer = self.pending.pop(0)
-        d.callback(self.matcher.match(probe, buffer))
-        return buffer
 
     @property
     def result(self) -> dict[str, Any]:

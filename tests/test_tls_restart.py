@@ -14,16 +14,15 @@ from typing import Any
 
 import pytest
 from OpenSSL._util import lib as openssl_lib
-from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import provider
 
 from tests.e2e.tls_servers import huge_certificate_chain, record, server_hello
+from tests.matching import MatchGate
 from tests.tls_memory import Identity, MemoryTLSDialer, RecordingServer, make_identity
-from vscand.probes.matcher import Matcher, ServiceMatch
-from vscand.probes.model import Probe
+from vscand.probes.matcher import Matcher
 from vscand.probes.parser import parse_probe_text
 from vscand.scan.model import PortTask, ScanOptions
 from vscand.scan.tcp import TCPPortScan
@@ -87,7 +86,7 @@ def http_reply(data: bytes) -> bytes | None:
     return HTTP_OK if data.startswith(b"GET ") else None
 
 
-class TLSHarness:
+class TLSHarness(MatchGate):
     """One port machine whose TLS connections reach ``server`` in memory."""
 
     def __init__(
@@ -110,7 +109,7 @@ class TLSHarness:
             lambda: RecordingServer(self.server_log, server_reply, banner, close_after_reply),
             raw_server=raw_server,
         )
-        self.matcher = matcher
+        super().__init__(matcher)
         self.results: list[dict[str, Any]] = []
         self.scan = TCPPortScan(
             PortTask("127.0.0.1", port, hostname=hostname),
@@ -123,9 +122,6 @@ class TLSHarness:
             wallclock=lambda: 1_700_000_000.0,
         )
         self.scan.run().addCallback(self.results.append)
-
-    def match(self, probe: Probe, buffer: bytes) -> defer.Deferred[ServiceMatch | None]:
-        return defer.succeed(self.matcher.match(probe, buffer))
 
     def plain_ssl_match(self) -> None:
         """Plain text: the NULL probe times out, GenericLines is answered by a TLS alert."""

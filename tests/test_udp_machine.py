@@ -9,8 +9,8 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 
-from vscand.probes.matcher import Matcher, ServiceMatch
-from vscand.probes.model import Probe
+from tests.matching import MatchGate
+from vscand.probes.matcher import Matcher
 from vscand.probes.parser import parse_probe_text
 from vscand.scan.model import PortTask, ScanOptions
 from vscand.scan.tcp import READ_CAP
@@ -75,7 +75,7 @@ class FakeOpener:
         return defer.succeed(sock)
 
 
-class Harness:
+class Harness(MatchGate):
     def __init__(
         self,
         matcher: Matcher,
@@ -87,9 +87,7 @@ class Harness:
     ) -> None:
         self.clock = Clock()
         self.opener = FakeOpener()
-        self.matcher = matcher
-        self.slow = slow
-        self.pending: list[tuple[defer.Deferred[ServiceMatch | None], Probe, bytes]] = []
+        super().__init__(matcher, slow)
         self.results: list[dict[str, Any]] = []
         self.scan = UDPPortScan(
             PortTask("127.0.0.1", port, "udp"),
@@ -104,18 +102,6 @@ class Harness:
         )
         self.deferred = self.scan.run()
         self.deferred.addCallback(self.results.append)
-
-    def match(self, probe: Probe, buffer: bytes) -> defer.Deferred[ServiceMatch | None]:
-        if not self.slow:
-            return defer.succeed(self.matcher.match(probe, buffer))
-        d: defer.Deferred[ServiceMatch | None] = defer.Deferred()
-        self.pending.append((d, probe, buffer))
-        return d
-
-    def release(self) -> bytes:
-        d, probe, buffer = self.pending.pop(0)
-        d.callback(self.matcher.match(probe, buffer))
-        return buffer
 
     @property
     def check(self) -> FakeSocket:
