@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from vscand.scan.model import PortTask
+from vscand.scan.model import PortTask, endpoint_text
 
 #: job fields a task copies from its parent; the rest (targets, endpoints, signature,
 #: shard size) are the parent's own. ``ports`` selects nothing for a task (endpoints skip
@@ -54,11 +54,9 @@ def task_id(base: str, index: int) -> str:
 def endpoint(port_task: PortTask) -> str:
     """``HOST:PORT[/udp]`` for one port: the name the user gave if any (the task's worker
     resolves and checks it again), else the address (IPv6 in brackets)."""
-    host = port_task.hostname or port_task.address
-    if ":" in host:
-        host = f"[{host}]"
-    suffix = "/udp" if port_task.protocol == "udp" else ""
-    return f"{host}:{port_task.port}{suffix}"
+    return endpoint_text(
+        port_task.hostname or port_task.address, port_task.port, port_task.protocol
+    )
 
 
 def chunks(tasks: Sequence[PortTask], size: int) -> list[list[PortTask]]:

@@ -25,7 +25,7 @@ from twisted.internet.defer import gatherResults
 from vscand.output.report import parse_time
 from vscand.queue.client import RedisClient
 from vscand.queue.keys import Keys
-from vscand.scan.model import Protocol
+from vscand.scan.model import Protocol, endpoint_text
 from vscand.scan.targets import (
     IPAddress,
     Target,
@@ -72,9 +72,8 @@ def _within(address: IPAddress, narrowing: Sequence[Target]) -> bool:
 
 
 def _endpoint(address: IPAddress, port: int, protocol: Protocol) -> Target:
-    host = f"[{address}]" if address.version == 6 else str(address)
-    suffix = "/udp" if protocol == "udp" else ""
-    return Target(text=f"{host}:{port}{suffix}", address=address, port=port, protocol=protocol)
+    text = endpoint_text(str(address), port, protocol)
+    return Target(text=text, address=address, port=port, protocol=protocol)
 
 
 def _port_key(key: str) -> tuple[int, Protocol] | None:
