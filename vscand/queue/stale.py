@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import FirstError, gatherResults
 
 from vscand.output.report import parse_time
 from vscand.queue.client import RedisClient
@@ -115,10 +115,13 @@ async def stale_endpoints(
     refused: dict[IPAddress, bool] = {}
     for start in range(0, len(hosts), HOST_BATCH):
         batch = hosts[start : start + HOST_BATCH]
-        replies = await gatherResults(
-            [client.execute("HGETALL", keys.inventory(str(address))) for address in batch],
-            consumeErrors=True,
-        )
+        try:
+            replies = await gatherResults(
+                [client.execute("HGETALL", keys.inventory(str(address))) for address in batch],
+                consumeErrors=True,
+            )
+        except FirstError as wrapped:  # the caller retries RedisUnavailable: unwrap it
+            wrapped.subFailure.raiseException()
         for address, reply in zip(batch, replies, strict=True):
             flat = list(reply or [])
             for i in range(0, len(flat) - 1, 2):
