@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 import uuid
@@ -165,6 +166,12 @@ def run_fleet_command(args: argparse.Namespace) -> int:
             if failure.check(RedisUnavailable):
                 print(f"vscan: error: Redis unavailable: {failure.value}", file=sys.stderr)
                 outcome["code"] = EXIT_FAILED
+                return None
+            if failure.check(BrokenPipeError):
+                # the reader went away (`vscan results JOB | head`): as for the local
+                # commands, not an error; stdout is redirected so the exit flush stays quiet
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                outcome["code"] = EXIT_OK
                 return None
             failure.raiseException()
             return None
