@@ -14,7 +14,7 @@ APT_PACKAGES := nmap-common nmap ndiff libpcre3 redis-server libxml2-utils \
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
-.PHONY: all system-deps venv demo test lint bench bench-scan bench-fast soak clean
+.PHONY: all system-deps venv demo test test-repeat lint bench bench-scan bench-fast soak clean
 
 all: test
 
@@ -63,9 +63,15 @@ TEST_WORKERS ?= 3
 test: venv
 	$(PY) -b -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
+# the whole suite ROUNDS times, each from a clean clone of HEAD as CI runs it (LOAD=1: with a
+# CPU-bound process beside it); lists every test that failed at least once, exit 0 if none
+ROUNDS ?= 3
+test-repeat:
+	python3 tools/test_repeat.py --rounds $(ROUNDS) $(if $(filter 1,$(LOAD)),--load)
+
 lint: venv
-	$(VENV)/bin/ruff check vscand tests benchmarks
-	$(VENV)/bin/ruff format --check vscand tests benchmarks
+	$(VENV)/bin/ruff check vscand tests benchmarks tools
+	$(VENV)/bin/ruff format --check vscand tests benchmarks tools
 	$(VENV)/bin/mypy vscand
 
 bench: venv

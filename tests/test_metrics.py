@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import urllib.request
 from typing import Any
@@ -31,6 +30,7 @@ from tests.daemon_harness import (
     wait_for,
 )
 from tests.e2e.servers import ClosedPort
+from tests.loopback import free_port
 from tests.redis_server import RedisServer
 from vscand.metrics import CONTENT_TYPE, DaemonMetrics, MetricsPage
 from vscand.scan.lag import ReactorLagMonitor
@@ -181,13 +181,6 @@ def test_exposition_passes_promtool() -> None:
 
 
 # --------------------------------------------------------------------------- daemon
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def scrape(port: int) -> str:

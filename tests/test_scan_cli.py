@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.loopback import BannerServer
+from tests.loopback import BannerServer, free_port
 
 VSCAN = str(Path(sys.executable).with_name("vscan"))
 
@@ -27,13 +26,6 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env=env,
         check=False,
     )
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize(
@@ -64,7 +56,7 @@ def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
 
 def test_scan_banner_and_closed_ports_with_all_outputs(tmp_path: Path) -> None:
     banner = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
-    closed = closed_port()
+    closed = free_port()  # nothing listens on it
     with BannerServer(banner) as server:
         xml_out = tmp_path / "out.xml"
         normal_out = tmp_path / "out.nmap"

@@ -26,6 +26,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from tests.loopback import free_port
 from vscand.scripts.exchange import (
     ExchangeClosed,
     ExchangeTimeout,
@@ -120,13 +121,6 @@ def real(request: pytest.FixtureRequest) -> Iterator[RealReactor]:
         runner.stop()
 
 
-def _closed_udp_port() -> int:
-    """A UDP port number nothing is bound to (so the kernel answers ICMP port unreachable)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
 def test_udp_exchange_sends_datagrams_and_receives_one_per_call(real: RealReactor) -> None:
     server = UDPServer(lambda data: [b"first:" + data, b"second:" + data])
     try:
@@ -208,7 +202,8 @@ def test_udp_exchange_silent_peer_times_out_and_close_releases_the_socket(
 def test_udp_exchange_port_unreachable_is_closed_not_silence(real: RealReactor) -> None:
     """ICMP port unreachable ends the conversation at once (ExchangeClosed), on every
     reactor: the epoll reactor must not just drop the socket and leave the script waiting."""
-    exchange = ReactorExchange(real.reactor, LOOPBACK, _closed_udp_port(), "udp")
+    # nothing is bound to a free port: the kernel answers ICMP port unreachable
+    exchange = ReactorExchange(real.reactor, LOOPBACK, free_port(), "udp")
 
     async def talk() -> list[str]:
         conn = await exchange.connect()

@@ -61,6 +61,8 @@ class Case:
     ours: dict[str, Any] = field(default_factory=dict)
     #: the TLS handshake completes, so vscan's ``tls`` object must describe the certificate
     handshake: bool = True
+    #: the server serves one connection at a time: each scanner gets an instance of its own
+    one_at_a_time: bool = False
 
 
 def _daemon(stack: contextlib.ExitStack, daemon: Daemon, ready: bool = True) -> int:
@@ -91,6 +93,7 @@ CASES = [
         lambda st, wd, cert: _daemon(st, tls.start_s_server(wd, cert, www=True)),
         premise={"name": "http", "tunnel": "ssl", "product": "OpenSSL s_server -www httpd"},
         ours={"final_state": "hardmatched"},
+        one_at_a_time=True,
     ),
     Case(
         "s_server-quiet",
@@ -98,6 +101,7 @@ CASES = [
         lambda st, wd, cert: _daemon(st, tls.start_s_server(wd, cert, www=False)),
         premise={"tunnel": "ssl", "method": "table", "conf": "3"},
         ours={"final_state": "nomatch"},
+        one_at_a_time=True,
     ),
     Case(
         "stunnel-ssh",
@@ -157,7 +161,10 @@ CASES = [
 
 @dataclass
 class Run:
+    #: the port of each case's target (nmap's instance, under which vscan's twin is reported)
     ports: dict[str, int]
+    #: nmap's port -> vscan's instance, for the cases served one connection at a time
+    twins: dict[int, int]
     unavailable: dict[str, str]
     scans: BothScans
     cert: tls.Certificate
@@ -171,17 +178,21 @@ def run() -> Iterator[Run]:
     with tempfile.TemporaryDirectory(prefix="vscand-tls-e2e-") as tmp, contextlib.ExitStack() as st:
         workdir = Path(tmp)
         cert = tls.make_certificate(workdir / "cert")
+        (workdir / "twin").mkdir()
         ports: dict[str, int] = {}
+        twins: dict[int, int] = {}
         unavailable: dict[str, str] = {}
         for case in CASES:
             try:
                 ports[case.id] = case.start(st, workdir, cert)
+                if case.one_at_a_time:
+                    twins[ports[case.id]] = case.start(st, workdir / "twin", cert)
             except Unavailable as exc:
                 unavailable[case.id] = str(exc)
             except DaemonFailed as exc:
                 unavailable[case.id] = f"FAILED: {exc}"
-        scans = scan_both(nmap, list(ports.values()), workdir, SCAN_TIMEOUT)
-        yield Run(ports, unavailable, scans, cert, nmap, workdir)
+        scans = scan_both(nmap, list(ports.values()), workdir, SCAN_TIMEOUT, twins)
+        yield Run(ports, twins, unavailable, scans, cert, nmap, workdir)
 
 
 def _port_of(run: Run, case: Case) -> int:

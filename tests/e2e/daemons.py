@@ -21,6 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.loopback import free_port
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -30,12 +32,6 @@ class Unavailable(Exception):
 
 class DaemonFailed(Exception):
     """The daemon is installed but did not come up: a real failure."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,21 @@ def keep_outputs(workdir: Path, prefix: str = "", names: Sequence[str] | None = 
             shutil.copy(path, dest / f"{prefix}{path.name}")
 
 
+def _renumbered(record: dict[str, Any], old: int, new: int) -> dict[str, Any]:
+    """A twin's record as if it were the original's: the twins differ only by port number,
+    which the fingerprint (``SF-Port…``) and some servers' own words (``openssl s_server
+    -www`` shows its command line) mention."""
+    number = re.compile(rf"(?<![0-9]){old}(?![0-9])")
+
+    def text(value: Any) -> Any:
+        return number.sub(str(new), value) if isinstance(value, str) else value
+
+    return {
+        key: [text(v) for v in value] if isinstance(value, list) else text(value)
+        for key, value in record.items()
+    }
+
+
 @dataclass
 class BothScans:
     nmap: dict[int, dict[str, Any]]
@@ -133,17 +149,39 @@ class BothScans:
     logs: dict[str, str]
 
 
-def scan_both(nmap: str, ports: list[int], workdir: Path, timeout: float) -> BothScans:
-    """Both scanners at once on 127.0.0.1 ``ports``; NSE off (an empty ``script.db``)."""
+def scan_both(
+    nmap: str,
+    ports: list[int],
+    workdir: Path,
+    timeout: float,
+    twins: Mapping[int, int] | None = None,
+) -> BothScans:
+    """Both scanners at once on 127.0.0.1 ``ports``; NSE off (an empty ``script.db``).
+
+    ``twins`` maps a port of ``ports`` to a second instance of the same target: nmap scans
+    the first, vscan the second. A server that serves one connection at a time (``openssl
+    s_server``) is thereby met by one scanner at a time, as in the field, instead of making
+    one scanner wait in its accept queue for as long as the other holds it. vscan's record
+    of a twin is reported under nmap's port (its fingerprint's ``SF-Port`` too)."""
+    twins = dict(twins or {})
     datadir = nse_off_datadir(workdir)
     portlist = ",".join(str(p) for p in sorted(ports))
+    vscan_portlist = ",".join(str(p) for p in sorted(twins.get(p, p) for p in ports))
     nmap_xml, vscan_xml, vscan_json = (
         workdir / "nmap.xml",
         workdir / "vscan.xml",
         workdir / "vscan.jsonl",
     )
     nmap_cmd = [nmap, "-sV", "-Pn", "-n", "-p", portlist, "127.0.0.1", "-oX", str(nmap_xml)]
-    vscan_cmd = [*vscan_command(), "scan", "127.0.0.1", "-p", portlist, "-oX", str(vscan_xml)]
+    vscan_cmd = [
+        *vscan_command(),
+        "scan",
+        "127.0.0.1",
+        "-p",
+        vscan_portlist,
+        "-oX",
+        str(vscan_xml),
+    ]
     commands = {
         "nmap": [*nmap_cmd, "--datadir", str(datadir)],
         # both without version scripts: nmap's script.db is empty
@@ -158,10 +196,17 @@ def scan_both(nmap: str, ports: list[int], workdir: Path, timeout: float) -> Bot
         f"both-{workdir.parent.name}-{workdir.name}-",
         ("nmap.xml", "vscan.xml", "vscan.jsonl", "nmap.log", "vscan.log"),
     )
+    vscan, vscan_records = parse_xml(vscan_xml), parse_jsonl(vscan_json)
+    for nmap_port, vscan_port in twins.items():
+        for records in (vscan, vscan_records):
+            if vscan_port in records:
+                records[nmap_port] = records.pop(vscan_port)
+        if nmap_port in vscan:
+            vscan[nmap_port] = _renumbered(vscan[nmap_port], vscan_port, nmap_port)
     return BothScans(
         nmap=parse_xml(nmap_xml),
-        vscan=parse_xml(vscan_xml),
-        vscan_json=parse_jsonl(vscan_json),
+        vscan=vscan,
+        vscan_json=vscan_records,
         nmap_xml=nmap_xml,
         vscan_xml=vscan_xml,
         seconds=seconds,

@@ -30,10 +30,10 @@ from tests.e2e.daemons import (
     DaemonFailed,
     _find,
     _launch,
-    free_port,
     launch_nginx,
 )
 from tests.e2e.servers import Handler, _drain
+from tests.loopback import free_port
 
 #: what a TLS server sends back to plain text on a TLS port: alert(fatal, handshake_failure)
 TLS_ALERT = b"\x15\x03\x01\x00\x02\x02\x28"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tests.e2e.daemons import DaemonFailed, Unavailable
 from tests.e2e.servers import bind_unlisted
+from tests.loopback import free_port
 
 LOOPBACK = "127.0.0.1"
 
@@ -120,29 +121,6 @@ def portscan_payload_only(data: bytes) -> list[bytes]:
 # -- real daemons ----------------------------------------------------------------
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def free_udp_and_tcp_port() -> int:
-    """A port number free for UDP *and* TCP (dnsmasq listens on both)."""
-    for _ in range(100):
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp_sock,
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp_sock,
-        ):
-            udp_sock.bind((LOOPBACK, 0))
-            port = int(udp_sock.getsockname()[1])
-            try:
-                tcp_sock.bind((LOOPBACK, port))
-            except OSError:
-                continue
-            return port
-    raise DaemonFailed("no port number free for both UDP and TCP")
-
-
 def _udp_answers(port: int, query: bytes, timeout: float) -> bool:
     """Whether something on ``port`` answers ``query`` within ``timeout`` seconds."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -209,7 +187,7 @@ def start_dnsmasq(workdir: Path) -> UDPDaemon:
     exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
     if not Path(exe).exists():
         raise Unavailable("dnsmasq is not installed (Debian package dnsmasq-base)")
-    port = free_udp_and_tcp_port()  # dnsmasq also serves DNS over TCP on the port
+    port = free_port()  # free for TCP too: dnsmasq also serves DNS over TCP on the port
     user = ["--user=root", "--group=root"] if os.geteuid() == 0 else []
     cmd = [
         exe,
@@ -231,7 +209,7 @@ def start_snmpd(workdir: Path) -> UDPDaemon:
     exe = shutil.which("snmpd") or "/usr/sbin/snmpd"
     if not Path(exe).exists():
         raise Unavailable("snmpd is not installed (Debian package snmpd)")
-    port = free_udp_port()
+    port = free_port()
     state = workdir / "snmp"
     state.mkdir(exist_ok=True)
     conf = state / "snmpd.conf"

@@ -50,7 +50,8 @@ from tests.hostile.measure import (
     scrape,
 )
 from tests.hostile.servers import CASES, Case, HostilePool
-from tests.redis_server import REDIS_SERVER, RedisServer, free_port
+from tests.loopback import free_port
+from tests.redis_server import REDIS_SERVER, RedisServer
 from vscand.probes.matcher import Matcher
 from vscand.scripts.registry import ScriptSettings
 
