@@ -14,7 +14,7 @@ APT_PACKAGES := nmap-common nmap ndiff libpcre3 redis-server libxml2-utils \
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
-.PHONY: all system-deps venv demo test test-repeat lint bench bench-scan bench-fast soak clean
+.PHONY: all system-deps venv debian13-root demo test test-repeat lint bench bench-scan bench-fast soak clean
 
 all: test
 
@@ -52,6 +52,23 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 venv: system-deps $(VENV)/.installed
 
+# A Debian 13 root (.cache/debian13/root, ~600 MB, about a minute to build) holding
+# Nmap 7.95 and its nmap-service-probes: the second release the tests compare against
+# (tests/releases.py). debootstrap (a Debian package, needed by this target only) is
+# installed here rather than in APT_PACKAGES; the mirror is read from this machine's
+# apt sources. Built once (a stamp file); see tools/debian13-root.
+DEBIAN13_APT_PACKAGES := debootstrap
+debian13-root:
+	@missing=""; for p in $(DEBIAN13_APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(SUDO) tools/debian13-root
+
 # The daemon end to end: a private Redis (unless VSCAND_REDIS_URL is set), a few
 # local services, `twist vscand`, one job over loopback, the results table, then
 # everything it started is stopped.
@@ -60,7 +77,7 @@ demo: venv
 
 # TEST_WORKERS=0 runs the suite in one process
 TEST_WORKERS ?= 3
-test: venv
+test: venv debian13-root
 	$(PY) -b -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # the whole suite ROUNDS times, each from a clean clone of HEAD as CI runs it (LOAD=1: with a

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.releases import debian13, require
 from vscand.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -231,6 +232,28 @@ def test_probes_stats_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     stats = json.loads(out)
     assert (stats["probes"], stats["match"], stats["softmatch"]) == (148, 11721, 196)
     assert stats["prefilter"] == "disabled"
+
+
+def test_probes_stats_of_debian_13_s_file(capsys: pytest.CaptureFixture[str]) -> None:
+    # Nmap 7.95's file (the Debian 13 root, tests/releases.py), read as 7.95 reads it
+    release = require(debian13())
+    probes = str(release.probes_file)
+    for extra in ([], ["--nmap-release", release.version]):
+        code, out, _ = run_main(
+            capsys, "probes", "--stats", "--json", "--no-prefilter", "--probes", probes, *extra
+        )
+        assert code == 0
+        stats = json.loads(out)
+        assert (stats["probes"], stats["match"], stats["softmatch"]) == (185, 11949, 203)
+        assert stats["grammar"] == ("7.95" if extra else "7.93")
+        # no-payload (UDP Sqlping) means something from 7.94 on only
+        assert stats["no_payload_probes"] == (1 if extra else 0)
+
+
+def test_unknown_nmap_release(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(capsys, "probes", "--stats", "--nmap-release", "6.47")
+    assert code == 2
+    assert_one_line_error(err, "--nmap-release", "6.47")
 
 
 def test_probes_listing(capsys: pytest.CaptureFixture[str]) -> None:

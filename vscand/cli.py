@@ -17,6 +17,7 @@ from typing import Any
 
 from vscand.output.table import service_column, service_info_line, version_column
 from vscand.probes import pcre
+from vscand.probes.grammar import DEFAULT_RELEASE, grammar_for
 from vscand.probes.matcher import Matcher, load_matcher
 from vscand.probes.parser import ProbeFileError
 from vscand.result import service_from_match
@@ -43,6 +44,13 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="extra probe file layered on top (repeatable)",
+    )
+    parser.add_argument(
+        "--nmap-release",
+        metavar="VERSION",
+        default=DEFAULT_RELEASE,
+        help=f"read the probe files as Nmap VERSION's loader does (default {DEFAULT_RELEASE}; "
+        "7.95 for Debian 13's file; DESIGN.md, Nmap releases)",
     )
     parser.add_argument(
         "--no-prefilter",
@@ -157,11 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Matcher:
     try:
+        grammar_for(args.nmap_release)
+    except ValueError as exc:
+        raise UsageError(f"--nmap-release: {exc}") from None
+    try:
         return load_matcher(
             args.probes,
             args.extra_probes,
             use_prefilter=False if args.no_prefilter else None,
             cache_dir=args.cache_dir,
+            release=args.nmap_release,
         )
     except ProbeFileError as exc:
         raise UsageError(f"probe file error: {exc}") from None
@@ -241,6 +254,7 @@ def probe_stats(matcher: Matcher) -> dict[str, Any]:
         "match": sum(1 for line in db.lines if not line.soft),
         "softmatch": sum(1 for line in db.lines if line.soft),
         "null_probe_lines": len(db.null_probe.matches) if db.null_probe else 0,
+        "no_payload_probes": sum(1 for p in probes if p.no_payload),
         "fallbacks": sum(1 for p in probes if p.fallback_names),
         "exclude": {
             "tcp": [list(r) for r in db.exclude.tcp.ranges()],
@@ -252,6 +266,8 @@ def probe_stats(matcher: Matcher) -> dict[str, Any]:
         "prefilter_always_candidates": len(matcher.prefilter.always) if matcher.prefilter else None,
         "pcre": pcre.version(),
         "digest": db.digest,
+        "grammar": db.grammar.release,
+        "empty_match_unchecked": db.empty_match_unchecked,
     }
 
 
@@ -276,6 +292,7 @@ def cmd_probes(args: argparse.Namespace) -> int:
             "sslports": str(p.sslports).removeprefix("PortRanges(").removesuffix(")"),
             "lines": len(p.matches),
             "fallback": [c.name for c in p.chain[1:]],
+            "no_payload": p.no_payload,
         }
         for p in matcher.db.all_probes()
     ]

@@ -157,11 +157,15 @@ def load_matcher(
     *,
     use_prefilter: bool | None = None,
     cache_dir: Path | None = None,
+    release: str | None = None,
 ) -> Matcher:
-    """Load the probe files and, when available, the prefilter (cached on disk)."""
+    """Load the probe files and, when available, the prefilter (cached on disk).
+
+    ``release``: the Nmap release whose grammar reads the files (default 7.93).
+    """
     started = time.perf_counter()
     path = find_probe_file(probes_file)
-    db = load_probe_files(path, extra_files)
+    db = load_probe_files(path, extra_files, release=release)
     parsed = time.perf_counter()
     wanted = prefilter_mod.available() if use_prefilter is None else use_prefilter
     pf: prefilter_mod.Prefilter | None = None

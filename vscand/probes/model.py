@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from vscand.probes.grammar import Grammar, grammar_for
 from vscand.probes.pcre import Pattern
 
 Protocol = Literal["TCP", "UDP"]
@@ -123,7 +124,14 @@ class Probe:
     string: bytes
     filename: str
     lineno: int
+    #: ``no-payload`` after the probe string (read from Nmap 7.94 on): Nmap's UDP port
+    #: scan (-sU) does not send this probe as a payload; version detection (-sV) still
+    #: sends it. Only UDP probes matter: the port scan's payloads are the UDP probes of
+    #: the file (7.94 merged nmap-payloads into it), listed by their ``ports``.
     no_payload: bool = False
+    #: the words after the probe string, as written (``no-payload``, ``source=500``);
+    #: Nmap 7.93 ignores them all, later releases read only ``no-payload``
+    options: tuple[str, ...] = ()
     ports: PortRanges = field(default_factory=PortRanges)
     sslports: PortRanges = field(default_factory=PortRanges)
     rarity: int = 5
@@ -137,6 +145,17 @@ class Probe:
     @property
     def is_null(self) -> bool:
         return not self.string
+
+    @property
+    def source_port(self) -> int | None:
+        """``source=N`` after the probe string: the fixed source port nmap-payloads had
+        for the probe (IKE's 500). Recorded only: no Nmap release's code reads it."""
+        for word in self.options:
+            if word.startswith("source="):
+                value = word[7:]
+                if value.isdigit() and int(value) <= 65535:
+                    return int(value)
+        return None
 
     @property
     def services(self) -> frozenset[str]:
@@ -180,6 +199,11 @@ class ProbeDatabase:
     #: every match line in database order (``lines[i].index == i``)
     lines: list[MatchLine]
     digest: str = ""
+    #: the Nmap release grammar the files were read with
+    grammar: Grammar = field(default_factory=grammar_for)
+    #: match lines whose empty-match refusal (``grammar.refuse_empty_match``) could not
+    #: be checked: the regex engine has no ``matches_empty()`` (PCRE 8)
+    empty_match_unchecked: int = 0
 
     def find(self, name: str, protocol: str | None = None) -> Probe:
         """A probe by name; TCP first when the protocol is not given."""

@@ -1,4 +1,5 @@
-"""Parser for the ``nmap-service-probes`` grammar (SPEC §1), as Nmap 7.93 reads it.
+"""Parser for the ``nmap-service-probes`` grammar (SPEC §1), as Nmap 7.93 reads it,
+and as later releases do where their loaders differ (``release=``; ``grammar.py``).
 
 Every error is a :class:`ProbeFileError` naming the file, the line and the
 reason; like Nmap, a bad line fails the whole load.
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vscand.ports import parse_port_spec
+from vscand.probes.grammar import Grammar, grammar_for
 from vscand.probes.model import (
     ExcludeSpec,
     MatchLine,
@@ -26,7 +28,8 @@ from vscand.probes.model import (
 )
 from vscand.probes.pcre import PcreError
 
-#: fgets() buffer Nmap reads the file with: a longer line is split by Nmap.
+#: fgets() buffer Nmap 7.93 reads the file with: a longer line is split by Nmap
+#: (each release's buffer: ``Grammar.line_buffer``).
 LINE_BUFFER = 2048
 MAX_FALLBACKS = 17
 WAIT_RANGE = (100, 300_000)
@@ -48,6 +51,13 @@ _SIMPLE_ESCAPES = {
     ord("v"): 11,
 }
 _HEX = b"0123456789abcdefABCDEF"
+
+#: Answers whether a match line's compiled pattern can match the empty string
+#: (PCRE2_INFO_MATCHEMPTY). Releases whose grammar has ``refuse_empty_match`` fail
+#: the load on such a line. Without one given, the parser asks the compiled pattern
+#: for a ``matches_empty()`` method (the PCRE2 engine's); PCRE 8 has none, and the
+#: lines it could not check are counted in ``ProbeDatabase.empty_match_unchecked``.
+EmptyMatchCheck = Callable[[MatchLine], bool]
 
 
 class ProbeFileError(Exception):
@@ -163,7 +173,12 @@ class _Template:
 
 
 def next_template(line: bytes, pos: int) -> tuple[_Template | None, int]:
-    """Read one ``<mode><d><text><d>[flags]`` item starting at ``pos``."""
+    """Read one ``<mode><d><text><d>[flags]`` item starting at ``pos`` (Nmap 7.93).
+
+    The mode is every letter or ':' before the delimiter, the flags every letter
+    after it; a non-space after the flags is refused here (in Nmap it starts a
+    template whose mode is empty or begins with ':', which fails as unknown).
+    """
     n = len(line)
     while pos < n and _isspace(line[pos]):
         pos += 1
@@ -189,6 +204,59 @@ def next_template(line: bytes, pos: int) -> tuple[_Template | None, int]:
     return _Template(mode, text, flags), f
 
 
+def _isalpha(c: int) -> bool:
+    return 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A
+
+
+def next_template_compact(line: bytes, pos: int, terminated: bool) -> tuple[_Template | None, int]:
+    """Nmap 7.94 and later: next_template() writing into ``char modestr[4], flags[4]``.
+
+    The mode is at most 3 letters and the next byte, whatever it is, the delimiter;
+    ``cpe:`` must be followed by '/' and its text keeps the ``cpe:/`` prefix (mode
+    ``cpe``); the flags are at most 3 letters and must be followed by whitespace.
+    Past the end of ``line`` Nmap sees the newline fgets() kept (``terminated``),
+    else the string's NUL.
+    """
+    n = len(line)
+
+    def at(i: int) -> int:
+        if i < n:
+            return line[i]
+        return 0x0A if terminated and i == n else 0
+
+    while _isspace(at(pos)) and at(pos) != 0:
+        pos += 1
+    if at(pos) == 0:
+        return None, pos
+    i = 0
+    while i < 3 and _isalpha(at(pos + i)):
+        i += 1
+    mode = line[pos : pos + i]
+    q = pos + i
+    if at(q) == ord(":") and mode == b"cpe":
+        q += 1
+        if at(q) != ord("/"):
+            raise ValueError("parse error (cpe delimiter not '/')")
+        start = pos
+    else:
+        if at(q) == 0 or _isspace(at(q)):
+            raise ValueError(f"parse error (bare word {line[pos:q].decode('latin-1')!r})")
+        start = q + 1
+    delim = at(q)
+    end = line.find(bytes([delim]), q + 1)
+    if end < 0:
+        raise ValueError(f"parse error (missing end delimiter {chr(delim)!r})")
+    text = line[start:end]
+    f = end + 1
+    i = 0
+    while i < 3 and _isalpha(at(f + i)):
+        i += 1
+    flags = line[f : f + i]
+    if not _isspace(at(f + i)):
+        raise ValueError("parse error (flags too long)")
+    return _Template(mode, text, flags), f + i
+
+
 _FIELD_MODES = {
     b"p": "product",
     b"v": "version",
@@ -200,16 +268,34 @@ _FIELD_MODES = {
 
 
 def parse_match_line(
-    line: bytes, soft: bool, probe: Probe, filename: str, lineno: int
+    line: bytes,
+    soft: bool,
+    probe: Probe,
+    filename: str,
+    lineno: int,
+    grammar: Grammar | None = None,
+    terminated: bool = True,
 ) -> MatchLine:
-    """The text after ``match ``/``softmatch ``: service, regex, templates."""
+    """The text after ``match ``/``softmatch ``: service, regex, templates.
+
+    ``terminated``: the file line ended with a newline (or CR), as Nmap 7.94+'s
+    template reader needs to know.
+    """
+    grammar = grammar if grammar is not None else grammar_for()
+    compact = grammar.compact_templates
+
+    def template(pos: int) -> tuple[_Template | None, int]:
+        if compact:
+            return next_template_compact(line, pos, terminated)
+        return next_template(line, pos)
+
     space = line.find(b" ")
     if space < 0:
         raise ValueError("no regular expression after the service name")
     service = line[:space]
     if not service:
         raise ValueError("empty service name")
-    tmpl, pos = next_template(line, space)
+    tmpl, pos = template(space)
     if tmpl is None:
         raise ValueError("no regular expression")
     if tmpl.mode != b"m":
@@ -225,14 +311,18 @@ def parse_match_line(
     fields: dict[str, bytes] = {}
     cpes: list[bytes] = []
     while True:
-        item, pos = next_template(line, pos)
+        item, pos = template(pos)
         if item is None:
             break
         if item.mode in _FIELD_MODES:
             # a repeated field template replaces the earlier one; empty = absent
             fields[_FIELD_MODES[item.mode]] = item.text
-        elif item.mode == b"cpe:":
+        elif item.mode == b"cpe:" and not compact:
             cpes.append(b"cpe:/" + item.text)
+        elif item.mode == b"cpe" and compact:
+            # "cpe:/…/" keeps its prefix in the text; 7.94+ also takes "cpe<d>…<d>"
+            # (any delimiter, no colon) as a CPE template, its text as written
+            cpes.append(item.text)
         else:
             raise ValueError(f"unknown template specifier {item.mode.decode('latin-1')!r}")
     templates = Templates(
@@ -258,7 +348,16 @@ def parse_match_line(
     return match
 
 
-def parse_probe_line(rest: bytes) -> tuple[Protocol, str, bytes, bool]:
+def parse_probe_line(
+    rest: bytes, grammar: Grammar | None = None
+) -> tuple[Protocol, str, bytes, bool, tuple[str, ...]]:
+    """``Probe`` arguments: protocol, name, string, no-payload, the words after the string.
+
+    The words after the probe string: Nmap 7.93 ignores them; 7.94 and later set
+    no-payload when one *begins* with ``no-payload`` (strncmp) and ignore the rest,
+    such as ``source=500`` (no release reads it).
+    """
+    grammar = grammar if grammar is not None else grammar_for()
     if rest.startswith(b"TCP "):
         protocol: Protocol = "TCP"
     elif rest.startswith(b"UDP "):
@@ -283,9 +382,9 @@ def parse_probe_line(rest: bytes) -> tuple[Protocol, str, bytes, bool]:
         string = cstring_unescape(rest[2:end])
     except EscapeError as exc:
         raise ValueError(f"bad probe string escaping: {exc}") from None
-    flags = rest[end + 1 :].split()
-    no_payload = b"no-payload" in flags
-    return protocol, name, string, no_payload
+    words = rest[end + 1 :].split()
+    no_payload = grammar.probe_flags and any(w.startswith(b"no-payload") for w in words)
+    return protocol, name, string, no_payload, tuple(w.decode("latin-1") for w in words)
 
 
 def _ranged_int(value: bytes, what: str, low: int, high: int) -> int:
@@ -300,7 +399,10 @@ def _ranged_int(value: bytes, what: str, low: int, high: int) -> int:
 
 
 class _Loader:
-    def __init__(self) -> None:
+    def __init__(self, grammar: Grammar, matches_empty: EmptyMatchCheck | None = None) -> None:
+        self.grammar = grammar
+        self.matches_empty = matches_empty
+        self.empty_match_unchecked = 0
         self.probes: list[Probe] = []
         self.null_probe: Probe | None = None
         self.exclude = ExcludeSpec()
@@ -316,15 +418,19 @@ class _Loader:
         current: Probe | None = None
         existing = False
         lineno = 0
-        for raw in _fgets_lines(data, path):
+        for raw in _fgets_lines(data, path, self.grammar):
             lineno += 1
             if raw.startswith(b"#") or raw in (b"", b"\n"):
                 continue
             line = raw[:-1] if raw.endswith(b"\n") else raw
+            terminated = line is not raw
             while line.endswith(b"\r"):
                 line = line[:-1]
+                terminated = True
             try:
-                current, existing = self._directive(line, current, existing, path, lineno, extra)
+                current, existing = self._directive(
+                    line, current, existing, path, lineno, extra, terminated
+                )
             except ProbeFileError:
                 raise
             except ValueError as exc:
@@ -338,6 +444,7 @@ class _Loader:
         path: str,
         lineno: int,
         extra: bool,
+        terminated: bool = True,
     ) -> tuple[Probe | None, bool]:
         if line.startswith(b"Exclude "):
             if current is not None or self.probes or self.null_probe:
@@ -348,7 +455,7 @@ class _Loader:
             self.exclude_seen = True
             return current, existing
         if line.startswith(b"Probe "):
-            protocol, name, string, no_payload = parse_probe_line(line[6:])
+            protocol, name, string, no_payload, options = parse_probe_line(line[6:], self.grammar)
             found = self._existing(protocol, name, string) if extra else None
             if found is not None:
                 return found, True
@@ -359,6 +466,7 @@ class _Loader:
                 filename=path,
                 lineno=lineno,
                 no_payload=no_payload,
+                options=options,
             )
             if not string:
                 if self.null_probe is not None:
@@ -371,9 +479,12 @@ class _Loader:
             raise ValueError(f"directive before the first Probe: {line[:40]!r}")
         for prefix, soft in ((b"match ", False), (b"softmatch ", True)):
             if line.startswith(prefix):
-                current.matches.append(
-                    parse_match_line(line[len(prefix) :], soft, current, path, lineno)
+                match = parse_match_line(
+                    line[len(prefix) :], soft, current, path, lineno, self.grammar, terminated
                 )
+                if self.grammar.refuse_empty_match and self._matches_empty(match):
+                    raise ValueError("pattern matches zero-length string")
+                current.matches.append(match)
                 return current, existing
         if line.startswith(b"ports "):
             current.ports = current.ports.union(PortRanges(parse_port_list(line[6:])))
@@ -402,6 +513,15 @@ class _Loader:
         else:
             raise ValueError(f"unknown directive: {line[:40]!r}")
         return current, existing
+
+    def _matches_empty(self, match: MatchLine) -> bool:
+        if self.matches_empty is not None:
+            return self.matches_empty(match)
+        method = getattr(match.compiled, "matches_empty", None)
+        if callable(method):
+            return bool(method())
+        self.empty_match_unchecked += 1
+        return False
 
     def _existing(self, protocol: str, name: str, string: bytes) -> Probe | None:
         if not string:
@@ -434,6 +554,8 @@ class _Loader:
             files=list(self.files),
             lines=lines,
             digest=self._hasher.hexdigest(),
+            grammar=self.grammar,
+            empty_match_unchecked=self.empty_match_unchecked,
         )
 
     def all_probes(self) -> list[Probe]:
@@ -477,12 +599,17 @@ class _Loader:
         )
 
 
-def _fgets_lines(data: bytes, path: str) -> Iterable[bytes]:
-    """Lines as Nmap's 2048-byte ``fgets`` sees them; over-long lines are errors.
+def _fgets_lines(data: bytes, path: str, grammar: Grammar | None = None) -> Iterable[bytes]:
+    """Lines as Nmap's ``fgets`` sees them; over-long lines are errors.
 
-    Nmap would split such a line and misparse its tail; we refuse it instead of
-    guessing, naming the line.
+    Up to Nmap 7.99 (2048-byte buffer) Nmap splits such a line and misparses its
+    tail; we refuse it instead of guessing, naming the line. From 7.991 (8192 bytes)
+    Nmap refuses it itself: fgets() filled the buffer without a newline and feof()
+    is not yet set, which is also the case for a last line of exactly 8191 bytes
+    without a newline.
     """
+    grammar = grammar if grammar is not None else grammar_for()
+    limit = grammar.line_buffer - 1
     start = 0
     lineno = 0
     n = len(data)
@@ -491,9 +618,20 @@ def _fgets_lines(data: bytes, path: str) -> Iterable[bytes]:
         end = data.find(b"\n", start)
         stop = n if end < 0 else end + 1
         line = data[start:stop]
-        if len(line) > LINE_BUFFER - 1:
+        content = len(line) - (1 if line.endswith(b"\n") else 0)
+        if grammar.long_line_fatal and content >= limit:
             raise ProbeFileError(
-                path, lineno, f"line is {len(line)} bytes; Nmap reads at most {LINE_BUFFER - 1}"
+                path,
+                lineno,
+                f"line is too long: {content} bytes before the newline; "
+                f"Nmap {grammar.release} and later allow at most {limit - 1}",
+            )
+        if len(line) > limit:
+            raise ProbeFileError(
+                path,
+                lineno,
+                f"line is {len(line)} bytes; Nmap {grammar.release} reads at most {limit} "
+                "(a longer line is split and its tail misparsed)",
             )
         yield line
         start = stop
@@ -513,9 +651,15 @@ def parse_exclude(text: bytes) -> ExcludeSpec:
 def load_probe_files(
     primary: str | os.PathLike[str],
     extras: Sequence[str | os.PathLike[str]] = (),
+    *,
+    release: str | Grammar | None = None,
+    matches_empty: EmptyMatchCheck | None = None,
 ) -> ProbeDatabase:
-    """Load the main probe file and layer extra files on top of it."""
-    loader = _Loader()
+    """Load the main probe file and layer extra files on top of it.
+
+    ``release``: the Nmap release whose grammar to read (default 7.93, Debian 12's).
+    """
+    loader = _Loader(grammar_for(release), matches_empty)
     for index, path in enumerate([primary, *extras]):
         name = os.fspath(path)
         try:
@@ -527,9 +671,15 @@ def load_probe_files(
     return loader.finish()
 
 
-def parse_probe_text(text: bytes, filename: str = "<probes>") -> ProbeDatabase:
+def parse_probe_text(
+    text: bytes,
+    filename: str = "<probes>",
+    *,
+    release: str | Grammar | None = None,
+    matches_empty: EmptyMatchCheck | None = None,
+) -> ProbeDatabase:
     """Parse probe-file content held in memory (tests, ``vscan match --probes -``)."""
-    loader = _Loader()
+    loader = _Loader(grammar_for(release), matches_empty)
     loader.load(filename, text, extra=False)
     return loader.finish()
 

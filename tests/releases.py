@@ -1,0 +1,132 @@
+"""The Nmap releases on this machine, for tests to parametrize over.
+
+- ``debian12``: the installed Nmap (``/usr/bin/nmap``, ``/usr/share/nmap``): 7.93 on
+  Debian 12, from the ``nmap`` and ``nmap-common`` packages ``make`` installs.
+- ``debian13``: the Debian 13 root ``make debian13-root`` builds
+  (``.cache/debian13/root``, or ``$VSCAND_DEBIAN13_ROOT``): 7.95. Its nmap runs
+  through ``tools/debian13-root run`` (a chroot, with ``/proc`` mounted in a
+  private mount namespace); it shares the machine's network, so it scans the
+  host's 127.0.0.1. Its data are read directly under the root.
+
+The release of each is the version of its ``nmap-common`` package (the data files
+the tests load), from that system's dpkg database. A release that is not there is
+a skip with the reason, except under CI (``CI=true``), where ``make test`` has
+built the root, and a missing release is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TOOL = REPO / "tools" / "debian13-root"
+
+
+def debian13_root() -> Path:
+    configured = os.environ.get("VSCAND_DEBIAN13_ROOT")
+    return Path(configured) if configured else REPO / ".cache" / "debian13" / "root"
+
+
+@dataclass(frozen=True)
+class NmapRelease:
+    #: which system: "debian12" (the installed one) or "debian13" (the root)
+    name: str
+    #: Nmap's release number, "7.93"
+    version: str
+    #: the Debian package version of nmap-common, "7.93+dfsg1-1"
+    package_version: str
+    #: argv prefix that runs this release's nmap
+    command: tuple[str, ...]
+    #: its data directory (nmap-service-probes, nmap-services, ...)
+    data_dir: Path
+
+    @property
+    def probes_file(self) -> Path:
+        return self.data_dir / "nmap-service-probes"
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.command, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    name: str
+    reason: str
+
+
+def dpkg_version(status_file: Path, package: str) -> str | None:
+    """The installed version of ``package`` in a dpkg status file, if installed."""
+    try:
+        text = status_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for paragraph in text.split("\n\n"):
+        fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", paragraph, re.MULTILINE))
+        if fields.get("Package") == package and fields.get("Status", "").endswith(" installed"):
+            return fields.get("Version")
+    return None
+
+
+def nmap_release(package_version: str) -> str:
+    """``7.95+dfsg-3`` → ``7.95``."""
+    found = re.match(r"^(?:\d+:)?(\d+\.\d+)", package_version)
+    if not found:
+        raise ValueError(f"not an Nmap package version: {package_version!r}")
+    return found.group(1)
+
+
+def _release(
+    name: str, system: Path, command: tuple[str, ...], how: str
+) -> NmapRelease | Unavailable:
+    data_dir = system / "usr" / "share" / "nmap"
+    version = dpkg_version(system / "var" / "lib" / "dpkg" / "status", "nmap-common")
+    if version is None or not (data_dir / "nmap-service-probes").is_file():
+        return Unavailable(name, f"no nmap-common in {system} ({how})")
+    if not (system / "usr" / "bin" / "nmap").is_file():
+        return Unavailable(name, f"no nmap in {system} ({how})")
+    return NmapRelease(name, nmap_release(version), version, command, data_dir)
+
+
+def installed() -> NmapRelease | Unavailable:
+    return _release("debian12", Path("/"), ("/usr/bin/nmap",), "make system-deps installs it")
+
+
+def debian13() -> NmapRelease | Unavailable:
+    root = debian13_root()
+    if not Path(f"{root}.stamp").exists():
+        return Unavailable("debian13", f"{root} is not built: run `make debian13-root`")
+    command = (str(TOOL), "--root", str(root), "run", "/usr/bin/nmap")
+    return _release("debian13", root, command, "make debian13-root builds it")
+
+
+def all_releases() -> list[NmapRelease | Unavailable]:
+    return [installed(), debian13()]
+
+
+def release_params() -> list[Any]:
+    """``pytest.param`` for each release (id: its name), available or not."""
+    return [pytest.param(release, id=release.name) for release in all_releases()]
+
+
+def require(release: NmapRelease | Unavailable) -> NmapRelease:
+    """The release, or a skip with the reason (a failure under CI)."""
+    if isinstance(release, Unavailable):
+        message = f"Nmap release {release.name} unavailable: {release.reason}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return release

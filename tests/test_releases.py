@@ -1,0 +1,154 @@
+"""Each Nmap release on this machine (tests/releases.py): its real probe file loads
+with that release's grammar and Nmap's own counts, and its nmap runs.
+
+Debian 12's 7.93 is installed by ``make``; Debian 13's 7.95 lives in the root
+``make debian13-root`` builds (``make test`` builds it, so CI never skips).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.loopback import BannerServer
+from tests.releases import (
+    NmapRelease,
+    Unavailable,
+    dpkg_version,
+    nmap_release,
+    release_params,
+    require,
+)
+from vscand.probes.matcher import Matcher
+from vscand.probes.model import ProbeDatabase
+from vscand.probes.parser import load_probe_files
+
+each_release = pytest.mark.parametrize("available", release_params())
+
+#: Nmap's own counts for each release's file: Probe lines (the NULL probe and the
+#: rest; Nmap keeps each as one ServiceProbe), match and softmatch lines (one
+#: ServiceProbeMatch each), and the UDP probes marked no-payload / with source=.
+EXPECTED = {
+    "7.93": {
+        "probes": 148,
+        "tcp": 100,
+        "udp": 48,
+        "match": 11_721,
+        "softmatch": 196,
+        "no_payload": [],
+        "source_ports": {},
+    },
+    "7.95": {
+        "probes": 185,
+        "tcp": 101,
+        "udp": 84,
+        "match": 11_949,
+        "softmatch": 203,
+        "no_payload": ["UDP/Sqlping"],
+        "source_ports": {"UDP/IKE_MAIN_MODE": 500, "UDP/IPSEC_START": 500},
+    },
+}
+
+_loaded: dict[str, ProbeDatabase] = {}
+
+
+def database(release: NmapRelease) -> ProbeDatabase:
+    """The release's file read with its grammar (once per test session)."""
+    if release.name not in _loaded:
+        _loaded[release.name] = load_probe_files(release.probes_file, release=release.version)
+    return _loaded[release.name]
+
+
+def expected(release: NmapRelease) -> dict[str, object]:
+    if release.version not in EXPECTED:
+        pytest.fail(f"no expected counts for Nmap {release.version} ({release.name})")
+    return EXPECTED[release.version]
+
+
+@each_release
+def test_release_versions(available: NmapRelease | Unavailable) -> None:
+    release = require(available)
+    assert release.version == {"debian12": "7.93", "debian13": "7.95"}[release.name]
+    proc = release.run("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"Nmap version {release.version} "), proc.stdout
+
+
+@each_release
+def test_probe_file_counts(available: NmapRelease | Unavailable) -> None:
+    release = require(available)
+    want = expected(release)
+    db = database(release)
+    assert db.grammar.release == {"7.93": "7.93", "7.95": "7.95"}[release.version]
+    probes = db.all_probes()
+    got = {
+        "probes": len(probes),
+        "tcp": sum(p.protocol == "TCP" for p in probes),
+        "udp": sum(p.protocol == "UDP" for p in probes),
+        "match": sum(not m.soft for m in db.lines),
+        "softmatch": sum(m.soft for m in db.lines),
+        "no_payload": [f"{p.protocol}/{p.name}" for p in probes if p.no_payload],
+        "source_ports": {
+            f"{p.protocol}/{p.name}": p.source_port for p in probes if p.source_port is not None
+        },
+    }
+    assert got == want
+    assert db.empty_match_unchecked == 0
+
+
+@each_release
+def test_counts_agree_with_the_file_text(available: NmapRelease | Unavailable) -> None:
+    # what `grep -c '^Probe '` etc. say: the lines Nmap's strncmp() takes as directives
+    release = require(available)
+    want = expected(release)
+    lines = release.probes_file.read_bytes().split(b"\n")
+    assert sum(line.startswith(b"Probe ") for line in lines) == want["probes"]
+    assert sum(line.startswith(b"match ") for line in lines) == want["match"]
+    assert sum(line.startswith(b"softmatch ") for line in lines) == want["softmatch"]
+
+
+@each_release
+def test_version_scan_through_the_release_s_nmap(available: NmapRelease | Unavailable) -> None:
+    # nmap -sV against a port opened here (loopback): the root's nmap shares this
+    # machine's network; our matcher on the same release's file agrees with it
+    release = require(available)
+    banner = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
+    with BannerServer(banner, reply=False) as server:
+        proc = release.run("-sV", "-Pn", "-n", "-p", str(server.port), "-oX", "-", "127.0.0.1")
+    assert proc.returncode == 0, proc.stderr
+    service = ET.fromstring(proc.stdout).find("./host/ports/port/service")
+    assert service is not None, proc.stdout
+    assert (service.get("name"), service.get("product"), service.get("version")) == (
+        "ssh",
+        "OpenSSH",
+        "9.2p1 Debian 2+deb12u3",
+    )
+    db = database(release)
+    assert db.null_probe is not None
+    found = Matcher(db=db).match(db.null_probe, banner)
+    assert found is not None and not found.soft
+    assert (found.service, found.info.product, found.info.version) == (
+        service.get("name"),
+        service.get("product"),
+        service.get("version"),
+    )
+
+
+def test_release_of_a_package_version(tmp_path: Path) -> None:
+    assert nmap_release("7.93+dfsg1-1") == "7.93"
+    assert nmap_release("7.95+dfsg-3") == "7.95"
+    assert nmap_release("1:7.991-1") == "7.991"
+    with pytest.raises(ValueError):
+        nmap_release("trixie")
+    status = tmp_path / "status"
+    status.write_text(
+        "Package: nmap\nStatus: install ok installed\nVersion: 7.95+dfsg-3\n\n"
+        "Package: nmap-common\nStatus: deinstall ok config-files\nVersion: 7.90-1\n\n"
+        "Package: nmap-common\nStatus: install ok installed\nArchitecture: all\n"
+        "Version: 7.95+dfsg-3\n"
+    )
+    assert dpkg_version(status, "nmap-common") == "7.95+dfsg-3"
+    assert dpkg_version(status, "ndiff") is None
+    assert dpkg_version(tmp_path / "missing", "nmap") is None

@@ -1,0 +1,153 @@
+"""What each Nmap release's loader accepts in ``nmap-service-probes``, as data.
+
+The parser (``parser.py``) reads one grammar; where Nmap releases differ it asks
+the :class:`Grammar` it was given. Each profile applies from its first release
+until the next profile's; the facts, and the Nmap source commit each one comes
+from, are listed in DESIGN.md ("Nmap releases and their probe grammar").
+
+Pure code: nothing here imports Twisted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "DEFAULT_RELEASE",
+    "GRAMMARS",
+    "Grammar",
+    "grammar_for",
+    "release_key",
+]
+
+RegexLibrary = Literal["pcre", "pcre2"]
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """One release range's probe-file grammar and the regex settings it compiles with."""
+
+    #: the first Nmap release with this grammar ("7.93", "7.94", …)
+    release: str
+    #: fgets() buffer of parse_nmap_service_probe_file: a line holds at most this - 1
+    #: bytes including its newline
+    line_buffer: int
+    #: True: Nmap itself refuses a longer line (fatal "too long"); False: Nmap splits it
+    #: and parses the tail as a line of its own, which we refuse instead of guessing
+    long_line_fatal: bool
+    #: True: the words after a Probe's string are read (``no-payload``); False: ignored
+    probe_flags: bool
+    #: True: next_template() with char[4] buffers: a mode of at most 3 letters,
+    #: ``cpe:`` only with '/', at most 3 flag letters then whitespace
+    compact_templates: bool
+    #: True: a pattern that can match the empty string fails the load
+    #: (PCRE2_INFO_MATCHEMPTY; the regex engine answers, see ``parser.EmptyMatchCheck``)
+    refuse_empty_match: bool
+    #: the regex library Nmap compiles match lines with
+    regex_library: RegexLibrary
+    #: pcre match limit / recursion (PCRE) or depth (PCRE2) limit / PCRE2 heap limit
+    match_limit: int
+    depth_limit: int
+    heap_limit_kib: int | None
+    #: True: ``nmap -sU`` sends the UDP probes of this file that are not ``no-payload``
+    #: (nmap-payloads merged in); False: it reads a separate ``nmap-payloads`` file
+    udp_payloads_from_probes: bool
+    #: True: a UDP service matched as ``dtls`` is probed again through DTLS, with the
+    #: UDP probes' ``sslports``
+    dtls_tunnel: bool
+
+
+GRAMMARS: tuple[Grammar, ...] = (
+    Grammar(
+        release="7.93",
+        line_buffer=2048,
+        long_line_fatal=False,
+        probe_flags=False,
+        compact_templates=False,
+        refuse_empty_match=False,
+        regex_library="pcre",
+        match_limit=100_000,
+        depth_limit=10_000,
+        heap_limit_kib=None,
+        udp_payloads_from_probes=False,
+        dtls_tunnel=False,
+    ),
+    Grammar(
+        release="7.94",
+        line_buffer=2048,
+        long_line_fatal=False,
+        probe_flags=True,
+        compact_templates=True,
+        refuse_empty_match=False,
+        regex_library="pcre",
+        match_limit=100_000,
+        depth_limit=10_000,
+        heap_limit_kib=None,
+        udp_payloads_from_probes=True,
+        dtls_tunnel=True,
+    ),
+    Grammar(
+        release="7.95",
+        line_buffer=2048,
+        long_line_fatal=False,
+        probe_flags=True,
+        compact_templates=True,
+        refuse_empty_match=False,
+        regex_library="pcre2",
+        match_limit=100_000,
+        depth_limit=10_000,
+        heap_limit_kib=None,
+        udp_payloads_from_probes=True,
+        dtls_tunnel=True,
+    ),
+    Grammar(
+        release="7.991",
+        line_buffer=8192,
+        long_line_fatal=True,
+        probe_flags=True,
+        compact_templates=True,
+        refuse_empty_match=True,
+        regex_library="pcre2",
+        match_limit=50_000,
+        depth_limit=1_000,
+        heap_limit_kib=10_240,
+        udp_payloads_from_probes=True,
+        dtls_tunnel=True,
+    ),
+)
+
+#: what the parser reads when no release is named: Debian 12's Nmap
+DEFAULT_RELEASE = "7.93"
+
+_VERSION = re.compile(r"^\s*(\d+)\.(\d+)")
+
+
+def release_key(version: str) -> tuple[int, int]:
+    """``"7.95"``, ``"7.95+dfsg-3"`` or ``"Nmap version 7.95"`` → ``(7, 95)``.
+
+    Nmap numbers its releases as decimals, and 7.991 follows 7.99: comparing the
+    digits after the point as an integer keeps that order for every release so far.
+    """
+    text = version.removeprefix("Nmap version ").strip()
+    found = _VERSION.match(text)
+    if not found:
+        raise ValueError(f"not an Nmap release number: {version!r}")
+    return int(found.group(1)), int(found.group(2))
+
+
+def grammar_for(release: str | Grammar | None = None) -> Grammar:
+    """The grammar of an Nmap release (a later, unknown one gets the newest grammar)."""
+    if isinstance(release, Grammar):
+        return release
+    key = release_key(release if release is not None else DEFAULT_RELEASE)
+    chosen: Grammar | None = None
+    for grammar in GRAMMARS:
+        if release_key(grammar.release) <= key:
+            chosen = grammar
+    if chosen is None:
+        raise ValueError(
+            f"Nmap {release} is older than the oldest grammar known here ({GRAMMARS[0].release})"
+        )
+    return chosen
