@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vscand.probes.pcre import Pattern
+from vscand.probes.engine import DEFAULT_ENGINE, CompiledPattern, Engine
 
 Protocol = Literal["TCP", "UDP"]
 
@@ -96,16 +96,20 @@ class MatchLine:
     lineno: int
     #: position of this line in the whole database (file order, extra files after)
     index: int = -1
-    _compiled: Pattern | None = field(default=None, repr=False)
+    _compiled: CompiledPattern | None = field(default=None, repr=False)
+    #: the regex library and limits this line is compiled with (the database's)
+    engine: Engine = field(default=DEFAULT_ENGINE, repr=False)
 
     @property
-    def compiled(self) -> Pattern:
+    def compiled(self) -> CompiledPattern:
         pattern = self._compiled
         if pattern is None:
             with _COMPILE_LOCK:
                 pattern = self._compiled
                 if pattern is None:
-                    pattern = Pattern(self.pattern, caseless=self.caseless, dotall=self.dotall)
+                    pattern = self.engine.compile(
+                        self.pattern, caseless=self.caseless, dotall=self.dotall
+                    )
                     self._compiled = pattern
         return pattern
 
@@ -180,6 +184,8 @@ class ProbeDatabase:
     #: every match line in database order (``lines[i].index == i``)
     lines: list[MatchLine]
     digest: str = ""
+    #: the regex library and limits every line is compiled with
+    engine: Engine = DEFAULT_ENGINE
 
     def find(self, name: str, protocol: str | None = None) -> Probe:
         """A probe by name; TCP first when the protocol is not given."""

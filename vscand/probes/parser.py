@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vscand.ports import parse_port_spec
+from vscand.probes.engine import DEFAULT_ENGINE, Engine
 from vscand.probes.model import (
     ExcludeSpec,
     MatchLine,
@@ -200,9 +201,18 @@ _FIELD_MODES = {
 
 
 def parse_match_line(
-    line: bytes, soft: bool, probe: Probe, filename: str, lineno: int
+    line: bytes,
+    soft: bool,
+    probe: Probe,
+    filename: str,
+    lineno: int,
+    engine: Engine = DEFAULT_ENGINE,
 ) -> MatchLine:
-    """The text after ``match ``/``softmatch ``: service, regex, templates."""
+    """The text after ``match ``/``softmatch ``: service, regex, templates.
+
+    The regex is compiled with ``engine`` (the library and limits of the Nmap release
+    reproduced; by default Nmap 7.93's PCRE 8).
+    """
     space = line.find(b" ")
     if space < 0:
         raise ValueError("no regular expression after the service name")
@@ -250,6 +260,7 @@ def parse_match_line(
         probe_protocol=probe.protocol,
         filename=filename,
         lineno=lineno,
+        engine=engine,
     )
     try:
         match.compiled  # noqa: B018 - compile now: a bad pattern fails the load, as in Nmap
@@ -300,7 +311,8 @@ def _ranged_int(value: bytes, what: str, low: int, high: int) -> int:
 
 
 class _Loader:
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine = DEFAULT_ENGINE) -> None:
+        self.engine = engine
         self.probes: list[Probe] = []
         self.null_probe: Probe | None = None
         self.exclude = ExcludeSpec()
@@ -372,7 +384,7 @@ class _Loader:
         for prefix, soft in ((b"match ", False), (b"softmatch ", True)):
             if line.startswith(prefix):
                 current.matches.append(
-                    parse_match_line(line[len(prefix) :], soft, current, path, lineno)
+                    parse_match_line(line[len(prefix) :], soft, current, path, lineno, self.engine)
                 )
                 return current, existing
         if line.startswith(b"ports "):
@@ -434,6 +446,7 @@ class _Loader:
             files=list(self.files),
             lines=lines,
             digest=self._hasher.hexdigest(),
+            engine=self.engine,
         )
 
     def all_probes(self) -> list[Probe]:
@@ -513,9 +526,14 @@ def parse_exclude(text: bytes) -> ExcludeSpec:
 def load_probe_files(
     primary: str | os.PathLike[str],
     extras: Sequence[str | os.PathLike[str]] = (),
+    *,
+    engine: Engine = DEFAULT_ENGINE,
 ) -> ProbeDatabase:
-    """Load the main probe file and layer extra files on top of it."""
-    loader = _Loader()
+    """Load the main probe file and layer extra files on top of it.
+
+    Every pattern, the extra files' included, is compiled with ``engine``.
+    """
+    loader = _Loader(engine)
     for index, path in enumerate([primary, *extras]):
         name = os.fspath(path)
         try:
@@ -527,9 +545,11 @@ def load_probe_files(
     return loader.finish()
 
 
-def parse_probe_text(text: bytes, filename: str = "<probes>") -> ProbeDatabase:
+def parse_probe_text(
+    text: bytes, filename: str = "<probes>", *, engine: Engine = DEFAULT_ENGINE
+) -> ProbeDatabase:
     """Parse probe-file content held in memory (tests, ``vscan match --probes -``)."""
-    loader = _Loader()
+    loader = _Loader(engine)
     loader.load(filename, text, extra=False)
     return loader.finish()
 
