@@ -1,9 +1,9 @@
 """Which regex engine matches (``regex_engine``), and PCRE2 against PCRE 8.39 on real data.
 
 Selection: ``auto`` follows the Nmap release that goes with the probe file (the installed
-Nmap for the installed file, the ``$Id:`` header for another one); ``pcre``, ``pcre2`` and
-``nmap-X.Y`` are explicit.  Commands are faked here, except in the tests that check this
-machine's own installation.
+Nmap for the installed file; for another one, its content if it is a release's file, else
+its ``$Id:`` header); ``pcre``, ``pcre2`` and ``nmap-X.Y`` are explicit.  Commands are
+faked here, except in the tests that check this machine's own installation.
 
 Equivalence: the installed file compiles under PCRE2, and on the oracle's responses every
 line of every chain gives the same match, groups and answer under both engines.
@@ -160,6 +160,36 @@ def test_another_file_is_dated_by_its_header(
     engine = resolve("auto", path, installed_paths=["/nonexistent"], run=run)
     assert (engine.profile, engine.release) == (profile, release)
     assert "$Id:" in engine.reason
+
+
+def test_a_release_file_is_known_by_its_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as if SMALL_PROBES were Nmap 7.95's file: recognised from a git checkout ("$Id$"),
+    # a tarball or a package (expanded keyword) alike, before any header date
+    git_copy = write_probes(tmp_path, b"# $Id$\n", name="git")
+    digest = engine_mod.content_digest(Path(git_copy).read_bytes())
+    monkeypatch.setitem(engine_mod.RELEASE_FILES, digest, "7.95")
+    packaged = write_probes(tmp_path, HEADER_793, name="packaged")
+    assert engine_mod.content_digest(Path(packaged).read_bytes()) == digest
+    run = fake_run({"dpkg-query": dpkg("7.93+dfsg1-1")})
+    for path in (git_copy, packaged):
+        engine = resolve("auto", path, installed_paths=[], run=run)
+        assert (engine.profile, engine.release) == (NMAP_7_95, "7.95")
+        assert engine.reason == "probe file content: Nmap 7.95's nmap-service-probes"
+    # the installed file is read by the installed Nmap, whatever its content
+    engine = resolve("auto", packaged, installed_paths=[packaged], run=run)
+    assert engine.profile is NMAP_7_93
+
+
+def test_installed_793_file_is_in_the_release_table() -> None:
+    data = Path(find_probe_file(None)).read_bytes()
+    if b"$Id: nmap-service-probes 38429 2022-08-30" not in data[:4096]:
+        pytest.skip("the installed probe file is not Debian 12's (Nmap 7.93)")
+    assert engine_mod.content_release(data) == (
+        "7.93",
+        "probe file content: Nmap 7.93's nmap-service-probes",
+    )
 
 
 def test_another_file_without_a_header_gets_the_installed_nmap(tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ nmap-7.991    7.991-      PCRE2        50 000       1 000       10 240 KiB / ref
 ``auto`` (default)
     the profile of the Nmap release that goes with the probe file: for Nmap's installed
     file, the installed Nmap (``dpkg-query`` of ``nmap-common``, else ``nmap --version``);
-    for any other file, the release its ``$Id:`` header dates it to, else the installed
-    Nmap; when nothing tells, ``nmap-7.93`` (vscand's reference release).
+    for any other file, the release whose file it is (:data:`RELEASE_FILES`: content
+    digests, ``$Id:`` line aside, so a copy from a tarball, a package or Nmap's git
+    repository is recognised alike), else the release its ``$Id:`` header dates it to,
+    else the installed Nmap; when nothing tells, ``nmap-7.93`` (vscand's reference).
 ``pcre``
     ``nmap-7.93``.
 ``pcre2``
@@ -32,6 +34,7 @@ Pure code: nothing here imports Twisted.  The libraries are loaded on first comp
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import subprocess
@@ -127,6 +130,21 @@ RELEASE_DATES: tuple[tuple[str, str], ...] = (
     ("7.99", "2026-03-26"),
     ("7.991", "2026-08-06"),
 )
+
+#: SHA-256 of each release's nmap-service-probes with its ``$Id`` keyword line reduced to
+#: ``$Id$`` (:func:`content_digest`), from Nmap's repository at the release commits:
+#: 9732e6979 (7.93; the same as Debian 12's installed file), 72d67cf40 (7.94), 95b974b10
+#: (7.95), c66baf785 (7.96; 7.97's ec3b1d264 is the same file), 58874849d (7.98), deb076224
+#: (7.99), 542eda7cf (7.991)
+RELEASE_FILES: dict[str, str] = {
+    "146693dae873015b201e64f711e2321721a702b21f3a6113b4ee798961e7301f": "7.93",
+    "4ca666674246ee3737c6dee767eaddc4b1be9ff2edd1a42da53431a47e9716d5": "7.94",
+    "b1e8e8c2d4fe33c67c4180e0e50971e49ff176a525102f5af5ac4f4dd72b571a": "7.95",
+    "6aac5268edf770b6a715725050d6c1da14f91b26162581f2f90cac36892c603c": "7.96",
+    "df5d5e897becbf52fbae2b577bc087962466037e4a84e0cf48ee5a363647e919": "7.98",
+    "4d24a09dd6c33bb84295b0ea36dcd9bfe6f46e2e3ca63a6d3a1094de3f8d9137": "7.99",
+    "96ed82b551b7eba85e4c8f0020be95e6b95838332c7c7a9befae5bc4ec53eb87": "7.991",
+}
 
 SPEC_CHOICES = ("auto", "pcre", "pcre2")
 _RELEASE = re.compile(r"nmap-([0-9]+)\.([0-9]+)")
@@ -298,6 +316,23 @@ def _installed_release_cached() -> tuple[str, str] | None:
     return installed_release()
 
 
+_ID_KEYWORD = re.compile(rb"^(#[ \t]*)\$Id(?::[^$\n]*)?\$", re.MULTILINE)
+
+
+def content_digest(data: bytes) -> str:
+    """SHA-256 of a probe file with its ``$Id`` line (in the first 4 KiB) made ``$Id$``."""
+    head = _ID_KEYWORD.sub(rb"\1$Id$", data[:4096], count=1)
+    return hashlib.sha256(head + data[4096:]).hexdigest()
+
+
+def content_release(data: bytes) -> tuple[str, str] | None:
+    """The release whose probe file ``data`` is, if it is one of :data:`RELEASE_FILES`."""
+    release = RELEASE_FILES.get(content_digest(data))
+    if release is None:
+        return None
+    return release, f"probe file content: Nmap {release}'s nmap-service-probes"
+
+
 _ID_HEADER = re.compile(
     rb"^#[ \t]*\$Id: nmap-service-probes[ ,v]* [0-9.]+ ([0-9]{4})[-/]([0-9]{2})[-/]([0-9]{2})",
     re.MULTILINE,
@@ -318,10 +353,10 @@ def header_release(head: bytes) -> tuple[str | None, str] | None:
     return None, f"probe file $Id: dated {date}, after Nmap {newest}"
 
 
-def _read_head(path: str) -> bytes:
+def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
-            return f.read(4096)
+            return f.read()
     except OSError:
         return b""
 
@@ -361,7 +396,9 @@ def resolve(
     candidates: list[tuple[str | None, str] | None] = []
     if is_installed:
         candidates.append(installed())
-    candidates.append(header_release(_read_head(probes_file)))
+    data = _read(probes_file)
+    candidates.append(content_release(data))
+    candidates.append(header_release(data[:4096]))
     if not is_installed:
         found = installed()
         if found is not None:
