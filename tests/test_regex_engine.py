@@ -486,6 +486,27 @@ def test_line_fragments_match_alike(
     assert differences == []
 
 
+def test_7991_limits_change_answers_on_long_responses(
+    databases: dict[tuple[str, str], ProbeDatabase], shipped_probes_file: str
+) -> None:
+    """Found comparing the profiles: Nmap 7.991's lower limits turn some long responses that
+    7.93 and 7.95 match into no match (SGI tcpmux listing 1500 services: depth limit)."""
+    [index] = [
+        line.index
+        for line in databases[(shipped_probes_file, "pcre")].lines
+        if line.pattern.startswith(b"^(sgi_[-.\\w]+\\r\\n(?:")
+    ]
+    subject = b"sgi_svc\r\n" + b"svc\r\n" * 1500
+    assert databases[(shipped_probes_file, "pcre")].lines[index].compiled.hits(subject)
+    assert databases[(shipped_probes_file, "pcre2")].lines[index].compiled.hits(subject)
+    strict = load_probe_files(shipped_probes_file, engine=resolve("nmap-7.991", "-"))
+    line = strict.lines[index]
+    assert line.compiled.search_status(subject) == pcre2.PCRE2_ERROR_DEPTHLIMIT
+    assert line.compiled.search(subject) is None
+    # a short listing still matches
+    assert line.compiled.hits(b"sgi_svc\r\n" + b"svc\r\n" * 10)
+
+
 @pytest.fixture(scope="module")
 def pcre2_matchers(shipped_probes_file: str, matcher: Matcher) -> tuple[Matcher, Matcher]:
     """The installed file under PCRE2: plain, and with the (engine-independent) prefilter."""
