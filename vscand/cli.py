@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vscand.output.table import service_column, service_info_line, version_column
+from vscand.probes import engine as engine_mod
 from vscand.probes import pcre
 from vscand.probes.grammar import DEFAULT_RELEASE, grammar_for
 from vscand.probes.matcher import Matcher, load_matcher
@@ -64,6 +65,21 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
         help="where the compiled prefilter is cached (default: $VSCAND_CACHE_DIR "
         "or ~/.cache/vscand)",
     )
+    parser.add_argument(
+        "--regex-engine",
+        metavar="ENGINE",
+        type=_regex_engine,
+        default="auto",
+        help="regex library and limits: auto (the probe file's Nmap release), pcre "
+        "(Nmap 7.93), pcre2 (Nmap 7.95) or nmap-X.Y (default: auto)",
+    )
+
+
+def _regex_engine(value: str) -> str:
+    try:
+        return engine_mod.check_spec(value)
+    except engine_mod.EngineSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +191,7 @@ def _load(args: argparse.Namespace) -> Matcher:
             use_prefilter=False if args.no_prefilter else None,
             cache_dir=args.cache_dir,
             release=args.nmap_release,
+            regex_engine=args.regex_engine,
         )
     except ProbeFileError as exc:
         raise UsageError(f"probe file error: {exc}") from None
@@ -246,6 +263,7 @@ def probe_stats(matcher: Matcher) -> dict[str, Any]:
     db = matcher.db
     probes = db.all_probes()
     stats = matcher.stats
+    engine = db.engine.describe()
     return {
         "files": db.files,
         "probes": len(probes),
@@ -264,7 +282,9 @@ def probe_stats(matcher: Matcher) -> dict[str, Any]:
         "load_seconds": round(stats.seconds, 4) if stats else None,
         "prefilter": stats.prefilter if stats else None,
         "prefilter_always_candidates": len(matcher.prefilter.always) if matcher.prefilter else None,
-        "pcre": pcre.version(),
+        # the version of the regex library in use (PCRE 8 or PCRE2): see regex_engine
+        "pcre": engine["library"],
+        "regex_engine": engine,
         "digest": db.digest,
         "grammar": db.grammar.release,
         "empty_match_unchecked": db.empty_match_unchecked,

@@ -23,6 +23,10 @@ Keys from ``../shared/DESIGN.md`` ("Daemon configuration"):
 ``probes_file``, ``extra_probes``
     the nmap-service-probes file (empty = search the usual places) and extra probe files
     layered on top.
+``regex_engine``
+    the regex library and limits patterns are matched with: ``auto`` (default: those of the
+    Nmap release the probe file belongs to), ``pcre`` (PCRE 8, Nmap 7.93), ``pcre2`` (PCRE2,
+    Nmap 7.95) or ``nmap-X.Y`` (Nmap release X.Y's); see ``vscand/probes/engine.py``.
 ``intensity``
     version intensity 0–9 for jobs that do not give one.
 ``job_idle_ms``, ``max_deliveries``, ``results_maxlen``
@@ -126,6 +130,7 @@ class DaemonConfig:
     deny: tuple[str, ...] = ()
     probes_file: str | None = None
     extra_probes: tuple[str, ...] = ()
+    regex_engine: str = "auto"
     intensity: int = 7
     job_idle_ms: int = 120_000
     max_deliveries: int = 3
@@ -327,6 +332,16 @@ def _redis_url(value: object) -> str:
     return text
 
 
+def _regex_engine(value: object) -> str:
+    # imported here: `import vscand.tap` (twistd's plugin scan) must not load vscand.probes
+    from vscand.probes.engine import EngineSpecError, check_spec  # noqa: PLC0415
+
+    try:
+        return check_spec(_text(value))
+    except EngineSpecError as e:
+        raise _Invalid(str(e)) from None
+
+
 def _log_format(value: object) -> LogFormat:
     text = _text(value).lower()
     if text not in ("text", "json"):
@@ -347,6 +362,7 @@ _KEYS: dict[str, Callable[[object], object]] = {
     "deny": _networks,
     "probes_file": _optional_path,
     "extra_probes": _paths,
+    "regex_engine": _regex_engine,
     "intensity": _int(0, 9, "an integer from 0 to 9"),
     "job_idle_ms": _int(1, None, "a positive integer"),
     "max_deliveries": _int(1, None, "a positive integer"),

@@ -173,6 +173,14 @@ class WorkerService(service.Service):
                 self.reactor, config.metrics_port, self.metrics, self._observe_local
             )
         matcher, services = await self._load_probes()
+        engine = matcher.db.engine
+        log.info(
+            "probes: {lines} match lines, regex engine {engine} ({profile}; {reason})",
+            lines=len(matcher.db.lines),
+            engine=engine.name,
+            profile=engine.profile.name,
+            reason=engine.reason,
+        )
         self.services = services
         self.exclude = matcher.db.exclude
         self.client = RedisClient(
@@ -233,6 +241,7 @@ class WorkerService(service.Service):
                 config.probes_file,
                 list(config.extra_probes),
                 cache_dir=None if cache is None else __import__("pathlib").Path(cache),
+                regex_engine=config.regex_engine,
             )
             return matcher, load_services()
 

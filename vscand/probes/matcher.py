@@ -7,6 +7,9 @@ lines are tried in file order; the first line that matches wins, soft or hard.
 With the Hyperscan prefilter, only the lines the prefilter names are confirmed
 with PCRE, in the same order, so both paths give the same answer.
 
+Which PCRE -- PCRE 8 as Nmap 7.93 uses it, or PCRE2 with the limits of Nmap 7.95 or
+7.991 -- is the ``regex_engine`` choice (:mod:`vscand.probes.engine`).
+
 Pure code: nothing here imports Twisted.
 """
 
@@ -19,9 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vscand.probes import engine as engine_mod
 from vscand.probes import prefilter as prefilter_mod
 from vscand.probes.model import MatchLine, Probe, ProbeDatabase
-from vscand.probes.parser import find_probe_file, load_probe_files
+from vscand.probes.parser import DEFAULT_PROBE_PATHS, find_probe_file, load_probe_files
 from vscand.probes.templates import VersionInfo, expand_all
 
 log = logging.getLogger(__name__)
@@ -158,21 +162,32 @@ def load_matcher(
     use_prefilter: bool | None = None,
     cache_dir: Path | None = None,
     release: str | None = None,
+    regex_engine: str = "auto",
 ) -> Matcher:
     """Load the probe files and, when available, the prefilter (cached on disk).
 
-    ``release``: the Nmap release whose grammar reads the files (default 7.93).
+    ``regex_engine``: ``auto``, ``pcre``, ``pcre2`` or ``nmap-X.Y``
+    (:func:`vscand.probes.engine.resolve`); ``auto`` follows the primary file's release.
+    ``release``: the Nmap release whose grammar reads the files (default: the engine's
+    release, else 7.93).
     """
     started = time.perf_counter()
     path = find_probe_file(probes_file)
-    db = load_probe_files(path, extra_files, release=release)
+    engine = engine_mod.resolve(regex_engine, path, installed_paths=DEFAULT_PROBE_PATHS)
+    log.info("probes: regex engine %s (%s; %s)", engine.name, engine.profile.name, engine.reason)
+    if release is None and engine.requested != "auto":
+        # the grammar follows the file's release even when the regex engine is chosen by hand
+        release = engine_mod.resolve("auto", path, installed_paths=DEFAULT_PROBE_PATHS).release
+    db = load_probe_files(path, extra_files, release=release, engine=engine)
     parsed = time.perf_counter()
     wanted = prefilter_mod.available() if use_prefilter is None else use_prefilter
     pf: prefilter_mod.Prefilter | None = None
     how = "disabled" if use_prefilter is False else "unavailable"
     if wanted and prefilter_mod.available():
         directory = cache_dir if cache_dir is not None else prefilter_mod.default_cache_dir()
-        pf, how = prefilter_mod.load_or_build(db.lines, db.digest, directory)
+        pf, how = prefilter_mod.load_or_build(
+            db.lines, db.digest, directory, engine_tag=engine.cache_tag
+        )
     elif wanted:
         how = "unavailable"
     done = time.perf_counter()

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from vscand.probes.engine import DEFAULT_ENGINE, CompiledPattern, Engine
 from vscand.probes.grammar import Grammar, grammar_for
-from vscand.probes.pcre import Pattern
 
 Protocol = Literal["TCP", "UDP"]
 
@@ -97,16 +97,20 @@ class MatchLine:
     lineno: int
     #: position of this line in the whole database (file order, extra files after)
     index: int = -1
-    _compiled: Pattern | None = field(default=None, repr=False)
+    _compiled: CompiledPattern | None = field(default=None, repr=False)
+    #: the regex library and limits this line is compiled with (the database's)
+    engine: Engine = field(default=DEFAULT_ENGINE, repr=False)
 
     @property
-    def compiled(self) -> Pattern:
+    def compiled(self) -> CompiledPattern:
         pattern = self._compiled
         if pattern is None:
             with _COMPILE_LOCK:
                 pattern = self._compiled
                 if pattern is None:
-                    pattern = Pattern(self.pattern, caseless=self.caseless, dotall=self.dotall)
+                    pattern = self.engine.compile(
+                        self.pattern, caseless=self.caseless, dotall=self.dotall
+                    )
                     self._compiled = pattern
         return pattern
 
@@ -204,6 +208,8 @@ class ProbeDatabase:
     #: match lines whose empty-match refusal (``grammar.refuse_empty_match``) could not
     #: be checked: the regex engine has no ``matches_empty()`` (PCRE 8)
     empty_match_unchecked: int = 0
+    #: the regex library and limits every line is compiled with
+    engine: Engine = DEFAULT_ENGINE
 
     def find(self, name: str, protocol: str | None = None) -> Probe:
         """A probe by name; TCP first when the protocol is not given."""

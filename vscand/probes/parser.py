@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vscand.ports import parse_port_spec
+from vscand.probes.engine import DEFAULT_ENGINE, Engine
 from vscand.probes.grammar import Grammar, grammar_for
 from vscand.probes.model import (
     ExcludeSpec,
@@ -275,11 +276,13 @@ def parse_match_line(
     lineno: int,
     grammar: Grammar | None = None,
     terminated: bool = True,
+    engine: Engine = DEFAULT_ENGINE,
 ) -> MatchLine:
     """The text after ``match ``/``softmatch ``: service, regex, templates.
 
     ``terminated``: the file line ended with a newline (or CR), as Nmap 7.94+'s
-    template reader needs to know.
+    template reader needs to know. The regex is compiled with ``engine`` (the library
+    and limits of the Nmap release reproduced; by default Nmap 7.93's PCRE 8).
     """
     grammar = grammar if grammar is not None else grammar_for()
     compact = grammar.compact_templates
@@ -340,6 +343,7 @@ def parse_match_line(
         probe_protocol=probe.protocol,
         filename=filename,
         lineno=lineno,
+        engine=engine,
     )
     try:
         match.compiled  # noqa: B018 - compile now: a bad pattern fails the load, as in Nmap
@@ -399,10 +403,16 @@ def _ranged_int(value: bytes, what: str, low: int, high: int) -> int:
 
 
 class _Loader:
-    def __init__(self, grammar: Grammar, matches_empty: EmptyMatchCheck | None = None) -> None:
+    def __init__(
+        self,
+        grammar: Grammar,
+        matches_empty: EmptyMatchCheck | None = None,
+        engine: Engine = DEFAULT_ENGINE,
+    ) -> None:
         self.grammar = grammar
         self.matches_empty = matches_empty
         self.empty_match_unchecked = 0
+        self.engine = engine
         self.probes: list[Probe] = []
         self.null_probe: Probe | None = None
         self.exclude = ExcludeSpec()
@@ -480,7 +490,14 @@ class _Loader:
         for prefix, soft in ((b"match ", False), (b"softmatch ", True)):
             if line.startswith(prefix):
                 match = parse_match_line(
-                    line[len(prefix) :], soft, current, path, lineno, self.grammar, terminated
+                    line[len(prefix) :],
+                    soft,
+                    current,
+                    path,
+                    lineno,
+                    self.grammar,
+                    terminated,
+                    self.engine,
                 )
                 if self.grammar.refuse_empty_match and self._matches_empty(match):
                     raise ValueError("pattern matches zero-length string")
@@ -520,6 +537,9 @@ class _Loader:
         method = getattr(match.compiled, "matches_empty", None)
         if callable(method):
             return bool(method())
+        known = getattr(match.compiled, "match_empty", None)  # PCRE2: PCRE2_INFO_MATCHEMPTY
+        if isinstance(known, bool):
+            return known
         self.empty_match_unchecked += 1
         return False
 
@@ -556,6 +576,7 @@ class _Loader:
             digest=self._hasher.hexdigest(),
             grammar=self.grammar,
             empty_match_unchecked=self.empty_match_unchecked,
+            engine=self.engine,
         )
 
     def all_probes(self) -> list[Probe]:
@@ -654,12 +675,15 @@ def load_probe_files(
     *,
     release: str | Grammar | None = None,
     matches_empty: EmptyMatchCheck | None = None,
+    engine: Engine = DEFAULT_ENGINE,
 ) -> ProbeDatabase:
     """Load the main probe file and layer extra files on top of it.
 
-    ``release``: the Nmap release whose grammar to read (default 7.93, Debian 12's).
+    ``release``: the Nmap release whose grammar to read (default: the file's release when
+    ``engine`` was chosen by ``auto``, else 7.93, Debian 12's). Every pattern, the extra
+    files' included, is compiled with ``engine``.
     """
-    loader = _Loader(grammar_for(release), matches_empty)
+    loader = _Loader(grammar_for(release or _file_release(engine)), matches_empty, engine)
     for index, path in enumerate([primary, *extras]):
         name = os.fspath(path)
         try:
@@ -671,15 +695,22 @@ def load_probe_files(
     return loader.finish()
 
 
+def _file_release(engine: Engine) -> str | None:
+    """The probe file's Nmap release as ``auto`` found it; an engine asked for by name says
+    which regex rules to use, not which release wrote the file."""
+    return engine.release if engine.requested == "auto" else None
+
+
 def parse_probe_text(
     text: bytes,
     filename: str = "<probes>",
     *,
     release: str | Grammar | None = None,
     matches_empty: EmptyMatchCheck | None = None,
+    engine: Engine = DEFAULT_ENGINE,
 ) -> ProbeDatabase:
     """Parse probe-file content held in memory (tests, ``vscan match --probes -``)."""
-    loader = _Loader(grammar_for(release), matches_empty)
+    loader = _Loader(grammar_for(release or _file_release(engine)), matches_empty, engine)
     loader.load(filename, text, extra=False)
     return loader.finish()
 

@@ -7,8 +7,14 @@ confirms candidates in chain order with PCRE, so answers are exactly those of
 the plain path.  A pattern Hyperscan cannot compile is a candidate for every
 response.
 
-The compiled database is cached on disk, keyed by the probe files' content and
-the Hyperscan version, so a warm start only loads it.
+Hyperscan reads patterns as PCRE 8 does.  Under PCRE2 (Nmap 7.95 and later) a line
+whose braces PCRE 8 reads as literal text but PCRE2 10.43+ may read as a quantifier
+(``{,3}``, ``{ 2 }``) could be missed, so such lines are candidates for every
+response (:func:`pcre2_brace_risk`).
+
+The compiled database is cached on disk, keyed by the probe files' content, the
+Hyperscan version and, for PCRE2, the engine (library version and Nmap profile), so a
+warm start only loads it.
 
 Pure code: nothing here imports Twisted.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Collection, Sequence
@@ -94,17 +101,26 @@ class Prefilter:
     empty_candidates: frozenset[int] = frozenset()
 
     @classmethod
-    def build(cls, lines: Sequence[MatchLine]) -> tuple[Prefilter, bytes]:
-        """Compile all lines; returns the prefilter and its serialised form."""
+    def build(
+        cls, lines: Sequence[MatchLine], always_candidates: Collection[int] = ()
+    ) -> tuple[Prefilter, bytes]:
+        """Compile all lines; returns the prefilter and its serialised form.
+
+        ``always_candidates``: indices of lines to confirm on every response, unscanned.
+        """
         assert _hs is not None
         usable: list[MatchLine] = []
-        always: set[int] = set()
+        always: set[int] = set(always_candidates)
+        if always:
+            lines_to_scan = [line for line in lines if line.index not in always]
+        else:
+            lines_to_scan = list(lines)
         try:
-            database = _compile(lines)
-            usable = list(lines)
+            database = _compile(lines_to_scan)
+            usable = lines_to_scan
         except _hs.error:
             # find the patterns Hyperscan refuses, one by one, and leave them to PCRE
-            for line in lines:
+            for line in lines_to_scan:
                 try:
                     _compile([line])
                     usable.append(line)
@@ -149,24 +165,48 @@ def _compile(lines: Sequence[MatchLine]) -> Any:
     return database
 
 
-def cache_key(digest: str) -> str:
+def cache_key(digest: str, engine_tag: str = "") -> str:
+    """The cache file's key; ``engine_tag`` is empty for PCRE 8 (the key of old caches)."""
     assert _hs is not None
     version = getattr(_hs, "__version__", "?")
-    raw = f"{CACHE_FORMAT}:{version}:{digest}".encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
+    raw = f"{CACHE_FORMAT}:{version}:{digest}"
+    if engine_tag:
+        raw += f":{engine_tag}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+# a {...} of digits, commas and blanks that PCRE 8 (and Hyperscan) does not read as a
+# quantifier ({n}, {n,}, {n,m}) but PCRE2 10.43+ may ({,m}, blanks inside)
+_BRACES = re.compile(rb"\{[0-9, \t]*\}")
+_PCRE8_QUANTIFIER = re.compile(rb"\{[0-9]+(?:,[0-9]*)?\}")
+
+
+def pcre2_brace_risk(pattern: bytes) -> bool:
+    """Whether PCRE2 may read a brace group of ``pattern`` unlike Hyperscan (PCRE 8)."""
+    return any(
+        _PCRE8_QUANTIFIER.fullmatch(group) is None and (b"," in group or group[1:-1].strip())
+        for group in _BRACES.findall(pattern)
+    )
 
 
 def load_or_build(
-    lines: Sequence[MatchLine], digest: str, cache_dir: Path | None
+    lines: Sequence[MatchLine],
+    digest: str,
+    cache_dir: Path | None,
+    *,
+    engine_tag: str = "",
 ) -> tuple[Prefilter, str]:
     """The prefilter for these lines, from the cache when possible.
 
     Returns the prefilter and how it was obtained (``cache`` or ``built``).
     A cache that cannot be read or written is not an error: it is rebuilt.
+    ``engine_tag`` (:attr:`vscand.probes.engine.Engine.cache_tag`) is empty for PCRE 8;
+    otherwise it is part of the key and lines at risk under PCRE2 are always candidates.
     """
+    always = [line.index for line in lines if pcre2_brace_risk(line.pattern)] if engine_tag else []
     path = None
     if cache_dir is not None:
-        path = cache_dir / f"prefilter-{cache_key(digest)}.hsdb"
+        path = cache_dir / f"prefilter-{cache_key(digest, engine_tag)}.hsdb"
         try:
             payload = path.read_bytes()
         except OSError:
@@ -176,7 +216,7 @@ def load_or_build(
                 return Prefilter.from_bytes(payload, lines), "cache"
             except Exception as exc:  # a corrupt or foreign cache file: rebuild it
                 log.warning("prefilter cache %s unusable (%s); rebuilding", path, exc)
-    prefilter, payload = Prefilter.build(lines)
+    prefilter, payload = Prefilter.build(lines, always)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,417 @@
+"""Which regex engine matches, with which limits: those of the Nmap release reproduced.
+
+Nmap changed its regex library once and its limits twice (facts from ``service_scan.cc``;
+see :mod:`vscand.probes.pcre` and :mod:`vscand.probes.pcre2` for lines and commits):
+
+============  ==========  ===========  ===========  ==========  =======================
+profile       releases    library      match limit  depth       heap / empty patterns
+============  ==========  ===========  ===========  ==========  =======================
+nmap-7.93     7.93, 7.94  PCRE 8       100 000      10 000      - / accepted
+nmap-7.95     7.95-7.99   PCRE2        100 000      10 000      library default / accepted
+nmap-7.991    7.991-      PCRE2        50 000       1 000       10 240 KiB / refused
+============  ==========  ===========  ===========  ==========  =======================
+
+``regex_engine`` (config key, ``--regex-engine``) is one of:
+
+``auto`` (default)
+    the profile of the Nmap release that goes with the probe file: for Nmap's installed
+    file, the installed Nmap (``dpkg-query`` of ``nmap-common``, else ``nmap --version``);
+    for any other file, the release whose file it is (:data:`RELEASE_FILES`: content
+    digests, ``$Id:`` line aside, so a copy from a tarball, a package or Nmap's git
+    repository is recognised alike), else the release its ``$Id:`` header dates it to,
+    else the installed Nmap; when nothing tells, ``nmap-7.93`` (vscand's reference).
+``pcre``
+    ``nmap-7.93``.
+``pcre2``
+    ``nmap-7.95``: the PCRE2 engine as Debian 13's Nmap 7.95 runs it.
+``nmap-X.Y``
+    the profile of Nmap release X.Y (7.93 or later), e.g. ``nmap-7.95`` for a 7.95 probe
+    file on a machine whose installed Nmap is 7.93.
+
+Pure code: nothing here imports Twisted.  The libraries are loaded on first compile.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from vscand.probes import pcre2
+    from vscand.probes.pcre import Match
+
+EngineName = Literal["pcre", "pcre2"]
+
+
+class CompiledPattern(Protocol):
+    """What the matcher and the templates use of a compiled pattern (either engine)."""
+
+    source: bytes
+    flags: int
+    capture_count: int
+
+    def search(self, subject: bytes) -> Match | None: ...
+
+    def hits(self, subject: bytes) -> bool: ...
+
+    def search_status(self, subject: bytes) -> int: ...
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The regex library and limits of a range of Nmap releases."""
+
+    name: str
+    engine: EngineName
+    #: first release of the range, as (major, minor)
+    since: tuple[int, int]
+    releases: str
+    match_limit: int
+    #: PCRE 8's ``match_limit_recursion``, PCRE2's depth limit
+    depth_limit: int
+    #: PCRE2's heap limit in KiB; ``None``: the library's default (PCRE 8 has none)
+    heap_limit_kib: int | None
+    #: patterns that can match the empty string fail the load
+    refuse_empty: bool
+    #: where the values come from
+    reference: str
+
+
+NMAP_7_93 = Profile(
+    name="nmap-7.93",
+    engine="pcre",
+    since=(7, 93),
+    releases="7.93-7.94",
+    match_limit=100_000,
+    depth_limit=10_000,
+    heap_limit_kib=None,
+    refuse_empty=False,
+    reference="service_scan.cc at 9732e6979 (Nmap 7.93), lines 407-440 and 505-530",
+)
+NMAP_7_95 = Profile(
+    name="nmap-7.95",
+    engine="pcre2",
+    since=(7, 95),
+    releases="7.95-7.99",
+    match_limit=100_000,
+    depth_limit=10_000,
+    heap_limit_kib=None,
+    refuse_empty=False,
+    reference="service_scan.cc at 95b974b10 (Nmap 7.95), lines 421-456 and 533-546",
+)
+NMAP_7_991 = Profile(
+    name="nmap-7.991",
+    engine="pcre2",
+    since=(7, 991),
+    releases="7.991-",
+    match_limit=50_000,
+    depth_limit=1_000,
+    heap_limit_kib=10_240,
+    refuse_empty=True,
+    reference="service_scan.cc at db4aefddf (HEAD; values as in 7.991, 542eda7cf), "
+    "lines 421-465 and 542-553",
+)
+PROFILES = (NMAP_7_93, NMAP_7_95, NMAP_7_991)
+
+#: release dates (CHANGELOG), to date a probe file by its ``$Id:`` header
+RELEASE_DATES: tuple[tuple[str, str], ...] = (
+    ("7.93", "2022-09-01"),
+    ("7.94", "2023-05-19"),
+    ("7.95", "2024-04-23"),
+    ("7.96", "2025-05-01"),
+    ("7.97", "2025-05-12"),
+    ("7.98", "2025-08-21"),
+    ("7.99", "2026-03-26"),
+    ("7.991", "2026-08-06"),
+)
+
+#: SHA-256 of each release's nmap-service-probes with its ``$Id`` keyword line reduced to
+#: ``$Id$`` (:func:`content_digest`), from Nmap's repository at the release commits:
+#: 9732e6979 (7.93; the same as Debian 12's installed file), 72d67cf40 (7.94), 95b974b10
+#: (7.95), c66baf785 (7.96; 7.97's ec3b1d264 is the same file), 58874849d (7.98), deb076224
+#: (7.99), 542eda7cf (7.991)
+RELEASE_FILES: dict[str, str] = {
+    "146693dae873015b201e64f711e2321721a702b21f3a6113b4ee798961e7301f": "7.93",
+    "4ca666674246ee3737c6dee767eaddc4b1be9ff2edd1a42da53431a47e9716d5": "7.94",
+    "b1e8e8c2d4fe33c67c4180e0e50971e49ff176a525102f5af5ac4f4dd72b571a": "7.95",
+    "6aac5268edf770b6a715725050d6c1da14f91b26162581f2f90cac36892c603c": "7.96",
+    "df5d5e897becbf52fbae2b577bc087962466037e4a84e0cf48ee5a363647e919": "7.98",
+    "4d24a09dd6c33bb84295b0ea36dcd9bfe6f46e2e3ca63a6d3a1094de3f8d9137": "7.99",
+    "96ed82b551b7eba85e4c8f0020be95e6b95838332c7c7a9befae5bc4ec53eb87": "7.991",
+}
+
+SPEC_CHOICES = ("auto", "pcre", "pcre2")
+_RELEASE = re.compile(r"nmap-([0-9]+)\.([0-9]+)")
+SPEC_HELP = "auto, pcre, pcre2 or nmap-X.Y (the engine and limits of Nmap release X.Y)"
+
+
+class EngineSpecError(ValueError):
+    """A ``regex_engine`` value that is not one of the forms above."""
+
+
+def release_key(release: str) -> tuple[int, int]:
+    major, _, minor = release.partition(".")
+    return int(major), int(minor)
+
+
+def profile_for_release(release: str) -> Profile:
+    key = release_key(release)
+    if key < NMAP_7_93.since:
+        raise EngineSpecError(f"Nmap {release} is older than 7.93, the first release reproduced")
+    chosen = NMAP_7_93
+    for profile in PROFILES:
+        if key >= profile.since:
+            chosen = profile
+    return chosen
+
+
+def check_spec(value: str) -> str:
+    """``value`` normalised (lower case, trimmed), or :class:`EngineSpecError`."""
+    text = value.strip().lower()
+    if text in SPEC_CHOICES:
+        return text
+    found = _RELEASE.fullmatch(text)
+    if found is None:
+        raise EngineSpecError(f"must be {SPEC_HELP}, not {value!r}")
+    profile_for_release(f"{found[1]}.{found[2]}")
+    return text
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A profile, and why it was chosen; compiles patterns with its library and limits."""
+
+    profile: Profile
+    #: the ``regex_engine`` value asked for
+    requested: str = "pcre"
+    #: the Nmap release reproduced, when known
+    release: str | None = None
+    #: how the profile was chosen
+    reason: str = "default"
+
+    @property
+    def name(self) -> EngineName:
+        return self.profile.engine
+
+    def compile(
+        self, source: bytes, *, caseless: bool = False, dotall: bool = False
+    ) -> CompiledPattern:
+        # the libraries' modules are imported on first use: the config does not need cffi
+        if self.profile.engine == "pcre":
+            from vscand.probes import pcre  # noqa: PLC0415
+
+            return pcre.Pattern(source, caseless=caseless, dotall=dotall)
+        from vscand.probes import pcre2  # noqa: PLC0415
+
+        return pcre2.Pattern(source, caseless=caseless, dotall=dotall, limits=_limits(self.profile))
+
+    def library_version(self) -> str:
+        if self.profile.engine == "pcre":
+            from vscand.probes import pcre  # noqa: PLC0415
+
+            return pcre.version()
+        from vscand.probes import pcre2  # noqa: PLC0415
+
+        return pcre2.version()
+
+    @property
+    def cache_tag(self) -> str:
+        """What the prefilter cache key adds for this engine ("" for PCRE 8: key unchanged)."""
+        if self.profile.engine == "pcre":
+            return ""
+        return f"{self.profile.engine}:{self.library_version()}:{self.profile.name}"
+
+    def describe(self) -> dict[str, Any]:
+        """For ``vscan probes --stats``: the engine, its library and the limits in force."""
+        profile = self.profile
+        heap = profile.heap_limit_kib
+        heap_source = "nmap"
+        if profile.engine == "pcre2" and heap is None:
+            from vscand.probes import pcre2  # noqa: PLC0415
+
+            heap = pcre2.library_defaults()["heap_limit_kib"]
+            heap_source = "library default"
+        return {
+            "name": profile.engine,
+            "library": self.library_version(),
+            "profile": profile.name,
+            "nmap_releases": profile.releases,
+            "nmap_release": self.release,
+            "requested": self.requested,
+            "chosen_by": self.reason,
+            "match_limit": profile.match_limit,
+            "depth_limit": profile.depth_limit,
+            "heap_limit_kib": heap,
+            "heap_limit_source": heap_source if heap is not None else None,
+            "refuse_empty_patterns": profile.refuse_empty,
+            "jit": False,
+        }
+
+
+#: the engine of vscand's reference release, Nmap 7.93: what a database gets by default
+DEFAULT_ENGINE = Engine(NMAP_7_93)
+
+
+@functools.cache
+def _limits(profile: Profile) -> pcre2.Limits:
+    from vscand.probes import pcre2  # noqa: PLC0415
+
+    return pcre2.Limits(
+        match_limit=profile.match_limit,
+        depth_limit=profile.depth_limit,
+        heap_limit_kib=profile.heap_limit_kib,
+        refuse_empty=profile.refuse_empty,
+    )
+
+
+# --- which release: the installed Nmap, or the probe file's header
+
+Runner = Callable[[Sequence[str]], "str | None"]
+
+
+def run_command(argv: Sequence[str]) -> str | None:
+    """``argv``'s standard output, or ``None`` when it cannot run or fails."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def installed_release(run: Runner = run_command) -> tuple[str, str] | None:
+    """The installed Nmap's release and how it was found, or ``None``.
+
+    Debian's ``nmap-common`` (the package that ships the probe file) first, then the
+    ``nmap`` on ``$PATH``.
+    """
+    out = run(["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", "nmap-common"])
+    if out:
+        status, _, version = out.strip().partition(" ")
+        found = re.match(r"(?:[0-9]+:)?([0-9]+\.[0-9]+)", version)
+        if status == "installed" and found:
+            return found[1], f"dpkg-query: nmap-common {version}"
+    out = run(["nmap", "--version"])
+    if out:
+        found = re.search(r"Nmap version ([0-9]+\.[0-9]+)", out)
+        if found:
+            return found[1], f"nmap --version: {found[1]}"
+    return None
+
+
+@functools.cache
+def _installed_release_cached() -> tuple[str, str] | None:
+    return installed_release()
+
+
+_ID_KEYWORD = re.compile(rb"^(#[ \t]*)\$Id(?::[^$\n]*)?\$", re.MULTILINE)
+
+
+def content_digest(data: bytes) -> str:
+    """SHA-256 of a probe file with its ``$Id`` line (in the first 4 KiB) made ``$Id$``."""
+    head = _ID_KEYWORD.sub(rb"\1$Id$", data[:4096], count=1)
+    return hashlib.sha256(head + data[4096:]).hexdigest()
+
+
+def content_release(data: bytes) -> tuple[str, str] | None:
+    """The release whose probe file ``data`` is, if it is one of :data:`RELEASE_FILES`."""
+    release = RELEASE_FILES.get(content_digest(data))
+    if release is None:
+        return None
+    return release, f"probe file content: Nmap {release}'s nmap-service-probes"
+
+
+_ID_HEADER = re.compile(
+    rb"^#[ \t]*\$Id: nmap-service-probes[ ,v]* [0-9.]+ ([0-9]{4})[-/]([0-9]{2})[-/]([0-9]{2})",
+    re.MULTILINE,
+)
+
+
+def header_release(head: bytes) -> tuple[str | None, str] | None:
+    """The release a probe file's ``$Id:`` header dates it to: the first release on or after
+    the file's last change.  ``(None, why)`` when the date is outside the known releases."""
+    found = _ID_HEADER.search(head)
+    if found is None:
+        return None
+    date = "-".join(part.decode() for part in found.groups())
+    for release, released in RELEASE_DATES:
+        if date <= released:
+            return release, f"probe file $Id: dated {date}"
+    newest = RELEASE_DATES[-1][0]
+    return None, f"probe file $Id: dated {date}, after Nmap {newest}"
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def resolve(
+    spec: str,
+    probes_file: str,
+    *,
+    installed_paths: Sequence[str] = (),
+    run: Runner | None = None,
+) -> Engine:
+    """The engine for ``regex_engine = spec`` and the primary probe file ``probes_file``.
+
+    ``installed_paths``: where Nmap's installed probe file may be (the parser's defaults);
+    ``run``: how commands are run (tests); default: really, once per process.
+    """
+    requested = check_spec(spec)
+    if requested == "pcre":
+        return Engine(NMAP_7_93, requested, None, "regex_engine = pcre")
+    if requested == "pcre2":
+        return Engine(NMAP_7_95, requested, None, "regex_engine = pcre2")
+    if requested != "auto":
+        given = requested.removeprefix("nmap-")
+        return Engine(profile_for_release(given), requested, given, f"regex_engine = {requested}")
+
+    def installed() -> tuple[str, str] | None:
+        return _installed_release_cached() if run is None else installed_release(run)
+
+    is_installed = any(_same_file(probes_file, path) for path in installed_paths)
+    candidates: list[tuple[str | None, str] | None] = []
+    if is_installed:
+        candidates.append(installed())
+    data = _read(probes_file)
+    candidates.append(content_release(data))
+    candidates.append(header_release(data[:4096]))
+    if not is_installed:
+        found = installed()
+        if found is not None:
+            candidates.append((found[0], f"installed Nmap ({found[1]})"))
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        release, reason = candidate
+        if release is None:
+            # dated after the newest release we know: its successors keep the newest rules
+            return Engine(PROFILES[-1], requested, None, reason)
+        try:
+            return Engine(profile_for_release(release), requested, release, reason)
+        except EngineSpecError:
+            return Engine(NMAP_7_93, requested, release, f"{reason}; before 7.93: 7.93's rules")
+    return Engine(NMAP_7_93, requested, None, "no Nmap release found: 7.93's rules")
