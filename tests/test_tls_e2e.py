@@ -7,7 +7,7 @@ off, as in tests/test_e2e_scan.py):
 * ``openssl s_server -www`` (plain ``ssl`` match, restart, ``http`` inside);
 * ``openssl s_server`` without ``-www`` (restart, nothing answers inside);
 * stunnel4 wrapping an SSH-like banner server, an Apache-like HTTP server and an
-  unknown service that greets and answers (NOMATCH with a ``%T=SSL`` fingerprint);
+  unknown service that answers and closes (NOMATCH with a ``%T=SSL`` fingerprint);
 * nginx with ``listen ... ssl`` (``ssl/http`` straight from a plain-text match,
   no TLS connection);
 * hostile peers, after a plain-text ``ssl`` match: a handshake that never
@@ -16,9 +16,10 @@ off, as in tests/test_e2e_scan.py):
 
 Every port must agree on state, service name, product, version, extrainfo,
 hostname, ostype, devicetype, tunnel, method, conf, CPEs and (masked)
-fingerprint.  A server that serves one connection at a time (``openssl s_server``)
-is started twice, one instance per scanner (``scan_both``'s twins), so neither
-scanner waits in its accept queue while the other holds it.  Beyond Nmap, vscan's
+fingerprint.  A server that serves one connection at a time (``openssl s_server``),
+and the stunnel in front of the unknown service, are started twice, one instance per
+scanner (``scan_both``'s twins), so neither scanner waits in the accept queue or
+disturbs the other's connections.  Beyond Nmap, vscan's
 ``tls`` object must name the certificate the servers were given.  Wall time: ~3 min
 (nmap is the slow one, see DESIGN.md).
 """
@@ -52,7 +53,6 @@ IN_CI = os.environ.get("CI") == "true"
 SCAN_TIMEOUT = 300.0
 
 SSH_BANNER = b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.1\r\n"
-UNKNOWN_BANNER = b"WELCOME zzqq service v1.2\r\n"
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,9 @@ class Case:
     ours: dict[str, Any] = field(default_factory=dict)
     #: the TLS handshake completes, so vscan's ``tls`` object must describe the certificate
     handshake: bool = True
-    #: the server serves one connection at a time: each scanner gets an instance of its own
-    one_at_a_time: bool = False
+    #: each scanner gets an instance of its own, as in the field: the server serves one
+    #: connection at a time, or one scanner's connections disturb the other's
+    own_instances: bool = False
 
 
 def _daemon(stack: contextlib.ExitStack, daemon: Daemon, ready: bool = True) -> int:
@@ -98,7 +99,7 @@ CASES = [
         lambda st, wd, cert: _daemon(st, tls.start_s_server(wd, cert, www=True)),
         premise={"name": "http", "tunnel": "ssl", "product": "OpenSSL s_server -www httpd"},
         ours={"final_state": "hardmatched"},
-        one_at_a_time=True,
+        own_instances=True,
     ),
     Case(
         "s_server-quiet",
@@ -106,7 +107,7 @@ CASES = [
         lambda st, wd, cert: _daemon(st, tls.start_s_server(wd, cert, www=False)),
         premise={"tunnel": "ssl", "method": "table", "conf": "3"},
         ours={"final_state": "nomatch"},
-        one_at_a_time=True,
+        own_instances=True,
     ),
     Case(
         "stunnel-ssh",
@@ -124,12 +125,15 @@ CASES = [
     ),
     Case(
         "stunnel-unknown",
-        # it never closes first: a server's close racing its last data through stunnel made
-        # one response drop out of either scanner's fingerprint now and then
-        "stunnel4 in front of an unknown service that greets and answers, then waits",
-        _stunnel(srv.banner_then_reply(UNKNOWN_BANNER, b"REPLY zzqq\r\n"), "unknown"),
+        "stunnel4 in front of an unknown service that answers and closes",
+        _stunnel(srv.reply_and_close(b"WELCOME zzqq service v1.2\r\n"), "unknown"),
         premise={"tunnel": "ssl", "method": "table", "servicefp": True},
         ours={"final_state": "nomatch"},
+        # Met by both scanners at once, nmap's read of GenericLines (sent on the NULL probe's
+        # TLS connection) failed with EIO in some runs (nmap -d --version-trace: "SSL_read()
+        # failed ... READ ERROR [Input/output error]"), dropping it from the fingerprint;
+        # never when nmap scanned it alone (6 of 6 runs, under load)
+        own_instances=True,
     ),
     Case(
         "nginx-ssl",
@@ -192,7 +196,7 @@ def run() -> Iterator[Run]:
         for case in CASES:
             try:
                 ports[case.id] = case.start(st, workdir, cert)
-                if case.one_at_a_time:
+                if case.own_instances:
                     twins[ports[case.id]] = case.start(st, workdir / "twin", cert)
             except Unavailable as exc:
                 unavailable[case.id] = str(exc)

@@ -49,9 +49,10 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nmap-release",
         metavar="VERSION",
-        default=DEFAULT_RELEASE,
-        help=f"read the probe files as Nmap VERSION's loader does (default {DEFAULT_RELEASE}; "
-        "7.95 for Debian 13's file; DESIGN.md, Nmap releases)",
+        default=None,
+        help="read the probe files as Nmap VERSION's loader does (default: the probe file's "
+        f"release, as --regex-engine auto finds it, else {DEFAULT_RELEASE}; DESIGN.md, "
+        "Nmap releases)",
     )
     parser.add_argument(
         "--no-prefilter",
@@ -180,10 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Matcher:
-    try:
-        grammar_for(args.nmap_release)
-    except ValueError as exc:
-        raise UsageError(f"--nmap-release: {exc}") from None
+    if args.nmap_release is not None:
+        try:
+            grammar_for(args.nmap_release)
+        except ValueError as exc:
+            raise UsageError(f"--nmap-release: {exc}") from None
     try:
         return load_matcher(
             args.probes,

@@ -182,6 +182,9 @@ def scan_both(
         "-oX",
         str(vscan_xml),
     ]
+    # VSCAND_E2E_NMAP_ARGS: more nmap options for a look at a disagreement (e.g. "-d
+    # --version-trace"; the log is kept with VSCAND_E2E_KEEP)
+    nmap_cmd += os.environ.get("VSCAND_E2E_NMAP_ARGS", "").split()
     commands = {
         "nmap": [*nmap_cmd, "--datadir", str(datadir)],
         # both without version scripts: nmap's script.db is empty
