@@ -182,6 +182,7 @@ def test_handshake_then_the_sslports_probe_through_dtls(server_context: SSL.Cont
     h.pump(sock, peer)
     assert peer.plaintext == [b"INNER"], "the sslports-listed probe first, encrypted"
     h.finished_cleanly()
+    assert sock.sent[-1][0] == 0x15, "a close_notify alert at the end, as nsock's SSL_shutdown"
     svc = h.result["service"]
     assert (svc["name"], svc["product"], svc["version"]) == ("inner", "Inner", "1.2")
     assert (svc["method"], svc["conf"], svc["tunnel"]) == ("probed", 10, "ssl")

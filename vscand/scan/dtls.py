@@ -135,6 +135,17 @@ class DTLSClient:
                 raise DTLSFailed(f"send failed: {exc}") from None
         return self._outgoing()
 
+    def close(self) -> list[bytes]:
+        """The ``close_notify`` to send when the association ends (nothing before the
+        handshake completed: OpenSSL's ``SSL_shutdown`` fails then, as nsock logs)."""
+        if not self.handshake_done:
+            return []
+        try:
+            self._conn.shutdown()
+        except SSL.Error:
+            return []
+        return self._outgoing()
+
     def facts(self) -> dict[str, Any]:
         """The ``tls`` object of the completed handshake."""
         certificate = self._conn.get_peer_certificate()

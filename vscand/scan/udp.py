@@ -38,6 +38,20 @@ probe is sent at all (intensity too low, or the port is excluded), the check
 socket alone decides, waiting ``check_wait`` seconds.  Nmap's UDP scan
 retransmits; ours sends once.
 
+The DTLS restart (Nmap 7.94+, only when ``db.grammar.dtls_tunnel``; DESIGN.md
+"DTLS restart (Nmap 7.94+)").  Nmap's ``scanThroughTunnel`` (service_scan.cc:2165-2198
+@95b974b10) restarts a port whose *hard* match is exactly ``dtls`` or ``ssl``
+(:2180-2183), once: findings and fingerprint are cleared (``resetProbes(true)``,
+:2193), the plan starts over with the ``sslports`` lists, and since 7.94
+(``84e2e9be5``) every UDP probe has an iod of its own (:2104-2141), in the tunnel a
+DTLS connect bounded by ``DEFAULT_CONNECT_SSL_TIMEOUT`` = 8000 ms (service_scan.h:83);
+a failed or timed-out connect ends the port INCOMPLETE (:2366-2377), reported
+``tunnel="ssl"`` with the table name.  We do the same: ``_restart_through_dtls``,
+then per probe a new socket, state HANDSHAKE (``vscand.scan.dtls.DTLSClient`` on
+memory BIOs, deadline ``ssl_connect_timeout``), the probe sent encrypted once the
+handshake completed (its ``totalwaitms`` counted from then, :2363), and the
+plaintext read and matched as usual.
+
 Collaborators are injected: the clock, the socket opener (binds an ephemeral
 port and connects it to the target; honours the connection-rate limit), the
 match function (the matcher off the reactor thread in production), the probe
@@ -70,7 +84,6 @@ from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.plan import ProbePlan
 from vscand.scan.report import FinalState, Findings
 from vscand.scan.tcp import READ_CAP, MatchFunction
-from vscand.scan.tls import server_name
 
 __all__ = [
     "CHECK_WAIT",
@@ -579,7 +592,7 @@ class UDPPortScan(PortEnding):
         self._cancel_deadline()
         self._cancel_retransmit()
         self._inbox.clear()
-        self._dtls = None
+        self._close_dtls()
         old = self._probe_sock
         self._probe_sock = None
         _close(old)
@@ -594,7 +607,8 @@ class UDPPortScan(PortEnding):
         self._probe_sock = sock
         self._state = _State.HANDSHAKE
         self.handshakes += 1
-        self._dtls = DTLSClient(dtls_context(), server_name(self.task.hostname))
+        # no SNI: nsock leaves it out of DTLS ClientHellos (nsock_core.c:377@95b974b10)
+        self._dtls = DTLSClient(dtls_context())
         # DEFAULT_CONNECT_SSL_TIMEOUT: the handshake's whole time
         self._deadline = self._clock.callLater(
             self._options.ssl_connect_timeout, self._handshake_timeout
@@ -613,6 +627,19 @@ class UDPPortScan(PortEnding):
             if sock is None or self._ended():
                 return
             self._send(sock, datagram)
+
+    def _close_dtls(self) -> None:
+        """End the association as nsock's iod delete does: ``SSL_shutdown``, a close_notify
+        (nsock_iod.c:251@95b974b10), sent once and not waited for."""
+        dtls, self._dtls = self._dtls, None
+        sock = self._probe_sock
+        if dtls is None or sock is None:
+            return
+        for datagram in dtls.close():
+            try:
+                sock.write(datagram)
+            except OSError:
+                return
 
     def _schedule_retransmit(self) -> None:
         self._cancel_retransmit()
@@ -692,7 +719,7 @@ class UDPPortScan(PortEnding):
         self._state = _State.DONE
         self._cancel_deadline()
         self._cancel_retransmit()
-        self._dtls = None
+        self._close_dtls()
         if self._opening is not None:
             opening = self._opening
             self._opening = None
