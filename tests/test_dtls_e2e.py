@@ -9,11 +9,17 @@ the same time by the Debian 13 root's Nmap 7.95 and by ``vscan scan -p U:PORT
 match (line 16803 of the file); the restart's DTLS connect from a new socket is not
 answered by the busy s_server and times out after 8 s, so the port ends INCOMPLETE:
 ``<service name="unknown" tunnel="ssl" method="table" conf="3"/>`` (``ssl/unknown``).
+
+The ``listen`` case runs ``s_server -dtls -listen`` (stateless cookie exchange, then
+the first client that completes a handshake; not ``-quiet``, which there never
+answers the restart's handshake): the restart's first DTLS handshake completes, so
+vscan's JSON carries ``service.tls``; the XML must still agree with Nmap's.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -44,16 +50,18 @@ def _udp_bound(port: int) -> bool:
 
 
 def start_dtls_server(
-    workdir: Path, cert_dir: Path, name: str
+    workdir: Path, cert_dir: Path, name: str, listen: bool
 ) -> tuple[int, subprocess.Popen[bytes]]:
     cert = make_certificate(cert_dir)
     port = free_port()
     cmd = ["openssl", "s_server", "-dtls", "-accept", f"127.0.0.1:{port}"]
-    cmd += ["-cert", str(cert.cert), "-key", str(cert.key), "-quiet", "-naccept", "1000000"]
+    cmd += ["-cert", str(cert.cert), "-key", str(cert.key), "-naccept", "1000000"]
+    # without -quiet s_server ends at EOF on stdin: a pipe kept open stands in for a terminal
+    cmd += ["-listen"] if listen else ["-quiet"]
     log = open(workdir / f"{name}.out", "wb")  # noqa: SIM115 (kept open by the child)
     proc = subprocess.Popen(
         cmd,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if listen else subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -68,17 +76,20 @@ def start_dtls_server(
     return port, proc
 
 
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[tuple[int, int]]:
+@pytest.fixture(params=["plain", "listen"])
+def servers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[int, int, bool]]:
+    listen = request.param == "listen"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        a, pa = start_dtls_server(tmp_path, tmp_path / "cert-a", "s_server-a")
+        a, pa = start_dtls_server(tmp_path, tmp_path / "cert-a", "s_server-a", listen)
         procs.append(pa)
-        b, pb = start_dtls_server(tmp_path, tmp_path / "cert-b", "s_server-b")
+        b, pb = start_dtls_server(tmp_path, tmp_path / "cert-b", "s_server-b", listen)
         procs.append(pb)
-        yield a, b
+        yield a, b, listen
     finally:
         for proc in procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
             proc.terminate()
             try:
                 proc.wait(10)
@@ -87,12 +98,13 @@ def servers(tmp_path: Path) -> Iterator[tuple[int, int]]:
                 proc.wait()
 
 
-def test_dtls_restart_matches_nmap_795(servers: tuple[int, int], tmp_path: Path) -> None:
+def test_dtls_restart_matches_nmap_795(servers: tuple[int, int, bool], tmp_path: Path) -> None:
     release = require(debian13())
     if tuple(int(x) for x in release.version.split(".")) < (7, 94):
         pytest.skip(f"Nmap {release.version} has no DTLS restart")
-    nmap_port, vscan_port = servers
+    nmap_port, vscan_port, listen = servers
     nmap_xml, vscan_xml = tmp_path / "nmap.xml", tmp_path / "vscan.xml"
+    vscan_json = tmp_path / "vscan.jsonl"
     env = scan_env()
     env["PYTHONPATH"] = str(REPO)  # this checkout's vscand, whatever the venv installed
     vscan = subprocess.Popen(
@@ -110,6 +122,8 @@ def test_dtls_restart_matches_nmap_795(servers: tuple[int, int], tmp_path: Path)
             release.version,
             "-oX",
             str(vscan_xml),
+            "-oJ",
+            str(vscan_json),
         ],
         env=env,
         cwd=REPO,
@@ -138,3 +152,10 @@ def test_dtls_restart_matches_nmap_795(servers: tuple[int, int], tmp_path: Path)
     # the premise: Nmap 7.95 restarted through DTLS
     assert theirs["tunnel"] == "ssl", f"nmap did not restart through DTLS: {theirs}"
     assert differences(theirs, ours) == []
+    record = json.loads(vscan_json.read_text().splitlines()[0])
+    tls = record["service"]["tls"]
+    if listen:
+        assert tls is not None and tls["version"].startswith("DTLS"), record["service"]
+        assert tls["subject"] == "CN=vscand-test.local"
+    else:
+        assert tls is None, "no DTLS handshake ever completed"
