@@ -284,3 +284,37 @@ def test_split_records_keeps_records_whole() -> None:
     record = b"\x16\xfe\xfd" + b"\0" * 8 + struct.pack("!H", 600) + b"x" * 600
     assert split_records(record * 3, 1400) == [record * 2, record]
     assert split_records(b"\x16\xfe", 1400) == [b"\x16\xfe"]
+
+
+def test_icmp_during_the_handshake_ends_incomplete() -> None:
+    h = Harness("7.94")
+    sock = h.restart()
+    sock.protocol.connectionRefused()
+    h.finished_cleanly()
+    svc = h.result["service"]
+    assert (svc["name"], svc["method"], svc["conf"], svc["tunnel"]) == (
+        "pharos",
+        "table",
+        3,
+        "ssl",
+    )
+
+
+def test_a_response_inside_the_tunnel_is_fingerprinted_with_t_ssl(
+    server_context: SSL.Context,
+) -> None:
+    h = Harness("7.95")
+    sock = h.restart()
+    peer = Peer(server_context, {b"INNER": b"unknown answer"})
+    h.pump(sock, peer)
+    h.clock.advance(5.0)
+    for _ in range(2):  # Hello, Other: new associations, nothing answered
+        sock = h.sockets[-1]
+        h.pump(sock, Peer(server_context, {}))
+        h.clock.advance(5.0)
+    h.finished_cleanly()
+    svc = h.result["service"]
+    assert (svc["name"], svc["tunnel"]) == ("pharos", "ssl")
+    fp = svc["fingerprint"]
+    assert "SF-Port4433-UDP:V=" in fp and "%T=SSL" in fp, fp
+    assert 'r(Inner,E,"unknown\\x20answer")' in fp, fp
