@@ -38,6 +38,20 @@ probe is sent at all (intensity too low, or the port is excluded), the check
 socket alone decides, waiting ``check_wait`` seconds.  Nmap's UDP scan
 retransmits; ours sends once.
 
+The DTLS restart (Nmap 7.94+, only when ``db.grammar.dtls_tunnel``; DESIGN.md
+"DTLS restart (Nmap 7.94+)").  Nmap's ``scanThroughTunnel`` (service_scan.cc:2165-2198
+@95b974b10) restarts a port whose *hard* match is exactly ``dtls`` or ``ssl``
+(:2180-2183), once: findings and fingerprint are cleared (``resetProbes(true)``,
+:2193), the plan starts over with the ``sslports`` lists, and since 7.94
+(``84e2e9be5``) every UDP probe has an iod of its own (:2104-2141), in the tunnel a
+DTLS connect bounded by ``DEFAULT_CONNECT_SSL_TIMEOUT`` = 8000 ms (service_scan.h:83);
+a failed or timed-out connect ends the port INCOMPLETE (:2366-2377), reported
+``tunnel="ssl"`` with the table name.  We do the same: ``_restart_through_dtls``,
+then per probe a new socket, state HANDSHAKE (``vscand.scan.dtls.DTLSClient`` on
+memory BIOs, deadline ``ssl_connect_timeout``), the probe sent encrypted once the
+handshake completed (its ``totalwaitms`` counted from then, :2363), and the
+plaintext read and matched as usual.
+
 Collaborators are injected: the clock, the socket opener (binds an ephemeral
 port and connects it to the target; honours the connection-rate limit), the
 match function (the matcher off the reactor thread in production), the probe
@@ -62,6 +76,7 @@ from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
+from vscand.scan.dtls import DTLSClient, DTLSFailed, dtls_context
 from vscand.scan.ending import PortEnding
 from vscand.scan.fast import QUIET_FACTOR
 from vscand.scan.fingerprint import ServiceFingerprint
@@ -108,6 +123,7 @@ DatagramOpener = Callable[[PortTask, DatagramProtocol], "defer.Deferred[Datagram
 
 class _State(enum.Enum):
     OPENING = "opening"
+    HANDSHAKE = "handshake"
     READING = "reading"
     CHECKING = "checking"
     DONE = "done"
@@ -226,6 +242,12 @@ class UDPPortScan(PortEnding):
         #: datagrams (and ICMP errors) not yet consumed by a read, oldest first
         self._inbox: collections.deque[bytes | _SocketError] = collections.deque()
         self.dropped = 0  # datagrams dropped because the inbox was full
+        # the DTLS tunnel (Nmap 7.94+, DESIGN.md "DTLS restart (Nmap 7.94+)")
+        self._tunnel_ssl = False
+        self._tls: dict[str, Any] | None = None
+        self._dtls: DTLSClient | None = None
+        self._retransmit_call: IDelayedCall | None = None
+        self.handshakes = 0
 
     # -- public ---------------------------------------------------------------
 
@@ -337,7 +359,17 @@ class UDPPortScan(PortEnding):
         self._deadline = self._clock.callLater(self._probe_wait(probe), self._deadline_hit)
         # the write may report a pending ICMP error at once (Twisted calls
         # connectionRefused from write); it is queued and read like any event
-        self._send(sock, probe.string)
+        if self._dtls is not None:
+            try:
+                datagrams = self._dtls.send(probe.string)
+            except DTLSFailed:
+                datagrams = []
+            for datagram in datagrams:
+                self._send(sock, datagram)
+                if self._ended():
+                    return
+        else:
+            self._send(sock, probe.string)
         self._read_next()
 
     def datagram_received(self, adapter: DatagramAdapter, datagram: bytes) -> None:
@@ -346,6 +378,11 @@ class UDPPortScan(PortEnding):
         if adapter is self._check_adapter:
             # an answer to the port-scan datagram: the port is open, nothing more
             self._mark_open()
+            return
+        if adapter is not self._probe_adapter:
+            return  # a socket of an earlier DTLS association
+        if self._dtls is not None:
+            self._dtls_datagram(datagram)
             return
         if len(self._inbox) >= INBOX_CAP:
             self.dropped += 1
@@ -392,6 +429,12 @@ class UDPPortScan(PortEnding):
         if adapter is self._check_adapter:
             if code == errno.ECONNREFUSED and not self._received:
                 self._report_port("closed", "port-unreach")
+            return
+        if adapter is not self._probe_adapter:
+            return
+        if self._state is _State.HANDSHAKE:
+            # nsock's DTLS connect fails: the port ends INCOMPLETE
+            self._finish(FinalState.INCOMPLETE)
             return
         if len(self._inbox) < INBOX_CAP:
             self._inbox.append(_REFUSED if code == errno.ECONNREFUSED else _SocketError(code))
@@ -444,6 +487,9 @@ class UDPPortScan(PortEnding):
             return
         assert self._probe is not None
         if found is not None and self._findings.apply(found, self._probe.name):
+            if self._restarts_through_dtls():
+                self._restart_through_dtls()
+                return
             self._finish(FinalState.HARDMATCHED)
             return
         if self._capped or self._deadline_passed:
@@ -500,14 +546,180 @@ class UDPPortScan(PortEnding):
                 FinalState.SOFTMATCHED if self._findings.soft_found else FinalState.NOMATCH
             )
             return
+        if self._tunnel_ssl:
+            # through DTLS every probe has a socket and a handshake of its own
+            self._probe = probe
+            self._dtls_connect()
+            return
         # same socket: whatever is still queued goes to the next probe's reads
         self._start_probe(probe)
 
+    # -- the DTLS restart (Nmap 7.94+) -------------------------------------------
+
+    def _restarts_through_dtls(self) -> bool:
+        """A hard ``dtls`` (or ``ssl``) match outside a tunnel, with a 7.94+ database."""
+        return (
+            self._db.grammar.dtls_tunnel
+            and not self._tunnel_ssl
+            and self._findings.service in ("dtls", "ssl")
+        )
+
+    def _restart_through_dtls(self) -> None:
+        """Everything again, inside DTLS: the ``sslports`` plan, a handshake per probe.
+
+        What plain UDP found and the fingerprint are dropped (Nmap's
+        ``scanThroughTunnel`` + ``resetProbes(true)``); inside the tunnel a hard
+        ``dtls`` match is final.
+        """
+        self._cancel_deadline()
+        self._inbox.clear()
+        self._response = bytearray()
+        self._findings.reset()
+        self._fingerprint = None
+        self._tunnel_ssl = True
+        self._plan = ProbePlan(
+            self._db, "UDP", self.task.port, self._options.intensity, tunnel_ssl=True
+        )
+        probe = self._plan.next()
+        if probe is None:
+            self._finish(FinalState.NOMATCH)
+            return
+        self._probe = probe
+        self._dtls_connect()
+
+    def _dtls_connect(self) -> None:
+        """A new socket (a new source port, as nsock's new iod) and a DTLS handshake."""
+        self._cancel_deadline()
+        self._cancel_retransmit()
+        self._inbox.clear()
+        self._close_dtls()
+        old = self._probe_sock
+        self._probe_sock = None
+        _close(old)
+        self._probe_adapter = DatagramAdapter(self)
+        self._open(self._probe_adapter, self._dtls_opened)
+
+    def _dtls_opened(self, sock: DatagramSocket) -> None:
+        self._opening = None
+        if self._state is _State.DONE:
+            _close(sock)
+            return
+        self._probe_sock = sock
+        self._state = _State.HANDSHAKE
+        self.handshakes += 1
+        # no SNI: nsock leaves it out of DTLS ClientHellos (nsock_core.c:377@95b974b10)
+        self._dtls = DTLSClient(dtls_context())
+        # DEFAULT_CONNECT_SSL_TIMEOUT: the handshake's whole time
+        self._deadline = self._clock.callLater(
+            self._options.ssl_connect_timeout, self._handshake_timeout
+        )
+        try:
+            datagrams = self._dtls.start()
+        except DTLSFailed:
+            self._finish(FinalState.INCOMPLETE)
+            return
+        self._send_all(datagrams)
+        self._schedule_retransmit()
+
+    def _send_all(self, datagrams: list[bytes]) -> None:
+        sock = self._probe_sock
+        for datagram in datagrams:
+            if sock is None or self._ended():
+                return
+            self._send(sock, datagram)
+
+    def _close_dtls(self) -> None:
+        """End the association as nsock's iod delete does: ``SSL_shutdown``, a close_notify
+        (nsock_iod.c:251@95b974b10), sent once and not waited for."""
+        dtls, self._dtls = self._dtls, None
+        sock = self._probe_sock
+        if dtls is None or sock is None:
+            return
+        for datagram in dtls.close():
+            try:
+                sock.write(datagram)
+            except OSError:
+                return
+
+    def _schedule_retransmit(self) -> None:
+        self._cancel_retransmit()
+        if self._dtls is None or self._state is not _State.HANDSHAKE:
+            return
+        wait = self._dtls.next_retransmit()
+        if wait is not None:
+            self._retransmit_call = self._clock.callLater(wait, self._retransmit)
+
+    def _retransmit(self) -> None:
+        self._retransmit_call = None
+        if self._dtls is None or self._state is not _State.HANDSHAKE:
+            return
+        try:
+            datagrams = self._dtls.retransmit()
+        except DTLSFailed:
+            self._finish(FinalState.INCOMPLETE)
+            return
+        self._send_all(datagrams)
+        self._schedule_retransmit()
+
+    def _cancel_retransmit(self) -> None:
+        call = self._retransmit_call
+        self._retransmit_call = None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _handshake_timeout(self) -> None:
+        self._deadline = None
+        if self._state is _State.HANDSHAKE:
+            self._finish(FinalState.INCOMPLETE)
+
+    def _dtls_datagram(self, datagram: bytes) -> None:
+        dtls = self._dtls
+        assert dtls is not None
+        if not datagram:
+            return  # no record in it: DTLS ignores it
+        handshaking = self._state is _State.HANDSHAKE
+        try:
+            datagrams, plaintext = dtls.datagram_received(datagram)
+        except DTLSFailed:
+            if handshaking:
+                self._finish(FinalState.INCOMPLETE)
+            return
+        self._send_all(datagrams)
+        if self._ended():
+            return
+        if handshaking:
+            if not dtls.handshake_done:
+                if datagrams:
+                    self._schedule_retransmit()  # a new flight: its own timer
+                return
+            self._cancel_retransmit()
+            self._cancel_deadline()
+            if self._tls is None:
+                self._tls = dtls.facts()
+            assert self._probe is not None
+            self._start_probe(self._probe)
+            if self._ended():
+                return
+        if plaintext and len(self._inbox) < INBOX_CAP:
+            if self._options.fast:
+                self._fast_heard()
+            self._inbox.append(plaintext[:MAX_DATAGRAM])
+        elif plaintext:
+            self.dropped += 1
+        if dtls.closed and len(self._inbox) < INBOX_CAP:
+            self._inbox.append(b"")  # close_notify: nsock reports EOF
+        self._read_next()
+
     # -- ending ---------------------------------------------------------------
+
+    def _tunnel(self) -> tuple[bool, dict[str, Any] | None]:
+        return self._tunnel_ssl, self._tls
 
     def _teardown(self) -> None:
         self._state = _State.DONE
         self._cancel_deadline()
+        self._cancel_retransmit()
+        self._close_dtls()
         if self._opening is not None:
             opening = self._opening
             self._opening = None
