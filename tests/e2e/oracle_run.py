@@ -182,8 +182,9 @@ def scan_both(
         "-oX",
         str(vscan_xml),
     ]
-    # VSCAND_E2E_NMAP_ARGS: more nmap options for a look at a disagreement (e.g. "-d
-    # --version-trace"; the log is kept with VSCAND_E2E_KEEP)
+    # VSCAND_E2E_NMAP_ARGS: more nmap options for a look at a disagreement (e.g.
+    # "--version-trace": nsock's events; the log is kept with VSCAND_E2E_KEEP). Debugging
+    # options change nmap's answer: -d lifts its fingerprint size cap
     nmap_cmd += os.environ.get("VSCAND_E2E_NMAP_ARGS", "").split()
     commands = {
         "nmap": [*nmap_cmd, "--datadir", str(datadir)],
