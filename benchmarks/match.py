@@ -1,6 +1,7 @@
 """Matcher benchmark: prefiltered vs plain PCRE vs a sequential Python ``re`` pass.
 
     .venv/bin/python benchmarks/match.py [--quick] [--cold] [--reps N]
+    .venv/bin/python benchmarks/match.py --engines [--probes-795 PATH] [--quick] [--reps N]
 
 Three paths answer the same question (the first line of a probe's fallback
 chain that matches a response, in chain order) over the same responses:
@@ -18,11 +19,21 @@ NULL, GenericLines, GetRequest and HTTPOptions chains, and MATCHED (banners and
 replies of common services) against the chain each one answers.  The script
 checks that the three paths agree and prints a markdown table; JSON goes to
 ``benchmarks/results/match.json``.
+
+``--engines [--probes-795 PATH]`` measures something else, in one run over the same
+response sets: the prefiltered and plain paths with the installed probe file under
+PCRE 8.39 (Nmap 7.93's engine) and under PCRE2 (Nmap 7.95's), and, given Nmap 7.95's
+``nmap-service-probes`` (``make bench-engines`` passes Debian 13's when it is there),
+that file under PCRE2 too. It prints per-response mean / median / p99 µs and the
+PCRE2 / PCRE 8.39 ratios, checks that both engines give the same full answer
+(service, line, chain member, soft, version fields) on every response, and writes
+``benchmarks/results/match_engines.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import random
@@ -40,7 +51,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, cache_dir, fmt, machine, md_table, summary, write_json
+from _common import (
+    REPO,
+    cache_dir,
+    fmt,
+    machine,
+    md_table,
+    percentile,
+    summary,
+    write_json,
+)
 
 from vscand.probes.matcher import Matcher, ServiceMatch, load_matcher
 from vscand.probes.model import MatchLine, Probe
@@ -480,6 +500,376 @@ def set_report(label: str, samples: list[Sample]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------
+# --engines: the same responses under PCRE 8.39 and PCRE2, in one run
+
+ENGINE_PATHS = ("prefiltered", "plain")
+
+
+@dataclass
+class EngineConfig:
+    """One probe file under one regex engine: its prefiltered and plain matchers."""
+
+    key: str  # e.g. "7.93/pcre"
+    label: str  # for the table
+    pf: Matcher
+    plain: Matcher
+
+
+#: everything the scan reports from a match: service, line, chain member, soft, fields
+FullAnswer = tuple[Any, ...] | None
+
+
+def full_answer(found: ServiceMatch | None) -> FullAnswer:
+    if found is None:
+        return None
+    info = found.info
+    return (
+        found.service,
+        found.line.lineno,
+        found.matched_probe,
+        found.soft,
+        info.product,
+        info.version,
+        info.extrainfo,
+        info.hostname,
+        info.ostype,
+        info.devicetype,
+        info.cpe_a,
+        info.cpe_h,
+        info.cpe_o,
+        info.warnings,
+    )
+
+
+@dataclass
+class EngineSample:
+    name: str
+    chain: str
+    size: int
+    expected: str | None
+    #: per column ("7.93/pcre/plain", ...): the timed calls (µs)
+    times: dict[str, list[float]]
+    answers: dict[str, FullAnswer]
+
+
+def engine_columns(configs: list[EngineConfig]) -> list[str]:
+    return [f"{c.key}/{path}" for c in configs for path in ENGINE_PATHS]
+
+
+def measure_engines(
+    configs: list[EngineConfig],
+    cases: list[tuple[str, str, bytes, str | None]],
+    reps: int,
+) -> list[EngineSample]:
+    """Answers, then timings: each column (file, engine, path) runs over every case in a block.
+
+    As in :func:`measure`, a column is timed in a block of its own (every case in turn),
+    so that the plain path's scanning does not flush the prefilter's caches between
+    calls. The blocks are interleaved: each round runs every column once, and the order
+    of the columns is reversed every other round, so slow drift in the machine's load
+    falls on both engines alike. Each block starts with an untimed warm-up, so that no
+    column pays more often than another for the caches the block before it flushed
+    (without it, the first prefiltered call after a plain block costs milliseconds,
+    which on the 22 matched samples is the p99).
+    """
+    columns = engine_columns(configs)
+    samples: list[EngineSample] = []
+    calls: list[dict[str, Callable[[], Any]]] = []
+    for name, chain_name, response, expected in cases:
+        row: dict[str, Callable[[], Any]] = {}
+        answers: dict[str, FullAnswer] = {}
+        for config in configs:
+            for path, matcher in (("prefiltered", config.pf), ("plain", config.plain)):
+                probe = matcher.db.find(chain_name)
+                column = f"{config.key}/{path}"
+                row[column] = functools.partial(matcher.match, probe, response)
+                # the answer (and the warm-up: patterns are compiled lazily)
+                answers[column] = full_answer(matcher.match(probe, response))
+        calls.append(row)
+        samples.append(
+            EngineSample(
+                name=name,
+                chain=chain_name,
+                size=len(response),
+                expected=expected,
+                times={column: [] for column in columns},
+                answers=answers,
+            )
+        )
+    gc.collect()
+    gc.disable()
+    try:
+        for rep in range(reps):
+            order = columns if rep % 2 == 0 else columns[::-1]
+            for column in order:
+                # untimed warm-up after the previous column's block: the whole block for a
+                # prefiltered column (~1 ms), the first call for a plain one
+                warm = calls if column.endswith("/prefiltered") else calls[:1]
+                for call in warm:
+                    call[column]()
+                for sample, call in zip(samples, calls, strict=True):
+                    sample.times[column].append(time_call(call[column]))
+    finally:
+        gc.enable()
+    return samples
+
+
+def stats_us(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "median": statistics.median(values),
+        "p99": percentile(values, 0.99),
+        "max": max(values),
+        "calls_over_1ms": sum(1 for value in values if value > 1000.0),
+    }
+
+
+def engine_ratio(samples: list[EngineSample], over: str, under: str) -> dict[str, Any]:
+    """Cost of column ``over`` relative to column ``under`` (same samples, same run)."""
+    a = stats_us([t for s in samples for t in s.times[over]])
+    b = stats_us([t for s in samples for t in s.times[under]])
+    per_sample = [
+        statistics.median(s.times[over]) / statistics.median(s.times[under]) for s in samples
+    ]
+    lowest = min(range(len(samples)), key=per_sample.__getitem__)
+    highest = max(range(len(samples)), key=per_sample.__getitem__)
+    return {
+        "of_means": a["mean"] / b["mean"],
+        "of_medians": a["median"] / b["median"],
+        "of_p99": a["p99"] / b["p99"],
+        "per_sample_median": statistics.median(per_sample),
+        "per_sample_min": per_sample[lowest],
+        "per_sample_min_at": f"{samples[lowest].name} on {samples[lowest].chain}",
+        "per_sample_max": per_sample[highest],
+        "per_sample_max_at": f"{samples[highest].name} on {samples[highest].chain}",
+    }
+
+
+def _differences(samples: list[EngineSample], a: str, b: str) -> list[dict[str, Any]]:
+    return [
+        {"name": s.name, "chain": s.chain, a: s.answers[a], b: s.answers[b]}
+        for s in samples
+        if s.answers[a] != s.answers[b]
+    ]
+
+
+def engines_report(label: str, configs: list[EngineConfig], samples: list[EngineSample]) -> Any:
+    columns = engine_columns(configs)
+    report: dict[str, Any] = {
+        "set": label,
+        "samples": len(samples),
+        "us": {c: stats_us([t for s in samples for t in s.times[c]]) for c in columns},
+        "ratios": {},
+        "differences": {},
+    }
+    keys = [c.key for c in configs]
+    # prefiltered vs plain, per file and engine
+    for key in keys:
+        report["differences"][f"{key}: prefiltered vs plain"] = _differences(
+            samples, f"{key}/prefiltered", f"{key}/plain"
+        )
+    base = "7.93/pcre"
+    for other in keys[1:]:
+        for path in ENGINE_PATHS:
+            report["ratios"][f"{other} / {base} ({path})"] = engine_ratio(
+                samples, f"{other}/{path}", f"{base}/{path}"
+            )
+    if "7.93/pcre2" in keys:
+        # the check: the engines agree on every response (same file, both paths)
+        for path in ENGINE_PATHS:
+            report["differences"][f"7.93 file: pcre2 vs pcre ({path})"] = _differences(
+                samples, f"7.93/pcre2/{path}", f"{base}/{path}"
+            )
+    if "7.95/pcre2" in keys:
+        # another file: its lines and fields differ; only the service named is compared
+        report["services_795_vs_793"] = [
+            {
+                "name": s.name,
+                "chain": s.chain,
+                "7.93": (s.answers[f"{base}/plain"] or ("-",))[0],
+                "7.95": (s.answers["7.95/pcre2/plain"] or ("-",))[0],
+            }
+            for s in samples
+            if (s.answers[f"{base}/plain"] or ("-",))[0]
+            != (s.answers["7.95/pcre2/plain"] or ("-",))[0]
+        ]
+    report["unexpected_answers"] = [
+        {"name": s.name, "chain": s.chain, "expected": s.expected, key: s.answers[f"{key}/plain"]}
+        for key in keys
+        for s in samples
+        if (s.answers[f"{key}/plain"] or (None,))[0] != s.expected
+    ]
+    report["per_sample"] = [
+        {
+            "name": s.name,
+            "chain": s.chain,
+            "bytes": s.size,
+            **{f"{c}_median_us": statistics.median(s.times[c]) for c in columns},
+        }
+        for s in samples
+    ]
+    return report
+
+
+def _mmp(values: dict[str, float]) -> str:
+    return f"{fmt(values['mean'])} / {fmt(values['median'])} / {fmt(values['p99'])}"
+
+
+def _ratio_text(ratio: dict[str, Any]) -> str:
+    return (
+        f"{ratio['of_means']:.2f}x / {ratio['of_medians']:.2f}x / {ratio['of_p99']:.2f}x "
+        f"(per sample: median {ratio['per_sample_median']:.2f}x, "
+        f"{ratio['per_sample_min']:.2f}x .. {ratio['per_sample_max']:.2f}x)"
+    )
+
+
+def run_engines(args: argparse.Namespace, reps: int) -> int:
+    """``--engines``: matcher cost per response under PCRE2 vs PCRE 8.39, in one run."""
+    from vscand.probes import pcre2
+
+    directory = cache_dir()
+    info = machine()
+    info["pcre2"] = pcre2.version()
+    print(f"# Matcher benchmark: regex engines ({info['date']})", flush=True)
+    wanted: list[tuple[str, str, str | None, str]] = [
+        ("7.93/pcre", "installed file, PCRE 8.39", None, "pcre"),
+        ("7.93/pcre2", "installed file, PCRE2", None, "pcre2"),
+    ]
+    if args.probes_795:
+        if Path(args.probes_795).is_file():
+            wanted.append(("7.95/pcre2", "7.95 file, PCRE2", args.probes_795, "pcre2"))
+        else:
+            print(f"--probes-795 {args.probes_795}: no such file; the 7.95 rows are left out")
+    configs: list[EngineConfig] = []
+    loads: list[dict[str, Any]] = []
+    for key, label, probes_file, engine in wanted:
+        pf = load_matcher(probes_file, cache_dir=directory, regex_engine=engine)
+        plain = load_matcher(probes_file, use_prefilter=False, regex_engine=engine)
+        assert pf.stats is not None
+        if pf.prefilter is None:
+            print("Hyperscan is not available: the prefiltered path cannot be measured.")
+            return 2
+        db = pf.db
+        load: dict[str, Any] = {
+            "key": key,
+            "files": pf.stats.files,
+            "grammar": db.grammar.release,
+            "profile": db.engine.profile.name,
+            "engine": db.engine.name,
+            "library": db.engine.library_version(),
+            "lines": len(db.lines),
+            "always_candidates": len(pf.prefilter.always),
+            "prefilter": pf.stats.prefilter,
+            "prefilter_s": pf.stats.prefilter_seconds,
+        }
+        loads.append(load)
+        print(
+            f"{key}: {load['files'][0]} (grammar {load['grammar']}), {load['profile']} "
+            f"({load['engine']} {load['library']}); {load['lines']} lines; prefilter "
+            f"{load['prefilter']} ({load['prefilter_s']:.1f} s), "
+            f"{load['always_candidates']} lines always confirmed",
+            flush=True,
+        )
+        configs.append(EngineConfig(key=key, label=label, pf=pf, plain=plain))
+    print(f"reps={reps}", flush=True)
+
+    unmatched_cases: list[tuple[str, str, bytes, str | None]] = [
+        (name, chain, response, None)
+        for name, response in unmatched_responses()
+        for chain in UNMATCHED_CHAINS
+    ]
+    matched_cases: list[tuple[str, str, bytes, str | None]] = list(matched_responses())
+    reports = []
+    for label, cases in (("unmatched", unmatched_cases), ("matched", matched_cases)):
+        started = time.perf_counter()
+        samples = measure_engines(configs, cases, reps)
+        report = engines_report(label, configs, samples)
+        report["wall_s"] = time.perf_counter() - started
+        reports.append(report)
+        print(f"  {label}: {len(samples)} samples in {report['wall_s']:.1f} s", flush=True)
+
+    print()
+    print(
+        f"Machine: {info['nproc']} CPU(s), {info['cpu']}; Python {info['python']}; "
+        f"PCRE {info['pcre']}; PCRE2 {info['pcre2']}; hyperscan {info['hyperscan']} "
+        f"({info['hyperscan_library']})"
+    )
+    print()
+    rows = []
+    for report in reports:
+        for config in configs:
+            us = report["us"]
+            rows.append(
+                [
+                    report["set"],
+                    report["samples"],
+                    config.label,
+                    _mmp(us[f"{config.key}/prefiltered"]),
+                    _mmp(us[f"{config.key}/plain"]),
+                ]
+            )
+    print(
+        md_table(
+            [
+                "set",
+                "samples",
+                "probe file, engine",
+                "prefiltered µs (mean / median / p99)",
+                "plain µs (mean / median / p99)",
+            ],
+            rows,
+        )
+    )
+    print()
+    for report in reports:
+        for config in configs:
+            us = report["us"][f"{config.key}/prefiltered"]
+            print(
+                f"{report['set']}, {config.label}, prefiltered: {us['calls_over_1ms']} of "
+                f"{us['n']} calls over 1 ms (max {fmt(us['max'])} µs)"
+            )
+    print()
+    ratio_rows = [
+        [report["set"], name, _ratio_text(ratio)]
+        for report in reports
+        for name, ratio in report["ratios"].items()
+    ]
+    print(
+        md_table(
+            ["set", "ratio (same run)", "of means / medians / p99 (per-sample ratio of medians)"],
+            ratio_rows,
+        )
+    )
+
+    failed = False
+    print()
+    for report in reports:
+        for check, items in report["differences"].items():
+            print(f"{report['set']}: {check}: {len(items)} difference(s)")
+            for item in items:
+                failed = True
+                print(f"  DIFFERS: {item}")
+        for item in report.get("services_795_vs_793", []):
+            print(f"  note: the 7.95 file names another service: {item}")
+        for item in report["unexpected_answers"]:
+            print(f"  note: unexpected answer: {item}")
+    print("\nEngines agree on every response" if not failed else "\nDIFFERENCES FOUND")
+
+    payload = {
+        "machine": info,
+        "reps": reps,
+        "quick": args.quick,
+        "configs": loads,
+        "sets": reports,
+        "agreement_ok": not failed,
+    }
+    path = write_json("match_engines.json", payload)
+    print(f"JSON: {path.relative_to(REPO)}")
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------
 # start-up
 
 
@@ -521,8 +911,21 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--cold", action="store_true", help="also time a cold prefilter build")
     parser.add_argument("--reps", type=int, default=None, help="timed calls per sample and path")
+    parser.add_argument(
+        "--engines",
+        action="store_true",
+        help="instead: prefiltered and plain paths under PCRE 8.39 and PCRE2, one run",
+    )
+    parser.add_argument(
+        "--probes-795",
+        metavar="PATH",
+        default=None,
+        help="with --engines: Nmap 7.95's nmap-service-probes, also measured under PCRE2",
+    )
     args = parser.parse_args()
     reps = args.reps or (3 if args.quick else 15)
+    if args.engines:
+        return run_engines(args, reps)
 
     directory = cache_dir()
     info = machine()
