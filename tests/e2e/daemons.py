@@ -130,7 +130,7 @@ def _sshd_knows(exe: str, config: Path, line: str) -> bool:
         )
     finally:
         probe.unlink()
-    keyword = line.split()[0]
+    keyword = line.split(maxsplit=1)[0]
     return keyword.lower() not in (result.stdout + result.stderr).lower()
 
 
