@@ -28,7 +28,7 @@ TEST_APT_PACKAGES := nmap ndiff libxml2-utils \
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
-.PHONY: all system-deps demo-deps venv demo-venv debian13-root demo test test-repeat lint bench bench-scan bench-fast soak clean
+.PHONY: all system-deps demo-deps venv demo-venv debian13-root demo test test-debian13 test-repeat lint bench bench-scan bench-fast soak clean
 
 all: test
 
@@ -114,6 +114,12 @@ demo: demo-venv
 TEST_WORKERS ?= 3
 test: venv debian13-root
 	$(PY) -b -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+
+# `make demo` then `make test` as a Debian 13 user runs them: a clean clone of HEAD in a
+# fresh copy of the Debian 13 root (tools/test-debian13; logs in .cache/debian13/test-logs;
+# TEST_WORKERS defaults to 1 there)
+test-debian13: debian13-root
+	$(SUDO) env TEST_WORKERS="$${TEST_WORKERS:-1}" PYTEST_ARGS="$${PYTEST_ARGS:-}" tools/test-debian13
 
 # the whole suite ROUNDS times, each from a clean clone of HEAD as CI runs it (LOAD=1: with a
 # CPU-bound process beside it); lists every test that failed at least once, exit 0 if none
