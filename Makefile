@@ -3,23 +3,37 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# The Debian release (VERSION_ID of /etc/os-release: 12 bookworm, 13 trixie; empty on
+# testing/sid): package lists differ where a package exists in one release only.
+DEBIAN_VERSION := $(shell . /etc/os-release 2>/dev/null && echo "$${VERSION_ID:-}")
+# The regex libraries: PCRE2 (libpcre2-8-0, what Nmap 7.95 and later link; vscand's
+# PCRE2 engine) everywhere; PCRE 8 (libpcre3, what Nmap 7.93 links; vscand's PCRE
+# engine) only where it still exists: Debian 12 and older. Debian 13 dropped it, and
+# its Nmap 7.95 probe file selects the PCRE2 engine (regex_engine auto).
+PCRE_PACKAGES := libpcre2-8-0 $(if $(filter 10 11 12,$(DEBIAN_VERSION)),libpcre3)
+# What `make demo` needs: Nmap's data files (the probe database), the regex libraries,
+# redis-server (the demo's private Redis), python3-venv (`python3 -m venv` on Debian).
+# Its SSH/FTP/HTTP/MySQL services are lookalikes scripts/demo.py serves itself.
+DEMO_APT_PACKAGES := nmap-common $(PCRE_PACKAGES) redis-server python3-venv
+# What `make test` adds (see system-deps below):
 # rpcbind: the real portmapper of tests/test_e2e_scripts.py (rpcinfo/rpc-grind vs nmap);
 # iproute2 (ip netns) and util-linux (unshare) run it in a private network namespace;
 # mosquitto, prosody, snmpd, coturn: real MQTT, XMPP, SNMP and STUN servers for the
 # mqtt-subscribe, xmpp-info, snmp-info and stun-version end-to-end tests
-# (tests/test_e2e_scripts2*.py, started in their own namespace from generated configs)
-APT_PACKAGES := nmap-common nmap ndiff libpcre3 redis-server libxml2-utils \
+# (tests/test_e2e_scripts2*.py, started in their own namespace from generated configs).
+# Every name exists in Debian 12 and 13 (checked in a trixie root with apt-cache policy).
+TEST_APT_PACKAGES := nmap ndiff libxml2-utils \
 	openssh-server nginx vsftpd prometheus rpcbind iproute2 util-linux dnsmasq-base snmpd \
 	stunnel4 openssl mosquitto prosody coturn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
-.PHONY: all system-deps venv debian13-root demo test test-repeat lint bench bench-engines bench-scan bench-fast soak clean
+.PHONY: all system-deps demo-deps venv demo-venv debian13-root demo test test-debian13 test-repeat lint bench bench-engines bench-scan bench-fast soak clean
 
 all: test
 
 # Debian packages: Nmap's data files (the probe database), nmap and ndiff (the
-# oracle), libpcre3 (the regex library Nmap uses), redis-server (daemon tests);
+# oracle), the regex libraries (PCRE_PACKAGES), redis-server (daemon tests);
 # openssh-server, nginx, vsftpd: real daemons for the end-to-end test, which starts
 # its own copies on free 127.0.0.1 ports from generated configs. In a container
 # postinst does not start the packaged services (policy-rc.d / no init); where it
@@ -29,8 +43,10 @@ all: test
 # binary without the system service; snmpd's packaged agent, if it starts, is unused).
 # stunnel4 and openssl (s_server): real TLS servers for the SSL-restart end-to-end
 # test (tests/test_tls_e2e.py), started on free 127.0.0.1 ports from generated configs.
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+
+# apt_install: install those of the packages $(1) that are not installed yet
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -38,18 +54,37 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+demo-deps:
+	$(call apt_install,$(DEMO_APT_PACKAGES))
+
+system-deps:
+	$(call apt_install,$(DEMO_APT_PACKAGES) $(TEST_APT_PACKAGES))
 
 # editable_mode=compat puts the checkout on sys.path, so Twisted's plugin scan finds
 # twisted/plugins/vscand_plugin.py (the default "lenient" editable finder hides it: no
 # `twistd vscand`). Then regenerate dropin.cache now, while it is writable: a hardened
 # service cannot write it and would rescan every plugin on each start.
-$(VENV)/.installed: setup.cfg pyproject.toml
+# The package with the `accel` extra (Hyperscan prefilter; wheels for CPython 3.11 and
+# 3.13), or without it where it cannot install: the matcher gives the same answers on
+# its plain path, only slower.
+$(VENV)/.installed-base: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,accel]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[accel]' --config-settings editable_mode=compat || { \
+	  echo "NOTE: the optional accel extra (hyperscan) did not install; installing without it (plain matcher path)"; \
+	  $(PY) -m pip install -q -e . --config-settings editable_mode=compat; }
 	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 	touch $@
 
+# the test extras on top
+$(VENV)/.installed: $(VENV)/.installed-base
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+	touch $@
+
+demo-venv: demo-deps $(VENV)/.installed-base
 venv: system-deps $(VENV)/.installed
 
 # A Debian 13 root (.cache/debian13/root, ~600 MB, about a minute to build) holding
@@ -72,13 +107,19 @@ debian13-root:
 # The daemon end to end: a private Redis (unless VSCAND_REDIS_URL is set), a few
 # local services, `twist vscand`, one job over loopback, the results table, then
 # everything it started is stopped.
-demo: venv
+demo: demo-venv
 	$(PY) scripts/demo.py
 
 # TEST_WORKERS=0 runs the suite in one process
 TEST_WORKERS ?= 3
 test: venv debian13-root
 	$(PY) -b -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+
+# `make demo` then `make test` as a Debian 13 user runs them: a clean clone of HEAD in a
+# fresh copy of the Debian 13 root (tools/test-debian13; logs in .cache/debian13/test-logs;
+# TEST_WORKERS defaults to 1 there)
+test-debian13: debian13-root
+	$(SUDO) env TEST_WORKERS="$${TEST_WORKERS:-1}" PYTEST_ARGS="$${PYTEST_ARGS:-}" tools/test-debian13
 
 # the whole suite ROUNDS times, each from a clean clone of HEAD as CI runs it (LOAD=1: with a
 # CPU-bound process beside it); lists every test that failed at least once, exit 0 if none

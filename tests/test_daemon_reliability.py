@@ -390,9 +390,10 @@ def _bad_jobs(p: int) -> list[tuple[bytes | list[bytes], str | None, str]]:
         (j({"id": "m-decimal", "targets": ["2130706434"], "ports": str(p)}), "m-decimal",
          f"targets[0]: target '2130706434': '2130706434' {spelling}"),
         (j({"id": "m-mapped", "targets": ["::ffff:127.0.0.2"], "ports": str(p)}), "m-mapped",
-         f"targets[0]: target '::ffff:127.0.0.2': ::ffff:7f00:2 (IPv4 127.0.0.2) {denied}"),
+         f"targets[0]: target '::ffff:127.0.0.2': ::ffff:127.0.0.2 (IPv4 127.0.0.2) {denied}"),
         (j({"id": "m-mapped-ep", "endpoints": [f"[::ffff:127.0.0.2]:{p}"]}), "m-mapped-ep",
-         f"endpoints[0]: target '[::ffff:127.0.0.2]:{p}': ::ffff:7f00:2 (IPv4 127.0.0.2) {denied}"),
+         f"endpoints[0]: target '[::ffff:127.0.0.2]:{p}': "
+         f"::ffff:127.0.0.2 (IPv4 127.0.0.2) {denied}"),
         (j({"id": "m-net", "targets": ["127.0.0.0/30"], "ports": str(p)}), "m-net",
          f"targets[0]: target '127.0.0.0/30': 127.0.0.2 {denied}"),
         (j({"id": "m-v6", "targets": ["::1"], "ports": str(p)}), "m-v6",

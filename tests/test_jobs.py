@@ -152,7 +152,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     (
         "mapped-denied",
         encode({"targets": ["::ffff:127.0.0.2"]}),
-        "targets[0]: target '::ffff:127.0.0.2': ::ffff:7f00:2 (IPv4 127.0.0.2) is denied by "
+        "targets[0]: target '::ffff:127.0.0.2': ::ffff:127.0.0.2 (IPv4 127.0.0.2) is denied by "
         "deny 127.0.0.2/32",
     ),
     (
@@ -186,7 +186,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     (
         "endpoint-forbidden",
         encode({"endpoints": ["[::ffff:10.0.0.1]:22"]}),
-        "endpoints[0]: target '[::ffff:10.0.0.1]:22': ::ffff:a00:1 (IPv4 10.0.0.1) is outside "
+        "endpoints[0]: target '[::ffff:10.0.0.1]:22': ::ffff:10.0.0.1 (IPv4 10.0.0.1) is outside "
         "the allowed networks (127.0.0.0/8, ::1/128)",
     ),
     (

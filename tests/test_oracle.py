@@ -26,8 +26,12 @@ import pytest
 from tests.conftest import cache_dir
 from tests.oracle.cases import CASES, SHIPPED, Case, by_id, probe_file_path
 from tests.oracle.regenerate import FIXTURE, nmap_binary, probe_file_for, run_oracle
+from tests.pcre8 import needs_pcre8
 from vscand.probes.matcher import Matcher, ServiceMatch, load_matcher
 from vscand.result import service_from_match
+
+# the fixtures are Nmap 7.93's answers, replayed with its regex library (PCRE 8)
+pytestmark = needs_pcre8
 
 VERSION_FIELDS = ("product", "version", "extrainfo", "hostname", "ostype", "devicetype")
 CLI_CASES = (

@@ -10,8 +10,11 @@ import re
 
 import pytest
 
+from tests.pcre8 import needs_pcre8
 from vscand.probes import pcre
 from vscand.probes.pcre import Pattern, PcreError
+
+pytestmark = needs_pcre8
 
 
 def matches(

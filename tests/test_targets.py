@@ -254,7 +254,8 @@ def test_brief_policy_examples() -> None:
     with pytest.raises(TargetError) as info:
         check(POLICY, "::ffff:127.0.0.2")
     assert str(info.value) == (
-        "target '::ffff:127.0.0.2': ::ffff:7f00:2 (IPv4 127.0.0.2) is denied by deny 127.0.0.2/32"
+        "target '::ffff:127.0.0.2': ::ffff:127.0.0.2 (IPv4 127.0.0.2) "
+        "is denied by deny 127.0.0.2/32"
     )
     with pytest.raises(TargetError, match=re.escape("is denied by deny 127.0.0.2/32")):
         check(POLICY, "127.0.0.2")

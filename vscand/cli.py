@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -370,12 +371,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="vscan: %(message)s")
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        # what is still buffered goes now, while a closed reader is still caught below
+        sys.stdout.flush()
+        return code
     except UsageError as exc:
         print(f"vscan: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
+        # the reader went away (`vscan ... | head`): not an error. Point stdout at
+        # /dev/null so that the interpreter's own flush at exit does not fail again
+        # (Python 3.13 reports that as "Exception ignored" and exits 120)
+        _stdout_to_devnull()
         return EXIT_OK
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (tests capture it): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -338,6 +338,15 @@ def _contains(networks: Sequence[IPNetwork], address: IPAddress) -> IPNetwork | 
     return None
 
 
+def address_text(address: IPAddress) -> str:
+    """``str(address)``, the same on every Python: an IPv4-mapped IPv6 address in its
+    RFC 5952 form, ``::ffff:127.0.0.2`` (what Python 3.13 prints; 3.11 printed
+    ``::ffff:7f00:2``)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return str(address)
+
+
 class TargetPolicy:
     """Which addresses may be scanned: ``allow`` minus ``deny`` (deny wins).
 
@@ -371,9 +380,13 @@ class TargetPolicy:
 
     def check_address(self, address: IPAddress, label: str | None = None) -> IPAddress:
         """Return the address to dial, or raise :class:`TargetError`."""
-        label = label or _label(str(address))
+        label = label or _label(address_text(address))
         canonical = canonical_address(address)
-        described = str(address) if canonical == address else f"{address} (IPv4 {canonical})"
+        described = (
+            address_text(address)
+            if canonical == address
+            else f"{address_text(address)} (IPv4 {canonical})"
+        )
         for candidate in (canonical, address):
             denied = _contains(self.deny, candidate)
             if denied is not None:
