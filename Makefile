@@ -94,14 +94,7 @@ venv: system-deps $(VENV)/.installed
 # apt sources. Built once (a stamp file); see tools/debian13-root.
 DEBIAN13_APT_PACKAGES := debootstrap
 debian13-root:
-	@missing=""; for p in $(DEBIAN13_APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt_install,$(DEBIAN13_APT_PACKAGES))
 	$(SUDO) tools/debian13-root
 
 # The daemon end to end: a private Redis (unless VSCAND_REDIS_URL is set), a few
