@@ -156,15 +156,27 @@ def test_a_64_endpoint_job_is_shared_by_three_daemons_and_equals_vscan_scan(
     redis_server: RedisServer, redis: Redis, daemons: Daemons, listen: Listeners, tmp_path: Path
 ) -> None:
     banners = [SSH_BANNER, FTP_BANNER, SMTP_BANNER, mysql_greeting()]
-    # a short pause before each greeting makes every task last a moment, so no single
-    # daemon can take all the tasks before the others have asked
-    servers = [listen(delayed_banner(banners[i % 4], 0.5)) for i in range(64)]
+    # the greetings wait for a gate, opened once each daemon holds a task (--max-jobs 1: a
+    # daemon holding one takes no other), so no daemon can take all the tasks before the
+    # others have asked, however the three processes' speeds compare (a 0.5 s pause used to
+    # stand for that); the gate opens well within the NULL probe's wait, so the scans match
+    gate = threading.Event()
+    servers = [listen(gated_banner(banners[i % 4], gate)) for i in range(64)]
     endpoints = [s.endpoint for s in servers]
     running = three(daemons, "shard", "--max-jobs", "1")
     job_id = vscan(
         redis_server, "submit", *endpoints, "--task-ports", "8", "--id", "big-64"
     ).stdout.strip()
     assert job_id == "big-64"
+
+    def holding() -> set[str]:
+        jobs = [redis.job(f"big-64:t{i}") for i in range(8)]
+        return {j["worker"] for j in jobs if j.get("status") == "running"}
+
+    try:
+        wait_for(lambda: len(holding()) == 3, 30, 0.05, "each daemon to hold a task")
+    finally:
+        gate.set()
     scan_json, scan_xml = tmp_path / "scan.jsonl", tmp_path / "scan.xml"
     vscan(None, "scan", *endpoints, "-oJ", str(scan_json), "-oX", str(scan_xml))
     wait = vscan(redis_server, "wait", job_id, "--timeout", "90", check=False)
