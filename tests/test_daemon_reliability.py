@@ -231,8 +231,20 @@ def test_restarted_daemon_resumes_its_own_pel_without_double_runs(
         "the slow jobs to run on A",
     )
     a.kill()
-    b = daemons.start("own:b", job_idle_ms=8000)
+    # A comes back first, then B once A holds its entries fresh (resumed, and renewed every
+    # third of the lease since): B's janitor claims only entries idle for the whole lease,
+    # however long the two startups take on this machine (starting B first raced A's
+    # startup against the 8 s lease)
     a2 = daemons.start("own:a", job_idle_ms=8000)
+
+    def held_fresh() -> bool:
+        pending = redis.pending()
+        return all(c == "own:a" and idle < 8000 / 2 for _e, c, idle, _n in pending)
+
+    wait_for(
+        lambda: a2.logged("Resuming") and held_fresh(), 30, 0.05, "A to resume and renew"
+    )  # fmt: skip
+    b = daemons.start("own:b", job_idle_ms=8000)
     wait_for(lambda: all(final(redis, j) for j in jobs), 30, 0.2, "all jobs to end")
     assert {j: redis.status(j) for j in jobs} == {j: "done" for j in jobs}
     for job_id in jobs:
@@ -608,8 +620,11 @@ def test_sigterm_finishes_short_and_releases_long_job(
     gate.set()
     daemons.start("term:2", job_idle_ms=idle_ms, drain_timeout=drain)
     started = time.monotonic()
-    # claimable at once: not after the 30 s lease, nor after half of it
-    wait_for(lambda: final(redis, "long"), 5, 0.05, "another daemon to run the released job")
+    # claimable at once (its janitor's first look, at start): not after the 30 s lease, nor
+    # after half of it, the soonest a lease-bound claim could come
+    wait_for(
+        lambda: final(redis, "long"), idle_ms / 1000 / 2, 0.05, "the released job to run"
+    )  # fmt: skip
     print(f"released job done {time.monotonic() - started:.2f}s after the second daemon was ready")
     assert redis.status("long") == "done"
     assert redis.job("long")["worker"] == "term:2"
