@@ -36,6 +36,7 @@ import pytest
 from tests.e2e.servers import Handler, ThreadedServer, _drain
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis
+from vscand.worker import SCHEDULE_TICK
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -67,6 +68,44 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def assert_schedule_window(
+    run_ticks: list[int],
+    last_claimed: int,
+    *,
+    before_add: float,
+    after_add: float,
+    after_sleep: float,
+    stopped: float,
+    every: int,
+    scan_bound: float,
+) -> None:
+    """The ticks an ``--every`` schedule claimed between its ``add`` and its pause (or the
+    daemons' stop), held to bounds from the product's own periods, not this machine's speed.
+
+    Ticks are named after grid times (multiples of *every*); a late tick still claims the
+    oldest due grid time; daemons look every ``SCHEDULE_TICK`` (1 s).
+
+    * none before the add nor after the stop: ``before_add < first``, ``last <= stopped``;
+    * the first grid time after the add is claimed, and run (no run precedes it):
+      ``first <= after_add + every``;
+    * claims go on: the grid time due one ``SCHEDULE_TICK`` before the sleep ended is
+      claimed before the pause is even sent; one more interval is the reactors' allowance:
+      ``last >= after_sleep - SCHEDULE_TICK - 2 * every``;
+    * runs go on: a tick is skipped only while the previous run is in progress, which lasts
+      at most its claim's tick plus *scan_bound* (the NULL probe's wait for a banner peer,
+      seconds above a scan of milliseconds): the gap from a run to the next run (or to the
+      last claimed tick) is at most ``SCHEDULE_TICK + scan_bound + every``.
+    """
+    context = (run_ticks, last_claimed, before_add, after_add, after_sleep, stopped)
+    assert run_ticks, context
+    first, last = run_ticks[0], max(run_ticks[-1], last_claimed)
+    assert before_add < first <= after_add + every, context
+    assert last <= stopped, context
+    assert last >= after_sleep - SCHEDULE_TICK - 2 * every, context
+    gaps = [b - a for a, b in zip(run_ticks, [*run_ticks[1:], last], strict=True)]
+    assert max(gaps) <= SCHEDULE_TICK + scan_bound + every, (gaps, context)
 
 
 # --------------------------------------------------------------------------- Redis

@@ -8,6 +8,7 @@ daemon is told to deny, so even a wrong daemon cannot dial anywhere else.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import os
@@ -37,8 +38,11 @@ from tests.daemon_harness import (
     wait_for,
 )
 from tests.e2e.servers import ClosedPort, http_silent_until_data, mysql_greeting
+from tests.hostile.measure import allowed
 from tests.redis_server import RedisServer
+from vscand.queue.client import retry_policy
 from vscand.queue.jobs import JobSigner
+from vscand.worker import _retry_delays
 
 pytestmark = pytest.mark.daemon
 
@@ -227,8 +231,20 @@ def test_restarted_daemon_resumes_its_own_pel_without_double_runs(
         "the slow jobs to run on A",
     )
     a.kill()
-    b = daemons.start("own:b", job_idle_ms=8000)
+    # A comes back first, then B once A holds its entries fresh (resumed, and renewed every
+    # third of the lease since): B's janitor claims only entries idle for the whole lease,
+    # however long the two startups take on this machine (starting B first raced A's
+    # startup against the 8 s lease)
     a2 = daemons.start("own:a", job_idle_ms=8000)
+
+    def held_fresh() -> bool:
+        pending = redis.pending()
+        return all(c == "own:a" and idle < 8000 / 2 for _e, c, idle, _n in pending)
+
+    wait_for(
+        lambda: a2.logged("Resuming") and held_fresh(), 30, 0.05, "A to resume and renew"
+    )  # fmt: skip
+    b = daemons.start("own:b", job_idle_ms=8000)
     wait_for(lambda: all(final(redis, j) for j in jobs), 30, 0.2, "all jobs to end")
     assert {j: redis.status(j) for j in jobs} == {j: "done" for j in jobs}
     for job_id in jobs:
@@ -241,6 +257,15 @@ def test_restarted_daemon_resumes_its_own_pel_without_double_runs(
 # --------------------------------------------------------------------------- 3. Redis chaos
 
 
+def _reconnect_worst_s() -> float:
+    """The longest the product itself may wait, once Redis is back, before it reads jobs
+    again: the link's last reconnect delay (retry_policy's cap, plus its whole jitter),
+    then the read loop's longest retry sleep (_retry_delays) if it had just failed."""
+    defaults = inspect.signature(retry_policy).parameters
+    cap, jitter = defaults["cap"].default, defaults["jitter"].default
+    return cap * (1 + jitter) + max(_retry_delays())
+
+
 def _probe_job(redis_server: RedisServer, redis: Redis, endpoint: str, name: str) -> float:
     """Submit a job at once and wait for it; seconds it took."""
     started = time.monotonic()
@@ -249,7 +274,13 @@ def _probe_job(redis_server: RedisServer, redis: Redis, endpoint: str, name: str
         lambda: redis.try_call("PING") is not None, 10, 0.05, "Redis to answer"
     )  # fmt: skip
     submit(redis, {"id": job_id, "endpoints": [endpoint]})
-    wait_for(lambda: final(redis, job_id), 30, 0.05, f"job {job_id} to end")
+    # a hang guard only: the bound is asserted by the caller
+    wait_for(
+        lambda: final(redis, job_id),
+        allowed(_reconnect_worst_s()) + 10,
+        0.05,
+        f"job {job_id} to end",
+    )
     assert redis.status(job_id) == "done"
     assert len(redis.results(job_id)) == 1
     return time.monotonic() - started
@@ -260,7 +291,9 @@ def test_resumes_after_redis_restart_and_client_kill(
 ) -> None:
     target = listen(banner(SSH_BANNER))
     daemon = daemons.start("chaos:1")
-    assert _probe_job(redis_server, redis, target.endpoint, "baseline") < 5
+    # the product waits for nothing here (the SSH banner comes at connect, the read wakes
+    # on XADD): any delay is this machine's; allowed() is the suite's machine allowance
+    assert _probe_job(redis_server, redis, target.endpoint, "baseline") <= allowed(0)
 
     timings = {}
     # kill -9 and restart at once (no persistence: everything is gone, group included)
@@ -279,8 +312,12 @@ def test_resumes_after_redis_restart_and_client_kill(
     timings["client-kill"] = _probe_job(redis_server, redis, target.endpoint, "client-kill")
 
     print("seconds from Redis back to the probe job done:", timings)
+    # the product's own worst wait once Redis is back (_reconnect_worst_s: 6 s + 5 s) with
+    # the suite's machine allowance (tests/hostile/measure.py); a reconnect that never
+    # happens, or a lost group never created again, still fails
+    bound = allowed(_reconnect_worst_s())
     for name, seconds in timings.items():
-        assert seconds < 10.5, (name, seconds)  # 10 s + a scan of a few milliseconds
+        assert seconds <= bound, (name, seconds, bound)
     assert daemon.alive()
 
 
@@ -555,7 +592,16 @@ def test_sigterm_finishes_short_and_releases_long_job(
     code = daemon.wait_exit(drain + 5)
     took = time.monotonic() - sent
     print(f"exited {code} {took:.2f}s after SIGTERM (drain deadline {drain}s)")
-    assert took < drain
+    # the product's promise on its own clock: from "vscand stopping" to "vscand stopped"
+    # (the drain ends 3 s before drain_timeout, the long job is released in that reserve)
+    # within drain_timeout; the signal's delivery and the interpreter's exit are this
+    # machine's speed, so not counted (wait_exit(drain + 5) above fails a drain that hangs)
+    stop_times = {
+        e["log_format"].split(":")[0]: e["log_time"]
+        for e in daemon.events()
+        if e.get("log_format", "").startswith("vscand stop")
+    }
+    assert stop_times["vscand stopped"] - stop_times["vscand stopping"] < drain, stop_times
     # a clean stop: twist re-raises the signal after the reactor stopped (so the exit status
     # says SIGTERM, which systemd counts as success)
     assert code in (0, -signal.SIGTERM), code
@@ -575,8 +621,11 @@ def test_sigterm_finishes_short_and_releases_long_job(
     gate.set()
     daemons.start("term:2", job_idle_ms=idle_ms, drain_timeout=drain)
     started = time.monotonic()
-    # claimable at once: not after the 30 s lease, nor after half of it
-    wait_for(lambda: final(redis, "long"), 5, 0.05, "another daemon to run the released job")
+    # claimable at once (its janitor's first look, at start): not after the 30 s lease, nor
+    # after half of it, the soonest a lease-bound claim could come
+    wait_for(
+        lambda: final(redis, "long"), idle_ms / 1000 / 2, 0.05, "the released job to run"
+    )  # fmt: skip
     print(f"released job done {time.monotonic() - started:.2f}s after the second daemon was ready")
     assert redis.status("long") == "done"
     assert redis.job("long")["worker"] == "term:2"
@@ -619,6 +668,7 @@ def test_systemd_notify_ready_watchdog_stopping(
     sock.bind(str(path))
     sock.settimeout(0.1)
     messages: list[tuple[float, str]] = []
+    watchdog_usec = "2000000"
 
     def receive(until: float) -> None:
         while time.monotonic() < until:
@@ -632,7 +682,7 @@ def test_systemd_notify_ready_watchdog_stopping(
         redis_server.kill()  # READY must wait for Redis and the group
         daemon = daemons.start(
             "notify:1",
-            env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"},
+            env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": watchdog_usec},
             wait=False,
         )
         receive(time.monotonic() + 3.0)
@@ -656,7 +706,9 @@ def test_systemd_notify_ready_watchdog_stopping(
     watchdog = [t for t, m in messages if "WATCHDOG=1" in m and t > ready[0]]
     assert len(watchdog) >= 3, messages  # every second (half of WATCHDOG_USEC)
     gaps = [b - a for a, b in itertools.pairwise(watchdog)]
-    assert max(gaps) < 1.6, gaps
+    # systemd's own limit: a gap of WATCHDOG_USEC kills the unit (one missed ping = 2 s);
+    # the pings come every half of it, so the other half is the reactor's allowance
+    assert max(gaps) < int(watchdog_usec) / 1e6, gaps
     stopping = [t for t, m in messages if "STOPPING=1" in m]
     assert len(stopping) == 1 and stopping[0] > watchdog[-1] - 1.5, messages
     assert [m for _, m in messages].count("READY=1") == 1

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import cache_dir
+from tests.hostile.measure import allowed, faithful_bound
 from tests.oracle.cases import CASES, SHIPPED, Case, by_id, probe_file_path
 from tests.oracle.regenerate import FIXTURE, nmap_binary, probe_file_for, run_oracle
 from tests.pcre8 import needs_pcre8
@@ -198,7 +199,13 @@ def test_live_nmap_agrees_with_vscan(
     assert all(c.probes != SHIPPED for c in live)  # short waits only
     version, results, info = run_oracle(live, tmp_path, nmap)
     assert version == "7.93"
-    assert info["seconds"] < 60
+    # the probe files' own waits: each port's whole --version-all plan (every probe, so the
+    # port only orders them), through TLS as well (the ssl cases), the ports and the files'
+    # nmap runs in parallel; under the suite's machine allowance (tests/hostile/measure.py)
+    bound = max(
+        faithful_bound(matchers[(c.probes, False)].db, "TCP", 1, 9, tls_restart=True) for c in live
+    )
+    assert info["seconds"] <= allowed(bound), (info, bound)
     disagreements = {}
     for case in live:
         want = nmap_answer(results[case.id])

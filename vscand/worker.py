@@ -73,6 +73,8 @@ log = Logger()
 #: how often running jobs are checked for a cancel request
 CANCEL_POLL = 1.0
 HEARTBEAT_INTERVAL = 5.0
+#: seconds between two looks at the schedules (schedules.tick)
+SCHEDULE_TICK = 1.0
 #: the janitor looks for claimable jobs at least this often (and once at start): jobs
 #: released by a stopping worker are claimable at once, whatever the lease
 JANITOR_MAX_INTERVAL = 5.0
@@ -220,7 +222,7 @@ class WorkerService(service.Service):
         self._every(CANCEL_POLL, self._check_cancels)
         self._every(HEARTBEAT_INTERVAL, self._heartbeat)
         self._every(60.0, self._trim)
-        self._every(1.0, self._schedules_tick)
+        self._every(SCHEDULE_TICK, self._schedules_tick)
         self._every(30.0, self._collect_when_idle)
         interval = sdnotify.watchdog_interval()
         if interval and config.watchdog:
