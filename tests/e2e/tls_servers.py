@@ -32,7 +32,7 @@ from tests.e2e.daemons import (
     _launch,
     launch_nginx,
 )
-from tests.e2e.servers import Handler, _drain
+from tests.e2e.servers import Handler, _drain, listed_ports
 from tests.loopback import free_port
 
 #: what a TLS server sends back to plain text on a TLS port: alert(fatal, handshake_failure)
@@ -92,10 +92,21 @@ def make_certificate(
 # -- real TLS servers ---------------------------------------------------------------
 
 
+def unlisted_port() -> int:
+    """A free port that ``nmap-services`` names no TCP service for. A table answer is then
+    the same on every instance of a target (``unknown``), as it must be when each scanner
+    scans an instance of its own (twins): nmap-services names some ports of the range and
+    not their neighbours."""
+    listed = listed_ports("tcp")
+    while (port := free_port()) in listed:
+        pass
+    return port
+
+
 def start_s_server(workdir: Path, cert: Certificate, *, www: bool) -> Daemon:
     """``openssl s_server [-www]`` on a free port (without -www: a TLS peer that never talks)."""
     exe = _find("openssl", "openssl", "/usr/bin")
-    port = free_port()
+    port = unlisted_port()
     cmd = [exe, "s_server", "-accept", f"{LOOPBACK}:{port}", "-cert", str(cert.cert)]
     cmd += ["-key", str(cert.key), "-quiet", "-naccept", "1000000"]
     if www:
@@ -107,7 +118,7 @@ def start_s_server(workdir: Path, cert: Certificate, *, www: bool) -> Daemon:
 def start_stunnel(workdir: Path, cert: Certificate, backend_port: int, name: str) -> Daemon:
     """stunnel4 in server mode: TLS on a free port, plain TCP to ``backend_port``."""
     exe = _find("stunnel4", "stunnel4", "/usr/bin")
-    port = free_port()
+    port = unlisted_port()
     home = workdir / f"stunnel-{name}"
     home.mkdir()
     config = home / "stunnel.conf"
