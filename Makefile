@@ -84,7 +84,7 @@ test: venv debian13-root
 # installed nmap (VSCAND_ORACLE=debian13, read by tests/releases.py; vscan loads the root's
 # probe file). One module after the other, no workers. Disagreements are expected: DESIGN.md,
 # "Against Nmap 7.95 (opt-in)"; `make test` is unchanged.
-ORACLE_SUITES ?= tests/test_e2e_scan.py tests/test_tls_e2e.py tests/test_udp_e2e.py \
+ORACLE_SUITES ?= tests/test_e2e_scan.py tests/test_tls_e2e.py tests/test_udp_e2e.py tests/test_e2e_fast.py \
 	tests/test_e2e_scripts.py tests/test_e2e_scripts2.py tests/test_e2e_scripts2_udp.py
 test-oracle-debian13: venv debian13-root
 	@rc=0; for suite in $(ORACLE_SUITES); do \
