@@ -117,6 +117,26 @@ def all_releases() -> list[NmapRelease | Unavailable]:
     return [installed(), debian13()]
 
 
+#: the env var that picks the oracle of the differential e2e suites (tests/e2e/oracle_run.py):
+#: unset or ``debian12``, the installed nmap (``make test``); ``debian13``, the root's 7.95
+#: (``make test-oracle-debian13``)
+ORACLE_ENV = "VSCAND_ORACLE"
+ORACLES = ("debian12", "debian13")
+
+
+def oracle_name() -> str:
+    """The release the differential e2e suites compare vscan with (``$VSCAND_ORACLE``)."""
+    name = os.environ.get(ORACLE_ENV, "") or "debian12"
+    if name not in ORACLES:
+        raise ValueError(f"${ORACLE_ENV}={name!r}: one of {', '.join(ORACLES)}")
+    return name
+
+
+def oracle() -> NmapRelease | Unavailable:
+    """The oracle release: the installed nmap by default, ``debian13()`` when opted in."""
+    return debian13() if oracle_name() == "debian13" else installed()
+
+
 def release_params() -> list[Any]:
     """``pytest.param`` for each release (id: its name), available or not."""
     return [pytest.param(release, id=release.name) for release in all_releases()]

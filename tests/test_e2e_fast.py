@@ -40,14 +40,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from scan_vs_nmap import Targets  # noqa: E402
 
+from tests.e2e.oracle_run import vscan_command  # noqa: E402
+
 SCAN_TIMEOUT = 330.0
 
 
 def _vscan() -> list[str]:
-    script = Path(sys.executable).parent / "vscan"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from vscand.cli import main; sys.exit(main())"]
+    """This checkout's vscan, on the oracle's probe file (``VSCAND_ORACLE``; oracle_run)."""
+    return vscan_command()
 
 
 def _answers(path: Path) -> dict[int, dict[str, Any]]:

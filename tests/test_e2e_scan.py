@@ -50,11 +50,11 @@ from tests.e2e.oracle_run import (
     BothScans,
     keep_outputs,
     nse_off_datadir,
+    oracle_nmap,
     run_side_by_side,
     start_targets,
     vscan_command,
 )
-from tests.loopback import nmap_or_skip
 
 pytestmark = pytest.mark.e2e
 
@@ -186,7 +186,7 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
     """Both scanners on the same targets: probe engines only (nse-off: nmap with an empty
     script.db, vscan --no-scripts), or with version scripts (nse-on: nmap's normal -sV)."""
     nse = request.param == "nse-on"
-    nmap = nmap_or_skip()
+    nmap = oracle_nmap()
     with tempfile.TemporaryDirectory(prefix="vscand-e2e-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         datadir = nse_off_datadir(workdir)

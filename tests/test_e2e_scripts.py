@@ -42,8 +42,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.compare import differences, parse_jsonl, parse_xml
-from tests.e2e.oracle_run import keep_outputs, run_side_by_side, vscan_command
-from tests.loopback import nmap_or_skip
+from tests.e2e.oracle_run import keep_outputs, oracle_nmap, run_side_by_side, vscan_command
 
 pytestmark = pytest.mark.e2e
 
@@ -199,7 +198,7 @@ def _start_target_module(
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
     _need_root()
-    nmap = nmap_or_skip()
+    nmap = oracle_nmap()
     ip, rpcbind, unshare = _require("ip"), _require("rpcbind"), _require("unshare")
     with (
         tempfile.TemporaryDirectory(prefix="vscand-scripts-") as tmp,

@@ -38,8 +38,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.compare import differences, parse_jsonl, parse_xml
-from tests.e2e.oracle_run import keep_outputs, run_side_by_side, vscan_command
-from tests.loopback import nmap_or_skip
+from tests.e2e.oracle_run import keep_outputs, oracle_nmap, run_side_by_side, vscan_command
 from tests.test_e2e_scripts import (
     SCAN_TIMEOUT,
     Case,
@@ -120,7 +119,7 @@ def _wait_port(inside: list[str], port: int, proc: subprocess.Popen[bytes], what
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
     _need_root()
-    nmap = nmap_or_skip()
+    nmap = oracle_nmap()
     ip, mosquitto, prosody = _require("ip"), _require("mosquitto"), _require("prosody")
     with (
         tempfile.TemporaryDirectory(prefix="vscand-scripts2-") as tmp,

@@ -31,8 +31,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.compare import differences, parse_xml
-from tests.e2e.oracle_run import scan_env, vscan_command
-from tests.loopback import nmap_or_skip
+from tests.e2e.oracle_run import oracle_nmap, scan_env, vscan_command
 from tests.test_e2e_scripts import REPO, _namespace, _need_root, _require, _start_target_module
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +77,7 @@ def answers() -> Iterator[
     tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]], dict[int, dict[str, Any]]]
 ]:
     _need_root()
-    nmap = nmap_or_skip()
+    nmap = oracle_nmap()
     ip, snmpd, turnserver = _require("ip"), _require("snmpd"), _require("turnserver")
     with (
         tempfile.TemporaryDirectory(prefix="vscand-scripts2-udp-") as tmp,

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.loopback import BannerServer, nmap_or_skip
+from vscand.probes import engine as engine_mod
+from vscand.probes.grammar import grammar_for
+from vscand.probes.model import ExcludeSpec, ProbeDatabase
 from vscand.scan.fingerprint import ServiceFingerprint, escape_response, servicefp, wrap
 
 # 2026-11-22 (local time) — the §8.4 example header's date
@@ -353,3 +356,28 @@ def test_wrap_is_the_inverse_of_servicefp() -> None:
     f.add("GetRequest", b"x" * 77)
     text = f.text() or ""
     assert wrap(servicefp(text)) == text
+
+
+def test_database_release_is_the_engine_release_under_its_grammar() -> None:
+    """``ProbeDatabase.nmap_release`` (the ``V=`` of its fingerprints): 7.93 by default; the
+    grammar's release; the exact release ``auto`` found when the grammar is that release's
+    (7.96 reads with 7.95's grammar); the grammar's when the engine's release disagrees."""
+
+    def db(grammar: str | None, engine_release: str | None) -> ProbeDatabase:
+        engine = engine_mod.Engine(engine_mod.NMAP_7_93, "auto", engine_release)
+        return ProbeDatabase(
+            probes=[],
+            null_probe=None,
+            exclude=ExcludeSpec(),
+            files=[],
+            lines=[],
+            grammar=grammar_for(grammar),
+            engine=engine,
+        )
+
+    assert ProbeDatabase([], None, ExcludeSpec(), [], []).nmap_release == "7.93"
+    assert db(None, None).nmap_release == "7.93"
+    assert db("7.95", None).nmap_release == "7.95"
+    assert db("7.95", "7.95").nmap_release == "7.95"
+    assert db("7.95", "7.96").nmap_release == "7.96"
+    assert db("7.94", "7.95").nmap_release == "7.94"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import releases
+from tests.e2e import oracle_run
 from tests.loopback import BannerServer
 from tests.releases import (
     NmapRelease,
@@ -152,3 +154,23 @@ def test_release_of_a_package_version(tmp_path: Path) -> None:
     assert dpkg_version(status, "nmap-common") == "7.95+dfsg-3"
     assert dpkg_version(status, "ndiff") is None
     assert dpkg_version(tmp_path / "missing", "nmap") is None
+
+
+def test_oracle_is_the_installed_nmap_unless_opted_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make test`` compares with the installed nmap; ``VSCAND_ORACLE=debian13`` (opt-in,
+    ``make test-oracle-debian13``) with the Debian 13 root's; anything else is an error."""
+    monkeypatch.delenv(releases.ORACLE_ENV, raising=False)
+    assert releases.oracle_name() == "debian12"
+    assert oracle_run.vscan_oracle_args() == []
+    monkeypatch.setenv(releases.ORACLE_ENV, "")
+    assert releases.oracle_name() == "debian12"
+    monkeypatch.setenv(releases.ORACLE_ENV, "debian13")
+    assert releases.oracle_name() == "debian13"
+    release = releases.oracle()
+    if isinstance(release, releases.NmapRelease):
+        assert oracle_run.vscan_oracle_args() == ["--probes", str(release.probes_file)]
+        wanted = repr(["--probes", str(release.probes_file)])
+        assert oracle_run.vscan_command()[-1].endswith(f"{wanted}))")
+    monkeypatch.setenv(releases.ORACLE_ENV, "debian11")
+    with pytest.raises(ValueError, match="VSCAND_ORACLE"):
+        releases.oracle_name()

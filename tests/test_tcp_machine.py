@@ -239,6 +239,19 @@ def test_unrecognised_reply_gives_fingerprint(db_matcher: Matcher) -> None:
     assert fp.endswith(";")
 
 
+@pytest.mark.parametrize("release", ["7.93", "7.94", "7.95"])
+def test_fingerprint_names_the_release_reproduced(release: str) -> None:
+    """``V=`` is the Nmap release whose probe grammar the database was read with (Nmap 7.95
+    writes ``V=7.95``); not always 7.93."""
+    h = Harness(Matcher(db=parse_probe_text(PROBES, "test.probes", release=release)))
+    while not h.results:
+        proto, _ = h.dialer.accept()
+        proto.dataReceived(b"WELCOME zzqq\r\n")
+        eof(proto)
+    h.finished_cleanly()
+    assert h.result["service"]["fingerprint"].startswith(f"SF-Port7001-TCP:V={release}%I=7%")
+
+
 def test_read_cap_ends_the_probe_without_waiting(db_matcher: Matcher) -> None:
     h = Harness(db_matcher)
     proto, transport = h.dialer.accept()

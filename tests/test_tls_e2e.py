@@ -41,9 +41,8 @@ from tests.e2e import servers as srv
 from tests.e2e import tls_servers as tls
 from tests.e2e.compare import differences
 from tests.e2e.daemons import Daemon, DaemonFailed, Unavailable
-from tests.e2e.oracle_run import BothScans, scan_both
+from tests.e2e.oracle_run import BothScans, oracle_nmap, scan_both
 from tests.hostile.measure import allowed
-from tests.loopback import nmap_or_skip
 from vscand.probes.matcher import Matcher
 from vscand.scan.model import ScanOptions
 
@@ -185,7 +184,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
-    nmap = nmap_or_skip()
+    nmap = oracle_nmap()
     with tempfile.TemporaryDirectory(prefix="vscand-tls-e2e-") as tmp, contextlib.ExitStack() as st:
         workdir = Path(tmp)
         cert = tls.make_certificate(workdir / "cert")

@@ -36,11 +36,11 @@ from tests.e2e.compare import differences, parse_jsonl, parse_xml
 from tests.e2e.oracle_run import (
     keep_outputs,
     nse_off_datadir,
+    oracle_nmap,
     run_side_by_side,
     start_targets,
     vscan_command,
 )
-from tests.loopback import nmap_or_skip
 
 pytestmark = pytest.mark.e2e
 
@@ -148,7 +148,7 @@ def _start_targets(
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
-    nmap = nmap_or_skip()
+    nmap = oracle_nmap()
     if os.geteuid() != 0:
         pytest.skip("nmap -sU needs root (raw sockets)")
     with (

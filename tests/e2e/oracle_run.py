@@ -1,30 +1,89 @@
-"""Run ``nmap -sV`` (NSE off) and ``vscan scan`` side by side on the same loopback ports."""
+"""Run ``nmap -sV`` (NSE off) and ``vscan scan`` side by side on the same loopback ports.
+
+The oracle: the installed nmap (``make test``), or, opted in with ``VSCAND_ORACLE=debian13``
+(``make test-oracle-debian13``; read by ``tests/releases.py``), Nmap 7.95 of the Debian 13
+root (``oracle_nmap``), with vscan loading that root's probe file (``vscan_command``).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests import releases
 from tests.e2e.compare import parse_jsonl, parse_xml
 from tests.e2e.daemons import DaemonFailed, Unavailable
+from tests.loopback import nmap_or_skip
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
+def oracle_nmap() -> str:
+    """The nmap the differential suites run: the installed one by default; with
+    ``VSCAND_ORACLE=debian13``, a wrapper that runs the Debian 13 root's nmap 7.95 through
+    ``tools/debian13-root run``, the host's temp directory bind-mounted at the same path
+    inside the root, so the work directory's paths (``-oX``, ``--datadir`` and its empty
+    ``scripts/script.db``) are the same for both scanners. The opted-in oracle missing is a
+    failure, not a skip. One executable path: the suites put it in their commands as is
+    (also after ``ip netns exec``)."""
+    if releases.oracle_name() != "debian13":
+        return nmap_or_skip()
+    release = releases.oracle()
+    if isinstance(release, releases.Unavailable):
+        pytest.fail(f"{releases.ORACLE_ENV}=debian13: {release.reason}")
+    command = list(release.command)
+    run = command.index("run") + 1
+    tmp = str(Path(tempfile.gettempdir()).resolve())
+    command[run:run] = ["--bind", tmp]
+    wrapper = REPO / ".cache" / "oracle" / "nmap-debian13"
+    text = (
+        "#!/bin/sh\n# written by tests/e2e/oracle_run.py: Nmap "
+        f"{release.version} of the Debian 13 root, {tmp} shared\n"
+        f'exec {shlex.join(command)} "$@"\n'
+    )
+    if not wrapper.exists() or wrapper.read_text() != text:
+        wrapper.parent.mkdir(parents=True, exist_ok=True)
+        fresh = wrapper.with_name(f"{wrapper.name}.{os.getpid()}")
+        fresh.write_text(text)
+        fresh.chmod(0o755)
+        fresh.replace(wrapper)
+    return str(wrapper)
+
+
+def vscan_oracle_args() -> list[str]:
+    """vscan's options for the oracle: none for the installed nmap (vscan's defaults are its
+    files); ``--probes`` of the root's 7.95 file with ``VSCAND_ORACLE=debian13`` (the grammar
+    and regex engine follow the file's release by themselves)."""
+    if releases.oracle_name() != "debian13":
+        return []
+    release = releases.oracle()
+    if isinstance(release, releases.Unavailable):
+        pytest.fail(f"{releases.ORACLE_ENV}=debian13: {release.reason}")
+    return ["--probes", str(release.probes_file)]
+
+
 def vscan_command() -> list[str]:
-    script = Path(sys.executable).parent / "vscan"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from vscand.cli import main; sys.exit(main())"]
+    """``vscan`` of this checkout (not the venv's console script, which runs the checkout
+    the venv was installed from: another worktree's code); the oracle's options
+    (``vscan_oracle_args``) go after the caller's arguments (those of the subcommand)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); from vscand.cli import main; "
+        f"sys.exit(main(sys.argv[1:] + {vscan_oracle_args()!r}))"
+    )
+    return [sys.executable, "-c", code]
 
 
 def scan_env() -> dict[str, str]:

@@ -211,6 +211,16 @@ class ProbeDatabase:
     #: the regex library and limits every line is compiled with
     engine: Engine = DEFAULT_ENGINE
 
+    @property
+    def nmap_release(self) -> str:
+        """The Nmap release reproduced, as its service fingerprints' ``V=`` field says: the
+        engine's release when known (``auto`` found the file's) and the files were read with
+        that release's grammar, else the grammar's release (7.93 by default)."""
+        release = self.engine.release
+        if release is not None and grammar_for(release) == self.grammar:
+            return release
+        return self.grammar.release
+
     def find(self, name: str, protocol: str | None = None) -> Probe:
         """A probe by name; TCP first when the protocol is not given."""
         if name == "NULL" and self.null_probe is not None and protocol in (None, "TCP"):

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from vscand.probes.model import Probe
+from vscand.probes.model import Probe, ProbeDatabase
 from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scan.model import PortTask, Protocol, Result, ScanOptions
 from vscand.scan.report import FinalState, Findings, build_service, table_service
@@ -33,6 +33,8 @@ class PortEnding:
     task: PortTask
     tcpwrap_possible: bool
     _options: ScanOptions
+    #: the probe database (its ``nmap_release`` is the fingerprints' ``V=``)
+    _db: ProbeDatabase
     _findings: Findings
     _fingerprint: ServiceFingerprint | None
     #: the probe being run and what it has read so far
@@ -72,6 +74,7 @@ class PortEnding:
                 intensity=self._options.intensity,
                 ssl=tunnel_ssl,
                 when=self._wallclock(),
+                nmap_version=self._db.nmap_release,
                 debugging=self._options.debugging,
             )
         self._fingerprint.add(probe_name, response)
