@@ -203,13 +203,17 @@ def silent(conn: socket.socket) -> None:
     _drain(conn)
 
 
-def reply_and_close(banner: bytes) -> Handler:
-    """Greets, answers anything with ``REPLY to N bytes`` and closes (SPEC §14.1, 7001)."""
+def reply_and_close(banner: bytes, idle: float = 600.0) -> Handler:
+    """Greets, answers anything with ``REPLY to N bytes`` and closes (SPEC §14.1, 7001);
+    hangs up on a client that says nothing for ``idle`` seconds."""
 
     def handle(conn: socket.socket) -> None:
         conn.sendall(banner)
-        conn.settimeout(600)
-        data = conn.recv(65536)
+        conn.settimeout(idle)
+        try:
+            data = conn.recv(65536)
+        except TimeoutError:
+            return
         if data:
             conn.sendall(b"REPLY to %d bytes\r\n" % len(data))
 
