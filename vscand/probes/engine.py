@@ -254,10 +254,6 @@ class Engine:
         }
 
 
-#: the engine of vscand's reference release, Nmap 7.93: what a database gets by default
-DEFAULT_ENGINE = Engine(NMAP_7_93)
-
-
 @functools.cache
 def _limits(profile: Profile) -> pcre2.Limits:
     from vscand.probes import pcre2  # noqa: PLC0415
@@ -351,6 +347,24 @@ def header_release(head: bytes) -> tuple[str | None, str] | None:
             return release, f"probe file $Id: dated {date}"
     newest = RELEASE_DATES[-1][0]
     return None, f"probe file $Id: dated {date}, after Nmap {newest}"
+
+
+@functools.cache
+def default_engine() -> Engine:
+    """The engine of a database or a line no ``regex_engine`` was chosen for (probe text held
+    in memory, a line built by hand): the installed Nmap's, as ``auto`` picks for Nmap's own
+    file, so that a machine uses the regex library its Nmap links (Debian 12: PCRE 8;
+    Debian 13, which has no PCRE 8: PCRE2); 7.93's when no Nmap is installed.  Resolved once
+    per process, on first use."""
+    found = _installed_release_cached()
+    if found is None:
+        return Engine(NMAP_7_93, "default", None, "no Nmap installed: 7.93's rules")
+    release, how = found
+    try:
+        profile = profile_for_release(release)
+    except EngineSpecError:
+        return Engine(NMAP_7_93, "default", release, f"{how}; before 7.93: 7.93's rules")
+    return Engine(profile, "default", release, f"installed Nmap ({how})")
 
 
 def _read(path: str) -> bytes:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vscand.probes.engine import DEFAULT_ENGINE, CompiledPattern, Engine
+from vscand.probes.engine import CompiledPattern, Engine, default_engine
 from vscand.probes.grammar import Grammar, grammar_for
 
 Protocol = Literal["TCP", "UDP"]
@@ -99,7 +99,7 @@ class MatchLine:
     index: int = -1
     _compiled: CompiledPattern | None = field(default=None, repr=False)
     #: the regex library and limits this line is compiled with (the database's)
-    engine: Engine = field(default=DEFAULT_ENGINE, repr=False)
+    engine: Engine = field(default_factory=default_engine, repr=False)
 
     @property
     def compiled(self) -> CompiledPattern:
@@ -209,7 +209,7 @@ class ProbeDatabase:
     #: be checked: the regex engine has no ``matches_empty()`` (PCRE 8)
     empty_match_unchecked: int = 0
     #: the regex library and limits every line is compiled with
-    engine: Engine = DEFAULT_ENGINE
+    engine: Engine = field(default_factory=default_engine)
 
     @property
     def nmap_release(self) -> str:

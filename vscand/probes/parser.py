@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vscand.ports import parse_port_spec
-from vscand.probes.engine import DEFAULT_ENGINE, Engine
+from vscand.probes.engine import Engine, default_engine
+from vscand.probes.engine import resolve as resolve_engine
 from vscand.probes.grammar import Grammar, grammar_for
 from vscand.probes.model import (
     ExcludeSpec,
@@ -276,14 +277,16 @@ def parse_match_line(
     lineno: int,
     grammar: Grammar | None = None,
     terminated: bool = True,
-    engine: Engine = DEFAULT_ENGINE,
+    engine: Engine | None = None,
 ) -> MatchLine:
     """The text after ``match ``/``softmatch ``: service, regex, templates.
 
     ``terminated``: the file line ended with a newline (or CR), as Nmap 7.94+'s
     template reader needs to know. The regex is compiled with ``engine`` (the library
-    and limits of the Nmap release reproduced; by default Nmap 7.93's PCRE 8).
+    and limits of the Nmap release reproduced; by default the installed Nmap's,
+    :func:`~vscand.probes.engine.default_engine`).
     """
+    engine = engine if engine is not None else default_engine()
     grammar = grammar if grammar is not None else grammar_for()
     compact = grammar.compact_templates
 
@@ -407,12 +410,12 @@ class _Loader:
         self,
         grammar: Grammar,
         matches_empty: EmptyMatchCheck | None = None,
-        engine: Engine = DEFAULT_ENGINE,
+        engine: Engine | None = None,
     ) -> None:
         self.grammar = grammar
         self.matches_empty = matches_empty
         self.empty_match_unchecked = 0
-        self.engine = engine
+        self.engine = engine if engine is not None else default_engine()
         self.probes: list[Probe] = []
         self.null_probe: Probe | None = None
         self.exclude = ExcludeSpec()
@@ -675,14 +678,17 @@ def load_probe_files(
     *,
     release: str | Grammar | None = None,
     matches_empty: EmptyMatchCheck | None = None,
-    engine: Engine = DEFAULT_ENGINE,
+    engine: Engine | None = None,
 ) -> ProbeDatabase:
     """Load the main probe file and layer extra files on top of it.
 
     ``release``: the Nmap release whose grammar to read (default: the file's release when
     ``engine`` was chosen by ``auto``, else 7.93, Debian 12's). Every pattern, the extra
-    files' included, is compiled with ``engine``.
+    files' included, is compiled with ``engine`` (default: ``regex_engine = auto`` for
+    ``primary``, :func:`~vscand.probes.engine.resolve`).
     """
+    if engine is None:
+        engine = resolve_engine("auto", os.fspath(primary), installed_paths=DEFAULT_PROBE_PATHS)
     loader = _Loader(grammar_for(release or _file_release(engine)), matches_empty, engine)
     for index, path in enumerate([primary, *extras]):
         name = os.fspath(path)
@@ -707,9 +713,10 @@ def parse_probe_text(
     *,
     release: str | Grammar | None = None,
     matches_empty: EmptyMatchCheck | None = None,
-    engine: Engine = DEFAULT_ENGINE,
+    engine: Engine | None = None,
 ) -> ProbeDatabase:
     """Parse probe-file content held in memory (tests, ``vscan match --probes -``)."""
+    engine = engine if engine is not None else default_engine()
     loader = _Loader(grammar_for(release or _file_release(engine)), matches_empty, engine)
     loader.load(filename, text, extra=False)
     return loader.finish()
