@@ -150,3 +150,39 @@ def require(release: NmapRelease | Unavailable) -> NmapRelease:
             pytest.fail(message)
         pytest.skip(message)
     return release
+
+
+#: what each release's nmap-service-probes holds, as Nmap itself counts it: Probe lines (the NULL
+#: probe and the rest; Nmap keeps each as one ServiceProbe), match and softmatch lines (one
+#: ServiceProbeMatch each), the UDP probes marked no-payload / with source=; and, for the tests
+#: of the installed file, the NULL probe's lines, the probes with a fallback, the match lines by
+#: regex delimiter and the fallback chains that differ from 7.93's. 7.95's totals are issue 11's
+#: (185 probes, 11,949 match, 203 softmatch, read in a Debian 13 root).
+PROBE_FILE_FACTS: dict[str, dict[str, Any]] = {
+    "7.93": {
+        "probes": 148, "tcp": 100, "udp": 48, "match": 11_721, "softmatch": 196,
+        "no_payload": [], "source_ports": {},
+        "null": 4029, "with_fallback": 11,
+        "delimiters": {ord("|"): 11_689, ord("="): 188, ord("%"): 39, ord("@"): 1},
+        "chains": {},
+    },
+    "7.95": {
+        "probes": 185, "tcp": 101, "udp": 84, "match": 11_949, "softmatch": 203,
+        "no_payload": ["UDP/Sqlping"],
+        "source_ports": {"UDP/IKE_MAIN_MODE": 500, "UDP/IPSEC_START": 500},
+        "null": 4072, "with_fallback": 12,
+        "delimiters": {ord("|"): 11_913, ord("="): 188, ord("%"): 50, ord("@"): 1},
+        # "Probe TCP SIPOptions ...": fallback GetRequest,HTTPOptions in 7.95
+        "chains": {"SIPOptions": ["TCP/SIPOptions", "TCP/GetRequest", "TCP/HTTPOptions"]},
+    },
+}  # fmt: skip
+
+#: the keys of PROBE_FILE_FACTS that Nmap's own counts give (tests/test_releases.py)
+COUNT_KEYS = ("probes", "tcp", "udp", "match", "softmatch", "no_payload", "source_ports")
+
+
+def probe_file_facts(version: str) -> dict[str, Any]:
+    """:data:`PROBE_FILE_FACTS` of Nmap ``version``, or a failure saying what to add."""
+    if version not in PROBE_FILE_FACTS:
+        pytest.fail(f"no expected counts for Nmap {version}'s probe file: add PROBE_FILE_FACTS")
+    return PROBE_FILE_FACTS[version]

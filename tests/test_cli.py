@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.releases import debian13, require
+from tests.releases import debian13, probe_file_facts, require
 from vscand.cli import main
+from vscand.probes.engine import installed_release
 
 REPO = Path(__file__).resolve().parent.parent
 VSCAN = REPO / ".venv" / "bin" / "vscan"
@@ -243,7 +244,12 @@ def test_probes_stats_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(capsys, "probes", "--stats", "--json", "--no-prefilter")
     assert code == 0
     stats = json.loads(out)
-    assert (stats["probes"], stats["match"], stats["softmatch"]) == (148, 11721, 196)
+    want = probe_file_facts(stats["grammar"])  # the installed file's release
+    assert (stats["probes"], stats["match"], stats["softmatch"]) == (
+        want["probes"],
+        want["match"],
+        want["softmatch"],
+    )
     assert stats["prefilter"] == "disabled"
 
 
@@ -279,7 +285,10 @@ def test_probes_listing(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(capsys, "probes", "--json", "--no-prefilter")
     assert code == 0
     rows = {(r["protocol"], r["name"]): r for r in json.loads(out)}
-    assert len(rows) == 148
+    found = installed_release()
+    assert found is not None
+    want = probe_file_facts(found[0])
+    assert len(rows) == want["probes"]
     assert rows[("TCP", "DNSVersionBindReqTCP")]["fallback"] == ["DNSVersionBindReq", "NULL"]
     assert rows[("TCP", "NULL")]["totalwaitms"] == 6000
-    assert rows[("TCP", "NULL")]["lines"] == 4029
+    assert rows[("TCP", "NULL")]["lines"] == want["null"]

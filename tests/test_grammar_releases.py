@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.pcre8 import needs_pcre8
 from vscand.probes.engine import resolve
 from vscand.probes.grammar import GRAMMARS, Grammar, grammar_for, release_key
 from vscand.probes.model import MatchLine, ProbeDatabase
@@ -289,10 +290,11 @@ def test_empty_match_allowed_before_7_991(release: str) -> None:
     assert db.empty_match_unchecked == 0
 
 
+@needs_pcre8
 def test_empty_match_unchecked_without_an_engine_that_knows() -> None:
     # PCRE 8's Pattern has no matches_empty(): the lines are loaded and counted
     assert not hasattr(Pattern(b"a"), "matches_empty")
-    db = parse(EMPTY, "7.991")
+    db = parse(EMPTY, "7.991", engine=resolve("pcre", "-"))
     assert len(db.lines) == 3
     assert db.empty_match_unchecked == 3
 

@@ -7,11 +7,13 @@ file, the offending line and a reason, as Nmap's fatal() messages do.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.releases import probe_file_facts
 from vscand.probes.model import ProbeDatabase
 from vscand.probes.parser import (
     EscapeError,
@@ -693,13 +695,18 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert info.value.filename == missing and "read" in info.value.reason
 
 
+def expected(db: ProbeDatabase) -> dict[str, Any]:
+    return probe_file_facts(db.nmap_release)
+
+
 def test_extra_on_the_shipped_file(shipped_probes_file: str, tmp_path: Path) -> None:
     extra = write(tmp_path, "extra", b"Probe TCP NULL q||\nmatch vscand-test m|^VSCAND-TEST|\n")
     db = load_probe_files(shipped_probes_file, [extra])
+    want = expected(db)
     assert db.null_probe is not None
-    assert len(db.null_probe.matches) == 4030
+    assert len(db.null_probe.matches) == want["null"] + 1
     assert db.null_probe.matches[-1].service == "vscand-test"
-    assert len(db.lines) == 11917 + 1
+    assert len(db.lines) == want["match"] + want["softmatch"] + 1
 
 
 # --- the shipped file -----------------------------------------------------------------------
@@ -711,14 +718,15 @@ def shipped(shipped_probes_file: str) -> ProbeDatabase:
 
 
 def test_shipped_counts(shipped: ProbeDatabase) -> None:
+    want = expected(shipped)
     probes = shipped.all_probes()
-    assert len(probes) == 148
-    assert sum(p.protocol == "TCP" for p in probes) == 100
-    assert sum(p.protocol == "UDP" for p in probes) == 48
-    assert sum(not m.soft for m in shipped.lines) == 11721
-    assert sum(m.soft for m in shipped.lines) == 196
-    assert shipped.null_probe is not None and len(shipped.null_probe.matches) == 4029
-    assert sum(bool(p.fallback_names) for p in probes) == 11
+    assert len(probes) == want["probes"]
+    assert sum(p.protocol == "TCP" for p in probes) == want["tcp"]
+    assert sum(p.protocol == "UDP" for p in probes) == want["udp"]
+    assert sum(not m.soft for m in shipped.lines) == want["match"]
+    assert sum(m.soft for m in shipped.lines) == want["softmatch"]
+    assert shipped.null_probe is not None and len(shipped.null_probe.matches) == want["null"]
+    assert sum(bool(p.fallback_names) for p in probes) == want["with_fallback"]
 
 
 def test_shipped_exclude_and_null_waits(shipped: ProbeDatabase) -> None:
@@ -755,7 +763,8 @@ def test_shipped_exclude_and_null_waits(shipped: ProbeDatabase) -> None:
     ],
 )
 def test_shipped_fallback_chains(shipped: ProbeDatabase, name: str, fallback: str) -> None:
-    assert chain(shipped, name, "TCP") == [f"TCP/{name}", fallback, "TCP/NULL"]
+    head = expected(shipped)["chains"].get(name, [f"TCP/{name}", fallback])
+    assert chain(shipped, name, "TCP") == [*head, "TCP/NULL"]
 
 
 def test_shipped_default_chains(shipped: ProbeDatabase) -> None:
@@ -783,4 +792,4 @@ def test_shipped_delimiters(shipped: ProbeDatabase, shipped_probes_file: str) ->
         delim = raw[start]
         by_delim[delim] = by_delim.get(delim, 0) + 1
         assert raw[start + 1 : start + 1 + len(m.pattern)] == m.pattern
-    assert by_delim == {ord("|"): 11689, ord("="): 188, ord("%"): 39, ord("@"): 1}
+    assert by_delim == expected(shipped)["delimiters"]

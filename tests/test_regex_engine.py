@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import cache_dir
 from tests.oracle.cases import CASES, probe_file_path
+from tests.pcre8 import needs_pcre8
 from tests.test_prefilter_equivalence import literal_fragments
 from vscand.cli import main
 from vscand.config import ConfigError, load_config
@@ -251,16 +252,24 @@ def test_this_machine_auto_is_its_installed_nmap() -> None:
 # --- the database follows the engine ------------------------------------------------------------
 
 
-def test_every_line_is_compiled_with_the_database_engine(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [
+        pytest.param("pcre", "vscand.probes.pcre", marks=needs_pcre8, id="pcre"),
+        pytest.param("nmap-7.991", "vscand.probes.pcre2", id="nmap-7.991"),
+    ],
+)
+def test_every_line_is_compiled_with_the_database_engine(
+    tmp_path: Path, spec: str, kind: str
+) -> None:
     path = write_probes(tmp_path, HEADER_793)
-    for spec, kind in (("pcre", "vscand.probes.pcre"), ("nmap-7.991", "vscand.probes.pcre2")):
-        engine = resolve(spec, path)
-        extra = tmp_path / "extra.probes"
-        extra.write_bytes(b"Probe TCP NULL q||\nmatch x m|^X(\\d)| p/x/ v/$1/\n")
-        db = load_probe_files(path, [extra], engine=engine)
-        assert db.engine is engine
-        assert {type(line.compiled).__module__ for line in db.lines} == {kind}
-        assert all(line.engine is engine for line in db.lines)
+    engine = resolve(spec, path)
+    extra = tmp_path / "extra.probes"
+    extra.write_bytes(b"Probe TCP NULL q||\nmatch x m|^X(\\d)| p/x/ v/$1/\n")
+    db = load_probe_files(path, [extra], engine=engine)
+    assert db.engine is engine
+    assert {type(line.compiled).__module__ for line in db.lines} == {kind}
+    assert all(line.engine is engine for line in db.lines)
 
 
 def test_7991_refuses_a_file_with_an_empty_matching_pattern() -> None:
@@ -278,6 +287,11 @@ def test_load_matcher_auto_uses_the_file_release(tmp_path: Path) -> None:
     assert matcher.db.engine.profile is NMAP_7_95
     found = matcher.match(matcher.db.find("NULL"), b"SSH-2.0-OpenSSH_9.2p1\r\n")
     assert found is not None and found.info.version == "9.2p1"
+
+
+@needs_pcre8
+def test_load_matcher_engine_asked_for_overrides_the_file_release(tmp_path: Path) -> None:
+    newer = write_probes(tmp_path, b"# $Id: nmap-service-probes 38700 2024-04-10 00:00:00Z x $\n")
     forced = load_matcher(newer, use_prefilter=False, regex_engine="pcre")
     assert forced.db.engine.profile is NMAP_7_93
 
@@ -319,6 +333,7 @@ def test_cli_stats_report_the_engine(capsys: pytest.CaptureFixture[str], tmp_pat
     assert "regex_engine: {'name': 'pcre2'" in out
 
 
+@needs_pcre8  # the file is 7.93's: auto and pcre are PCRE 8
 def test_cli_match_with_each_engine(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     probes = write_probes(tmp_path, HEADER_793)
     banner = tmp_path / "banner"
@@ -387,6 +402,7 @@ def test_cache_key_unchanged_for_pcre_and_distinct_for_pcre2(tmp_path: Path) -> 
     assert len(keys) == 3
 
 
+@needs_pcre8  # against the pcre engine's answers
 @pytest.mark.usefixtures("hyperscan")
 def test_pcre2_prefilter_confirms_brace_lines_always(tmp_path: Path) -> None:
     text = b"Probe TCP NULL q||\nmatch a m|^A{,3}B| p/a/\nmatch b m|^B\\d+| p/b/\n"
@@ -423,6 +439,7 @@ def databases(shipped_probes_file: str) -> dict[tuple[str, str], ProbeDatabase]:
     }
 
 
+@needs_pcre8  # PCRE2 against PCRE 8.39
 def test_installed_file_compiles_under_pcre2(
     databases: dict[tuple[str, str], ProbeDatabase], shipped_probes_file: str
 ) -> None:
@@ -438,6 +455,7 @@ def test_installed_file_compiles_under_pcre2(
     assert [line.where() for line in new.lines if line.compiled.match_empty] == []  # type: ignore[attr-defined]
 
 
+@needs_pcre8  # PCRE2 against PCRE 8.39
 def test_oracle_responses_match_alike_line_by_line(
     databases: dict[tuple[str, str], ProbeDatabase], shipped_probes_file: str
 ) -> None:
@@ -466,6 +484,7 @@ def test_oracle_responses_match_alike_line_by_line(
         assert expected == []
 
 
+@needs_pcre8  # PCRE2 against PCRE 8.39
 def test_line_fragments_match_alike(
     databases: dict[tuple[str, str], ProbeDatabase], shipped_probes_file: str
 ) -> None:
@@ -486,6 +505,7 @@ def test_line_fragments_match_alike(
     assert differences == []
 
 
+@needs_pcre8  # PCRE2 against PCRE 8.39
 def test_7991_limits_change_answers_on_long_responses(
     databases: dict[tuple[str, str], ProbeDatabase], shipped_probes_file: str
 ) -> None:

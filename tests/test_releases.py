@@ -29,30 +29,6 @@ from vscand.probes.parser import load_probe_files
 
 each_release = pytest.mark.parametrize("available", release_params())
 
-#: Nmap's own counts for each release's file: Probe lines (the NULL probe and the
-#: rest; Nmap keeps each as one ServiceProbe), match and softmatch lines (one
-#: ServiceProbeMatch each), and the UDP probes marked no-payload / with source=.
-EXPECTED = {
-    "7.93": {
-        "probes": 148,
-        "tcp": 100,
-        "udp": 48,
-        "match": 11_721,
-        "softmatch": 196,
-        "no_payload": [],
-        "source_ports": {},
-    },
-    "7.95": {
-        "probes": 185,
-        "tcp": 101,
-        "udp": 84,
-        "match": 11_949,
-        "softmatch": 203,
-        "no_payload": ["UDP/Sqlping"],
-        "source_ports": {"UDP/IKE_MAIN_MODE": 500, "UDP/IPSEC_START": 500},
-    },
-}
-
 _loaded: dict[str, ProbeDatabase] = {}
 
 
@@ -64,9 +40,8 @@ def database(release: NmapRelease) -> ProbeDatabase:
 
 
 def expected(release: NmapRelease) -> dict[str, object]:
-    if release.version not in EXPECTED:
-        pytest.fail(f"no expected counts for Nmap {release.version} ({release.name})")
-    return EXPECTED[release.version]
+    facts = releases.probe_file_facts(release.version)
+    return {key: facts[key] for key in releases.COUNT_KEYS}
 
 
 @each_release
