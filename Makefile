@@ -28,7 +28,7 @@ TEST_APT_PACKAGES := nmap ndiff libxml2-utils \
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
-.PHONY: all system-deps demo-deps venv demo-venv debian13-root demo test test-debian13 test-oracle-debian13 test-repeat lint bench bench-engines bench-scan bench-fast soak clean
+.PHONY: all system-deps demo-deps venv demo-venv debian12-root debian13-root other-root demo test test-debian13 test-oracle-other test-repeat lint bench bench-engines bench-scan bench-fast soak clean
 
 all: test
 
@@ -87,15 +87,18 @@ $(VENV)/.installed: $(VENV)/.installed-base
 demo-venv: demo-deps $(VENV)/.installed-base
 venv: system-deps $(VENV)/.installed
 
-# A Debian 13 root (.cache/debian13/root, ~600 MB, about a minute to build) holding
-# Nmap 7.95 and its nmap-service-probes: the second release the tests compare against
-# (tests/releases.py). debootstrap (a Debian package, needed by this target only) is
-# installed here rather than in APT_PACKAGES; the mirror is read from this machine's
-# apt sources. Built once (a stamp file); see tools/debian13-root.
-DEBIAN13_APT_PACKAGES := debootstrap
-debian13-root:
-	$(call apt_install,$(DEBIAN13_APT_PACKAGES))
-	$(SUDO) tools/debian13-root
+# A root of the other Debian release (tools/debian-root; ~600 MB, about a minute to build):
+# Debian 13's Nmap 7.95 on a Debian 12 machine, Debian 12's Nmap 7.93 on a Debian 13 one,
+# the second release the tests compare against (tests/releases.py). debootstrap (a Debian
+# package, needed by these targets only) is installed here rather than in the package
+# lists; the mirror is read from this machine's apt sources. Built once (a stamp file).
+OTHER_DEBIAN := $(if $(filter 13,$(DEBIAN_VERSION)),12,13)
+ROOT_APT_PACKAGES := debootstrap
+debian12-root debian13-root: debian%-root:
+	$(call apt_install,$(ROOT_APT_PACKAGES))
+	$(SUDO) tools/debian-root $*
+
+other-root: debian$(OTHER_DEBIAN)-root
 
 # The daemon end to end: a private Redis (unless VSCAND_REDIS_URL is set), a few
 # local services, `twist vscand`, one job over loopback, the results table, then
@@ -105,7 +108,7 @@ demo: demo-venv
 
 # TEST_WORKERS=0 runs the suite in one process
 TEST_WORKERS ?= 3
-test: venv debian13-root
+test: venv other-root
 	$(PY) -b -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # `make demo` then `make test` as a Debian 13 user runs them: a clean clone of HEAD in a
@@ -114,15 +117,15 @@ test: venv debian13-root
 test-debian13: debian13-root
 	$(SUDO) env TEST_WORKERS="$${TEST_WORKERS:-1}" PYTEST_ARGS="$${PYTEST_ARGS:-}" tools/test-debian13
 
-# opt-in: the differential e2e suites against Nmap 7.95 of the Debian 13 root instead of the
-# installed nmap (VSCAND_ORACLE=debian13, read by tests/releases.py; vscan loads the root's
-# probe file). One module after the other, no workers. Disagreements are expected: DESIGN.md,
-# "Against Nmap 7.95 (opt-in)"; `make test` is unchanged.
+# opt-in: the differential e2e suites against the other release's Nmap (the root's: 7.95 on
+# Debian 12, 7.93 on Debian 13) instead of the installed nmap (VSCAND_ORACLE=debian12|13, read
+# by tests/releases.py; vscan loads that root's probe file). One module after the other, no
+# workers. DESIGN.md, "Against the other release's Nmap"; `make test` is unchanged.
 ORACLE_SUITES ?= tests/test_e2e_scan.py tests/test_tls_e2e.py tests/test_udp_e2e.py tests/test_e2e_fast.py \
 	tests/test_e2e_scripts.py tests/test_e2e_scripts2.py tests/test_e2e_scripts2_udp.py
-test-oracle-debian13: venv debian13-root
+test-oracle-other: venv other-root
 	@rc=0; for suite in $(ORACLE_SUITES); do \
-	  VSCAND_ORACLE=debian13 $(PY) -b -m pytest -q $$suite $(PYTEST_ARGS) || rc=1; \
+	  VSCAND_ORACLE=debian$(OTHER_DEBIAN) $(PY) -b -m pytest -q $$suite $(PYTEST_ARGS) || rc=1; \
 	done; exit $$rc
 
 # the whole suite ROUNDS times, each from a clean clone of HEAD as CI runs it (LOAD=1: with a

@@ -1,12 +1,14 @@
 """The Nmap releases on this machine, for tests to parametrize over.
 
-- ``debian12``: the installed Nmap (``/usr/bin/nmap``, ``/usr/share/nmap``): 7.93 on
-  Debian 12, from the ``nmap`` and ``nmap-common`` packages ``make`` installs.
-- ``debian13``: the Debian 13 root ``make debian13-root`` builds
-  (``.cache/debian13/root``, or ``$VSCAND_DEBIAN13_ROOT``): 7.95. Its nmap runs
-  through ``tools/debian13-root run`` (a chroot, with ``/proc`` mounted in a
-  private mount namespace); it shares the machine's network, so it scans the
-  host's 127.0.0.1. Its data are read directly under the root.
+- the installed Nmap (``/usr/bin/nmap``, ``/usr/share/nmap``), from the ``nmap`` and
+  ``nmap-common`` packages ``make`` installs; named after this machine's release:
+  ``debian12`` (7.93) or ``debian13`` (7.95).
+- the other Debian release's Nmap, in the root ``make test`` builds (``make other-root``:
+  ``.cache/debian13/root`` on Debian 12, ``.cache/debian12/root`` on Debian 13, or
+  ``$VSCAND_DEBIAN13_ROOT`` / ``$VSCAND_DEBIAN12_ROOT``). Its nmap runs through
+  ``tools/debian-root N run`` (a chroot, with ``/proc`` mounted in a private mount
+  namespace); it shares the machine's network, so it scans the host's 127.0.0.1. Its
+  data are read directly under the root.
 
 The release of each is the version of its ``nmap-common`` package (the data files
 the tests load), from that system's dpkg database. A release that is not there is
@@ -26,17 +28,44 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TOOL = REPO / "tools" / "debian13-root"
+TOOL = REPO / "tools" / "debian-root"
+#: the Debian releases whose Nmap the tests know
+DEBIANS = ("12", "13")
+
+
+def host_debian() -> str:
+    """This machine's Debian release (``VERSION_ID`` of /etc/os-release), "" if not Debian."""
+    try:
+        text = Path("/etc/os-release").read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    fields = dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', text, re.MULTILINE))
+    return fields.get("VERSION_ID", "") if fields.get("ID") == "debian" else ""
+
+
+def host_name() -> str:
+    """The installed release's name: ``debian12``, ``debian13`` (``installed`` elsewhere)."""
+    version = host_debian()
+    return f"debian{version}" if version else "installed"
+
+
+def other_debian() -> str:
+    """The release whose root ``make test`` builds: 12 on Debian 13, 13 everywhere else."""
+    return "12" if host_debian() == "13" else "13"
+
+
+def debian_root(version: str) -> Path:
+    configured = os.environ.get(f"VSCAND_DEBIAN{version}_ROOT")
+    return Path(configured) if configured else REPO / ".cache" / f"debian{version}" / "root"
 
 
 def debian13_root() -> Path:
-    configured = os.environ.get("VSCAND_DEBIAN13_ROOT")
-    return Path(configured) if configured else REPO / ".cache" / "debian13" / "root"
+    return debian_root("13")
 
 
 @dataclass(frozen=True)
 class NmapRelease:
-    #: which system: "debian12" (the installed one) or "debian13" (the root)
+    #: which system: "debian12" or "debian13" (the installed one, or a root)
     name: str
     #: Nmap's release number, "7.93"
     version: str
@@ -102,39 +131,66 @@ def _release(
 
 
 def installed() -> NmapRelease | Unavailable:
-    return _release("debian12", Path("/"), ("/usr/bin/nmap",), "make system-deps installs it")
+    return _release(host_name(), Path("/"), ("/usr/bin/nmap",), "make system-deps installs it")
+
+
+def root_release(version: str) -> NmapRelease | Unavailable:
+    """The Nmap of the Debian ``version`` root (``make debianN-root``)."""
+    name = f"debian{version}"
+    root = debian_root(version)
+    if not Path(f"{root}.stamp").exists():
+        return Unavailable(name, f"{root} is not built: run `make {name}-root`")
+    command = (str(TOOL), version, "--root", str(root), "run", "/usr/bin/nmap")
+    return _release(name, root, command, f"make {name}-root builds it")
+
+
+def debian(version: str) -> NmapRelease | Unavailable:
+    """Debian ``version``'s Nmap: the installed one on that release, else its root's."""
+    return installed() if host_debian() == version else root_release(version)
+
+
+def debian12() -> NmapRelease | Unavailable:
+    return debian("12")
 
 
 def debian13() -> NmapRelease | Unavailable:
-    root = debian13_root()
-    if not Path(f"{root}.stamp").exists():
-        return Unavailable("debian13", f"{root} is not built: run `make debian13-root`")
-    command = (str(TOOL), "--root", str(root), "run", "/usr/bin/nmap")
-    return _release("debian13", root, command, "make debian13-root builds it")
+    return debian("13")
+
+
+def other() -> NmapRelease | Unavailable:
+    """The other release's Nmap: the root ``make test`` builds."""
+    return root_release(other_debian())
 
 
 def all_releases() -> list[NmapRelease | Unavailable]:
-    return [installed(), debian13()]
+    return [installed(), other()]
 
 
 #: the env var that picks the oracle of the differential e2e suites (tests/e2e/oracle_run.py):
-#: unset or ``debian12``, the installed nmap (``make test``); ``debian13``, the root's 7.95
-#: (``make test-oracle-debian13``)
+#: unset, the installed nmap (``make test``); ``debian12`` or ``debian13``, that release's
+#: (``make test-oracle-other``: the other release's root)
 ORACLE_ENV = "VSCAND_ORACLE"
-ORACLES = ("debian12", "debian13")
+ORACLES = tuple(f"debian{version}" for version in DEBIANS)
 
 
 def oracle_name() -> str:
     """The release the differential e2e suites compare vscan with (``$VSCAND_ORACLE``)."""
-    name = os.environ.get(ORACLE_ENV, "") or "debian12"
-    if name not in ORACLES:
+    name = os.environ.get(ORACLE_ENV, "") or host_name()
+    if name != host_name() and name not in ORACLES:
         raise ValueError(f"${ORACLE_ENV}={name!r}: one of {', '.join(ORACLES)}")
     return name
 
 
+def oracle_is_installed() -> bool:
+    """Whether the oracle is the installed nmap (vscan then uses its own defaults)."""
+    return oracle_name() == host_name()
+
+
 def oracle() -> NmapRelease | Unavailable:
-    """The oracle release: the installed nmap by default, ``debian13()`` when opted in."""
-    return debian13() if oracle_name() == "debian13" else installed()
+    """The oracle release: the installed nmap by default, a root's when opted in."""
+    if oracle_is_installed():
+        return installed()
+    return root_release(oracle_name().removeprefix("debian"))
 
 
 def release_params() -> list[Any]:

@@ -1,8 +1,8 @@
 """Each Nmap release on this machine (tests/releases.py): its real probe file loads
 with that release's grammar and Nmap's own counts, and its nmap runs.
 
-Debian 12's 7.93 is installed by ``make``; Debian 13's 7.95 lives in the root
-``make debian13-root`` builds (``make test`` builds it, so CI never skips).
+The installed release (Debian 12's 7.93, or Debian 13's 7.95) comes from ``make``; the other
+lives in the root ``make other-root`` builds (``make test`` builds it, so CI never skips).
 """
 
 from __future__ import annotations
@@ -132,20 +132,32 @@ def test_release_of_a_package_version(tmp_path: Path) -> None:
 
 
 def test_oracle_is_the_installed_nmap_unless_opted_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``make test`` compares with the installed nmap; ``VSCAND_ORACLE=debian13`` (opt-in,
-    ``make test-oracle-debian13``) with the Debian 13 root's; anything else is an error."""
+    """``make test`` compares with the installed nmap; ``VSCAND_ORACLE=debianN`` (opt-in,
+    ``make test-oracle-other``) with the Debian N root's; anything else is an error."""
+    host = releases.host_name()
     monkeypatch.delenv(releases.ORACLE_ENV, raising=False)
-    assert releases.oracle_name() == "debian12"
+    assert releases.oracle_name() == host and releases.oracle_is_installed()
     assert oracle_run.vscan_oracle_args() == []
     monkeypatch.setenv(releases.ORACLE_ENV, "")
-    assert releases.oracle_name() == "debian12"
-    monkeypatch.setenv(releases.ORACLE_ENV, "debian13")
-    assert releases.oracle_name() == "debian13"
+    assert releases.oracle_name() == host
+    other = f"debian{releases.other_debian()}"
+    monkeypatch.setenv(releases.ORACLE_ENV, other)
+    assert releases.oracle_name() == other and not releases.oracle_is_installed()
     release = releases.oracle()
+    assert release.name == other
     if isinstance(release, releases.NmapRelease):
+        assert release.command[:2] == (str(releases.TOOL), releases.other_debian())
         assert oracle_run.vscan_oracle_args() == ["--probes", str(release.probes_file)]
         wanted = repr(["--probes", str(release.probes_file)])
         assert oracle_run.vscan_command()[-1].endswith(f"{wanted}))")
+    monkeypatch.setenv(releases.ORACLE_ENV, host)  # naming the installed release: the default
+    assert releases.oracle_is_installed() and oracle_run.vscan_oracle_args() == []
     monkeypatch.setenv(releases.ORACLE_ENV, "debian11")
     with pytest.raises(ValueError, match="VSCAND_ORACLE"):
         releases.oracle_name()
+
+
+def test_the_other_release_is_the_one_this_machine_is_not() -> None:
+    names = [release.name for release in releases.all_releases()]
+    assert names[0] == releases.host_name() and len(set(names)) == 2
+    assert {releases.debian12().name, releases.debian13().name} == {"debian12", "debian13"}

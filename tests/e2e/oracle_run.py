@@ -1,8 +1,9 @@
 """Run ``nmap -sV`` (NSE off) and ``vscan scan`` side by side on the same loopback ports.
 
 The oracle: the installed nmap (``make test``), or, opted in with ``VSCAND_ORACLE=debian13``
-(``make test-oracle-debian13``; read by ``tests/releases.py``), Nmap 7.95 of the Debian 13
-root (``oracle_nmap``), with vscan loading that root's probe file (``vscan_command``).
+(or ``debian12``; ``make test-oracle-other``; read by ``tests/releases.py``), the Nmap of
+that Debian release's root (``oracle_nmap``), with vscan loading that root's probe file
+(``vscan_command``).
 """
 
 from __future__ import annotations
@@ -33,25 +34,25 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 def oracle_nmap() -> str:
     """The nmap the differential suites run: the installed one by default; with
-    ``VSCAND_ORACLE=debian13``, a wrapper that runs the Debian 13 root's nmap 7.95 through
-    ``tools/debian13-root run``, the host's temp directory bind-mounted at the same path
-    inside the root, so the work directory's paths (``-oX``, ``--datadir`` and its empty
-    ``scripts/script.db``) are the same for both scanners. The opted-in oracle missing is a
-    failure, not a skip. One executable path: the suites put it in their commands as is
-    (also after ``ip netns exec``)."""
-    if releases.oracle_name() != "debian13":
+    ``VSCAND_ORACLE=debianN`` (another release than this machine's), a wrapper that runs the
+    Debian N root's nmap through ``tools/debian-root N run``, the host's temp directory
+    bind-mounted at the same path inside the root, so the work directory's paths (``-oX``,
+    ``--datadir`` and its empty ``scripts/script.db``) are the same for both scanners. The
+    opted-in oracle missing is a failure, not a skip. One executable path: the suites put it
+    in their commands as is (also after ``ip netns exec``)."""
+    if releases.oracle_is_installed():
         return nmap_or_skip()
     release = releases.oracle()
     if isinstance(release, releases.Unavailable):
-        pytest.fail(f"{releases.ORACLE_ENV}=debian13: {release.reason}")
+        pytest.fail(f"{releases.ORACLE_ENV}={releases.oracle_name()}: {release.reason}")
     command = list(release.command)
     run = command.index("run") + 1
     tmp = str(Path(tempfile.gettempdir()).resolve())
     command[run:run] = ["--bind", tmp]
-    wrapper = REPO / ".cache" / "oracle" / "nmap-debian13"
+    wrapper = REPO / ".cache" / "oracle" / f"nmap-{release.name}"
     text = (
         "#!/bin/sh\n# written by tests/e2e/oracle_run.py: Nmap "
-        f"{release.version} of the Debian 13 root, {tmp} shared\n"
+        f"{release.version} of the {release.name} root, {tmp} shared\n"
         f'exec {shlex.join(command)} "$@"\n'
     )
     if not wrapper.exists() or wrapper.read_text() != text:
@@ -65,13 +66,13 @@ def oracle_nmap() -> str:
 
 def vscan_oracle_args() -> list[str]:
     """vscan's options for the oracle: none for the installed nmap (vscan's defaults are its
-    files); ``--probes`` of the root's 7.95 file with ``VSCAND_ORACLE=debian13`` (the grammar
-    and regex engine follow the file's release by themselves)."""
-    if releases.oracle_name() != "debian13":
+    files); ``--probes`` of the root's probe file when opted in (the grammar and regex engine
+    follow the file's release by themselves)."""
+    if releases.oracle_is_installed():
         return []
     release = releases.oracle()
     if isinstance(release, releases.Unavailable):
-        pytest.fail(f"{releases.ORACLE_ENV}=debian13: {release.reason}")
+        pytest.fail(f"{releases.ORACLE_ENV}={releases.oracle_name()}: {release.reason}")
     return ["--probes", str(release.probes_file)]
 
 
