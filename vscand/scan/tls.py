@@ -141,11 +141,28 @@ class HandshakeGate(Protocol):
         self.inner.makeConnection(self.transport)  # type: ignore[no-untyped-call]
         self.handshake.callback(self.inner)
 
+    def hold(self) -> None:
+        """Collect the application data of one underlying read (see :class:`_NsockReads`)."""
+        self._held = []
+
+    def release(self) -> None:
+        """Hand what one underlying read decrypted to ``inner`` as one read."""
+        held, self._held = self._held, None
+        if held and self.open:
+            self.inner.dataReceived(b"".join(held))
+
+    _held: list[bytes] | None = None
+
     def dataReceived(self, data: bytes) -> None:
-        if self.open:
+        if not self.open:
+            return
+        if self._held is not None:
+            self._held.append(data)
+        else:
             self.inner.dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.release()  # data decrypted before the end comes first
         if self.open:
             self.open = False
             handle = _ssl_connection(self.transport)
@@ -163,6 +180,34 @@ class HandshakeGate(Protocol):
                 abort()
             else:
                 transport.loseConnection()
+
+
+class _NsockReads(TLSMemoryBIOProtocol):
+    """TLS whose application sees one read per read of the socket, as Nmap's nsock does.
+
+    nsock's SSL read (``nsock_core.c: do_actual_read()``, Nmap 7.93 and 7.95 alike) calls
+    ``SSL_read()`` until it would block and hands the service scan everything it got as one
+    read; the scan then reads again only while the probe's buffer holds less than 4,096 bytes
+    (``service_scan.cc``, ``readstrlen < 4096``). Twisted hands over each TLS record as it is
+    decrypted: a response of several records that arrive together (``openssl s_server -www``
+    under OpenSSL 3.5: 5 KiB) would be cut after the record that crossed 4,096 bytes. Here the
+    records one socket read brings are joined (``HandshakeGate.hold``/``release``).
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        gate = self.wrappedProtocol
+        if not isinstance(gate, HandshakeGate):
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+            return
+        gate.hold()
+        try:
+            super().dataReceived(data)  # type: ignore[no-untyped-call]
+        finally:
+            gate.release()
+
+
+class _NsockReadsFactory(TLSMemoryBIOFactory):
+    protocol = _NsockReads
 
 
 class _GateFactory(Factory):
@@ -252,7 +297,7 @@ class TLSClient:
         )
         clock = self._clock
         # small writes are coalesced on this clock (the injected one, not the global reactor)
-        factory = TLSMemoryBIOFactory(creator, True, _GateFactory(gate), clock=clock)
+        factory = _NsockReadsFactory(creator, True, _GateFactory(gate), clock=clock)
 
         async def run() -> Protocol:
             started = clock.seconds()
