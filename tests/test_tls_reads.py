@@ -3,8 +3,7 @@
 nsock (``nsock_core.c: do_actual_read()``) calls ``SSL_read()`` until it would block and gives
 the service scan all of it as one read; the scan reads again only below 4,096 bytes. Twisted
 decrypts record by record; ``vscand.scan.tls`` joins the records one socket read brings
-(found with ``openssl s_server -www`` of OpenSSL 3.5, whose 5 KiB page came in records that
-arrived together: vscan kept 4,710 bytes, nmap 5,197).
+(DESIGN.md, SSL/TLS restart).
 """
 
 from __future__ import annotations
