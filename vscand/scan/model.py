@@ -39,13 +39,16 @@ class PortTask:
 
     ``address`` is the literal IP address that is dialled (hostnames are resolved
     once, before tasks are made, and the checked address is the dialled one);
-    ``hostname`` is the name the user gave, if any (output, TLS SNI).
+    ``hostname`` is the name the user gave, if any (output, TLS SNI);
+    ``other_addresses`` are that name's other addresses, which are not scanned
+    (Nmap's "Other addresses for NAME (not scanned)"), as ``inet_ntop`` writes them.
     """
 
     address: str
     port: int
     protocol: Protocol = "tcp"
     hostname: str | None = None
+    other_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
