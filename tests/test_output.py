@@ -519,6 +519,7 @@ def test_ndiff_between_nmap_and_us_on_closed_ports(tmp_path: Path) -> None:
 
 def test_jsonl_key_order_and_ascii() -> None:
     r = result(22, name="ssh", product="caf\xe9")
+    r["other_addresses"] = ["::1"]
     shuffled = dict(reversed(list(r.items())))
     shuffled["service"] = dict(reversed(list(r["service"].items())))
     shuffled["extra"] = 1

@@ -14,7 +14,9 @@ A port's result is a plain dict in the result format of ``../shared/DESIGN.md``
 ``host-unreach``, ``net-unreach``, ``udp-response``, ``port-unreach``.
 ``service`` is the dict of ``vscand.result`` (``SERVICE_KEYS``); for closed and
 filtered ports it carries the ``nmap-services`` name with method ``table``,
-conf 3, as Nmap's XML does.
+conf 3, as Nmap's XML does. ``other_addresses`` (after ``hostname``; absent when
+empty) lists the addresses the name also resolved to that were not scanned
+(:attr:`PortTask.other_addresses`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ class PortTask:
     protocol: Protocol = "tcp"
     hostname: str | None = None
     other_addresses: tuple[str, ...] = ()
+
+
+def target_fields(task: PortTask) -> Result:
+    """The fields of a port's result that say what was scanned, in the result's order
+    (``other_addresses`` only when there are some)."""
+    fields: Result = {"host": task.address, "hostname": task.hostname}
+    if task.other_addresses:
+        fields["other_addresses"] = list(task.other_addresses)
+    return fields
 
 
 @dataclass(frozen=True)
