@@ -266,6 +266,47 @@ def test_all_ports_ignored() -> None:
     ]
 
 
+def named(r: dict[str, Any], others: list[str]) -> dict[str, Any]:
+    """*r* as a port of ``localhost`` that also resolved to *others* (not scanned)."""
+    r["hostname"] = "localhost"
+    r["other_addresses"] = others
+    return r
+
+
+def test_other_addresses_line_after_the_host_status() -> None:
+    # Nmap 7.95 in Debian 13 (/etc/hosts: ::1 localhost), `nmap -sV -sT -Pn -n -p N localhost`
+    text = format_hosts([named(result(6379, name="redis"), ["::1"])], version_scan=False)
+    assert text.splitlines()[:4] == [
+        "Nmap scan report for localhost (127.0.0.1)",
+        "Host is up.",
+        "Other addresses for localhost (not scanned): ::1",
+        "",
+    ]
+    # several, space separated in the resolver's order; also before "Not shown" and in -oN
+    ports = [named(result(p, "closed"), ["::1", "127.0.0.2"]) for p in range(1, 41)]
+    lines = format_normal(ports, META).splitlines()
+    assert lines[1:5] == [
+        "Nmap scan report for localhost (127.0.0.1)",
+        "Host is up.",
+        "Other addresses for localhost (not scanned): ::1 127.0.0.2",
+        "All 40 scanned ports on localhost (127.0.0.1) are in ignored states.",
+    ]
+
+
+def test_other_addresses_line_only_for_a_name_with_others() -> None:
+    for r in (result(22), named(result(22), []), {**result(22), "other_addresses": ["::1"]}):
+        assert "Other addresses" not in format_hosts([r])
+    # results of one host agree; the first result that names the host gives its others
+    ports = [result(21), named(result(22), ["::1"]), named(result(23), ["::2"])]
+    assert "Other addresses for localhost (not scanned): ::1\n" in format_hosts(ports)
+
+
+def test_other_addresses_are_not_in_xml() -> None:
+    # write_host_header prints them with LOG_PLAIN (normal output and terminal) only
+    plain = format_xml([result(22, hostname="localhost")], META)
+    assert format_xml([named(result(22), ["::1"])], META) == plain
+
+
 def test_fingerprint_block_singular_and_at_most_nine() -> None:
     one = fingerprint_block(["SF-A;"])
     assert one == [
@@ -519,6 +560,7 @@ def test_ndiff_between_nmap_and_us_on_closed_ports(tmp_path: Path) -> None:
 
 def test_jsonl_key_order_and_ascii() -> None:
     r = result(22, name="ssh", product="caf\xe9")
+    r["other_addresses"] = ["::1"]
     shuffled = dict(reversed(list(r.items())))
     shuffled["service"] = dict(reversed(list(r["service"].items())))
     shuffled["extra"] = 1

@@ -2,6 +2,10 @@
 
 nmap scans loopback banner servers with a small probe file; its XML is read
 back into vscand result dicts, and our writers must print the same report.
+The target is ``localhost``: the address scanned and the name's other addresses
+(Nmap's "Other addresses for localhost (not scanned)", which XML does not carry)
+are what vscand's own resolution finds on this machine (Debian 12: 127.0.0.1
+only; Debian 13's /etc/hosts adds ::1, which getaddrinfo puts first).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.hostile.measure import allowed, faithful_bound
 from tests.loopback import BannerServer, nmap_or_skip
@@ -24,7 +29,8 @@ from vscand.output.report import ScanMeta
 from vscand.probes.parser import load_probe_files
 from vscand.result import empty_service
 from vscand.scan.fingerprint import wrap
-from vscand.scan.model import ScanOptions
+from vscand.scan.model import PortTask, ScanOptions
+from vscand.scan.targets import TargetPolicy, plan_tasks, system_addresses
 
 PROBES = (
     r"""# vscand test probes: version column and Service Info (oracle)
@@ -148,6 +154,14 @@ def run_nmap(tmp_path: Path, ports: list[int], target: str = "localhost") -> tup
     return out.read_text(), xml.read_text()
 
 
+def vscand_tasks(target: str, ports: list[int]) -> list[PortTask]:
+    """*target*'s tasks as ``vscan scan`` makes them: the system resolver, Nmap's choice
+    of the address (vscand.scan.targets.choose_address), the default policy."""
+    d = plan_tasks([target], TargetPolicy(), system_addresses, {"tcp": ports})
+    tasks: list[PortTask] = SynchronousTestCase().successResultOf(d)
+    return tasks
+
+
 def report_block(text: str) -> str:
     """From "Nmap scan report" to the footer, latency removed."""
     start = text.index("Nmap scan report for")
@@ -176,6 +190,9 @@ def test_live_normal_and_xml_match_nmap(tmp_path: Path) -> None:
     assert t1 - t0 <= allowed(bound), (t1 - t0, bound)
     results = parse_nmap_xml(xml)
     assert len(results) == len(servers)  # closed ones were collapsed
+    # vscand scans the address nmap scanned, and knows the same other addresses
+    tasks = {t.port: t for t in vscand_tasks("localhost", ports)}
+    assert {t.address for t in tasks.values()} == {r["host"] for r in results} == {"127.0.0.1"}
     products = [r["service"]["product"] for r in results]
     assert products.count(P78) == 5
     # the collapsed ports come back as results too (our writers get every port)
@@ -192,6 +209,10 @@ def test_live_normal_and_xml_match_nmap(tmp_path: Path) -> None:
                 "service": service,
             }
         )
+    for result in results:
+        others = tasks[result["port"]].other_addresses
+        if others:  # as the engine writes results (vscand.scan.model.target_fields)
+            result["other_addresses"] = list(others)
     ours = format_hosts(results)
     assert ours == report_block(normal)
     # XML: the <host> element matches nmap's (times and the <times> element aside)

@@ -113,3 +113,60 @@ def test_json_streams_results() -> None:
     assert result["service"]["product"] == "ProFTPD"
     assert result["service"]["hostname"] == "zzhost"
     assert result["port"] == server.port
+
+
+#: ``vscan scan`` (``vscand.cli.main``) in a process whose ``getaddrinfo`` answers for
+#: ``localhost`` as Debian 13's does (its /etc/hosts names both 127.0.0.1 and ::1, and the
+#: IPv6 address comes first); every other name goes to the real resolver
+V6_FIRST_LOCALHOST = """
+import socket, sys
+real = socket.getaddrinfo
+def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+    if host != "localhost":
+        return real(host, port, family, type, proto, flags)
+    return [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0)),
+    ]
+socket.getaddrinfo = getaddrinfo
+from vscand.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_name_resolving_ipv6_first_is_scanned_over_ipv4(tmp_path: Path) -> None:
+    # Nmap (without -6) scans localhost's first IPv4 address and lists ::1 as not scanned.
+    # The server listens on 127.0.0.1 only: a dial to ::1 would find the port closed.
+    json_out = tmp_path / "out.jsonl"
+    normal_out = tmp_path / "out.nmap"
+    env = dict(os.environ)
+    repo = str(Path(__file__).resolve().parent.parent)  # this checkout's vscand
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, env.get("PYTHONPATH")]))
+    with BannerServer(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n") as server:
+        proc = subprocess.run(
+            [
+                *(sys.executable, "-c", V6_FIRST_LOCALHOST, "scan", "localhost"),
+                *("-p", str(server.port), "--no-progress"),
+                *("-oJ", str(json_out), "-oN", str(normal_out)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr
+    header = [
+        "Nmap scan report for localhost (127.0.0.1)",
+        "Host is up.",
+        "Other addresses for localhost (not scanned): ::1",
+    ]
+    assert proc.stdout.splitlines()[:3] == header
+    assert normal_out.read_text().splitlines()[1:4] == header
+    (result,) = map(json.loads, json_out.read_text().splitlines())
+    assert (result["host"], result["hostname"], result["other_addresses"]) == (
+        "127.0.0.1",
+        "localhost",
+        ["::1"],
+    )
+    assert (result["state"], result["service"]["product"]) == ("open", "OpenSSH")

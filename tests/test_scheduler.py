@@ -462,6 +462,12 @@ def test_error_result_helper() -> None:
     assert result["scanned_at"] == "1970-01-01T00:00:10Z"
     assert result["job"] is None
     assert result["tags"] == {}
+    assert "other_addresses" not in result
+    # a name's other (unscanned) addresses ride along, as in every result of the host
+    task = PortTask("127.0.0.1", 53, "udp", "localhost", ("::1",))
+    result = error_result(task, "x", started=10.0, ended=10.2504)
+    assert list(result)[:4] == ["job", "host", "hostname", "other_addresses"]
+    assert result["other_addresses"] == ["::1"]
 
 
 def test_bad_scheduler_settings(clock: Clock) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,10 @@ from vscand.scan.targets import (
     build_tasks,
     canonical_address,
     check_targets,
+    choose_address,
     embedded_ipv4,
     iter_tasks,
+    ntop,
     parse_address,
     parse_target,
     parse_target_list,
@@ -405,18 +408,122 @@ def test_hostname_resolving_outside_is_refused_and_never_dialled() -> None:
 
 
 def test_hostname_checked_address_is_the_dialled_address() -> None:
+    # 127.0.0.2 is denied, but it is not dialled: only listed as another address
     resolver = FakeResolver({"svc.test": ["127.0.0.3", "127.0.0.2"]})
     tasks = result_of(plan_tasks(["svc.test"], POLICY, resolver, {"tcp": [22, 80]}))
     assert tasks == [
-        PortTask("127.0.0.3", 22, "tcp", "svc.test"),
-        PortTask("127.0.0.3", 80, "tcp", "svc.test"),
+        PortTask("127.0.0.3", 22, "tcp", "svc.test", ("127.0.0.2",)),
+        PortTask("127.0.0.3", 80, "tcp", "svc.test", ("127.0.0.2",)),
     ]
 
 
 def test_hostname_first_address_denied() -> None:
-    resolver = FakeResolver({"svc.test": ["::ffff:127.0.0.2", "127.0.0.3"]})
+    resolver = FakeResolver({"svc.test": ["::1", "127.0.0.2", "127.0.0.3"]})
     d = plan_tasks(["svc.test"], POLICY, resolver, {"tcp": [22]})
-    assert "(IPv4 127.0.0.2) is denied by deny 127.0.0.2/32" in str(failure_of(d).value)
+    assert str(failure_of(d).value) == (
+        "target 'svc.test' (resolved to 127.0.0.2): 127.0.0.2 is denied by deny 127.0.0.2/32"
+    )
+
+
+# Nmap's choice (NetBlockHostname::resolve, TargetGroup.cc): the name is looked up for any
+# family; its first address of the scan's family (IPv4: vscan has no -6) is scanned, every
+# other address, either family, in the resolver's order, is "not scanned".
+
+
+def test_hostname_ipv6_first_dials_the_first_ipv4_address() -> None:
+    # Debian 13's getaddrinfo("localhost"): ::1 before 127.0.0.1
+    resolver = FakeResolver({"localhost": ["::1", "127.0.0.1"]})
+    tasks = result_of(plan_tasks(["localhost"], POLICY, resolver, {"tcp": [22]}))
+    assert tasks == [PortTask("127.0.0.1", 22, "tcp", "localhost", ("::1",))]
+
+
+def test_hostname_other_addresses_keep_the_resolver_order() -> None:
+    answers = ["fe80::1%eth0", "127.0.0.5", "::1", "127.0.0.6", "::ffff:127.0.0.9", "127.0.0.5"]
+    resolver = FakeResolver({"many.test": answers})
+    tasks = result_of(plan_tasks(["many.test"], POLICY, resolver, {"tcp": [22]}))
+    # written as inet_ntop writes them (Nmap's inet_ntop_ez): no IPv6 zone
+    assert tasks == [
+        PortTask(
+            "127.0.0.5",
+            22,
+            "tcp",
+            "many.test",
+            ("fe80::1", "::1", "127.0.0.6", "::ffff:127.0.0.9", "127.0.0.5"),
+        )
+    ]
+
+
+def test_hostname_ipv4_only_has_no_other_addresses() -> None:
+    resolver = FakeResolver({"localhost": ["127.0.0.1"]})
+    tasks = result_of(plan_tasks(["localhost"], POLICY, resolver, {"tcp": [22]}))
+    assert tasks == [PortTask("127.0.0.1", 22, "tcp", "localhost")]
+    assert tasks[0].other_addresses == ()
+
+
+def test_hostname_without_ipv4_is_refused() -> None:
+    resolver = FakeResolver({"ip6-localhost": ["::1", "fe80::1%lo"]})
+    d = plan_tasks(["ip6-localhost"], POLICY_V6, resolver, {"tcp": [22]})
+    assert str(failure_of(d).value) == (
+        "target 'ip6-localhost': 'ip6-localhost' resolves, but not to any IPv4 address "
+        "(::1, fe80::1); vscan scans a name's IPv4 address, as Nmap does without -6; "
+        "give the IPv6 address itself to scan it"
+    )
+
+
+def test_hostname_other_addresses_are_not_checked() -> None:
+    # outside the policy and never dialled: the IPv4 address alone is checked
+    resolver = FakeResolver({"svc.test": ["2001:db8::1", "127.0.0.3", "10.0.0.1"]})
+    tasks = result_of(plan_tasks(["svc.test"], POLICY, resolver, {"tcp": [22]}))
+    assert [(t.address, t.other_addresses) for t in tasks] == [
+        ("127.0.0.3", ("2001:db8::1", "10.0.0.1"))
+    ]
+    resolver = FakeResolver({"svc.test": ["::1", "10.0.0.1", "127.0.0.3"]})
+    d = plan_tasks(["svc.test"], POLICY_V6, resolver, {"tcp": [22]})
+    assert "(resolved to 10.0.0.1): 10.0.0.1 is outside the allowed" in str(failure_of(d).value)
+
+
+def test_hostname_embedding_ipv4_is_ipv6_for_the_choice() -> None:
+    # an IPv4-mapped answer is an IPv6 (AF_INET6) answer: not the one scanned
+    resolver = FakeResolver({"svc.test": ["::ffff:127.0.0.2", "127.0.0.3"]})
+    tasks = result_of(plan_tasks(["svc.test"], POLICY, resolver, {"tcp": [22]}))
+    assert tasks == [PortTask("127.0.0.3", 22, "tcp", "svc.test", ("::ffff:127.0.0.2",))]
+
+
+def test_hostname_endpoint_and_repeated_names_share_the_choice() -> None:
+    resolver = FakeResolver({"localhost": ["::1", "127.0.0.1"]})
+    targets = ["localhost:8080", "127.0.0.1", "localhost"]
+    tasks = result_of(plan_tasks(targets, POLICY, resolver, {"tcp": [22]}))
+    assert resolver.asked == ["localhost"]
+    assert tasks == [
+        PortTask("127.0.0.1", 22, "tcp", "localhost", ("::1",)),
+        PortTask("127.0.0.1", 8080, "tcp", "localhost", ("::1",)),
+    ]
+    # a literal first: the name given later still names the host, with its others
+    tasks = result_of(plan_tasks(["127.0.0.1", "localhost"], POLICY, resolver, {"tcp": [22]}))
+    assert tasks == [PortTask("127.0.0.1", 22, "tcp", "localhost", ("::1",))]
+
+
+def test_choose_address_by_family() -> None:
+    answers = ["::1", "127.0.0.1", "::2", "127.0.0.2"]
+    four = choose_address("x.test", answers, "target 'x.test'")
+    assert (four.scanned, four.others) == (V4("127.0.0.1"), (V6("::1"), V6("::2"), V4("127.0.0.2")))
+    six = choose_address("x.test", answers, "target 'x.test'", family=6)
+    assert (six.scanned, six.others) == (V6("::1"), (V4("127.0.0.1"), V6("::2"), V4("127.0.0.2")))
+    with pytest.raises(TargetError, match="resolves, but not to any IPv6 address"):
+        choose_address("x.test", ["127.0.0.1"], "target 'x.test'", family=6)
+    with pytest.raises(TargetError, match="resolves to no address"):
+        choose_address("x.test", [], "target 'x.test'")
+    # every answer is read strictly, not only the one scanned
+    with pytest.raises(TargetError, match=re.escape("resolver answer '0x7f.0.0.3'")):
+        choose_address("x.test", ["127.0.0.1", "0x7f.0.0.3"], "target 'x.test'")
+
+
+def test_ntop_is_inet_ntop() -> None:
+    for text in ["127.0.0.1", "::1", "::ffff:127.0.0.2", "2001:db8::1:0:0:1", "64:ff9b::7f00:7"]:
+        family = socket.AF_INET6 if ":" in text else socket.AF_INET
+        expected = socket.inet_ntop(family, socket.inet_pton(family, text))
+        assert ntop(parse_address(text)) == expected
+    assert ntop(parse_address("fe80::1%eth0")) == "fe80::1"
 
 
 def test_each_name_is_resolved_once() -> None:
@@ -485,12 +592,12 @@ def test_sync_and_late_resolvers() -> None:
 
 
 def test_resolve_targets_returns_dialled_addresses() -> None:
-    resolver = FakeResolver({"svc.test": ["64:ff9b::7f00:7"]})
+    resolver = FakeResolver({"svc.test": ["64:ff9b::7f00:8", "127.0.0.7"]})
     targets = [parse_target("svc.test"), parse_target("::1")]
     checked = result_of(resolve_targets(targets, POLICY_V6, resolver))
-    assert [(str(c.address), c.hostname) for c in checked] == [
-        ("127.0.0.7", "svc.test"),
-        ("::1", None),
+    assert [(str(c.address), c.hostname, c.other_addresses) for c in checked] == [
+        ("127.0.0.7", "svc.test", (V6("64:ff9b::7f00:8"),)),
+        ("::1", None, ()),
     ]
 
 

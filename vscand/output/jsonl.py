@@ -15,6 +15,7 @@ RESULT_KEYS = (
     "job",
     "host",
     "hostname",
+    "other_addresses",
     "port",
     "protocol",
     "state",

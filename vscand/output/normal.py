@@ -4,6 +4,7 @@ Layout as Nmap 7.93 prints it (checked against local scans of 127.0.0.1)::
 
     Nmap scan report for localhost (127.0.0.1)
     Host is up.
+    Other addresses for localhost (not scanned): ::1   <- when the name has others
     Not shown: 36 closed tcp ports (conn-refused)      <- or an empty line
     PORT     STATE SERVICE VERSION
     3306/tcp open  mysql   MySQL 5.5.5-10.11.19-MariaDB-0+deb12u1
@@ -84,6 +85,17 @@ def fingerprint_block(fingerprints: Sequence[str]) -> list[str]:
     return lines
 
 
+def other_addresses_line(host: Host) -> str:
+    """``Other addresses for NAME (not scanned): ADDR ...`` ('' without a name or others).
+
+    Nmap writes it right after the host status (``write_host_header``, output.cc),
+    to the normal output and the terminal only: not to XML.
+    """
+    if not host.hostname or not host.other_addresses:
+        return ""
+    return f"Other addresses for {host.hostname} (not scanned): {' '.join(host.other_addresses)}"
+
+
 def port_row(result: Result, version_scan: bool = True) -> list[str]:
     service = result.get("service") or {}
     state = str(result.get("state"))
@@ -113,6 +125,9 @@ def format_host(host: Host, version_scan: bool = True, ptr_name: str | None = No
     A name the user typed is *not* left out (checked: ``nmap -n localhost``).
     """
     lines = [f"Nmap scan report for {host.name_ip()}", "Host is up."]
+    others = other_addresses_line(host)
+    if others:
+        lines.append(others)
     ports = host.ports
     groups = ignored_groups(ports)
     hidden = {g.state for g in groups}

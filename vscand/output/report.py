@@ -46,6 +46,8 @@ class Host:
     address: str
     hostname: str | None
     ports: list[Result] = field(default_factory=list)
+    #: the hostname's other addresses, not scanned (the results' ``other_addresses``)
+    other_addresses: tuple[str, ...] = ()
 
     def name_ip(self) -> str:
         """Nmap's ``NameIP``: ``name (addr)`` or just ``addr``."""
@@ -101,9 +103,10 @@ def group_hosts(results: Iterable[Result]) -> list[Host]:
         address = str(result["host"])
         host = hosts.get(address)
         if host is None:
-            host = hosts[address] = Host(address, result.get("hostname") or None)
-        elif host.hostname is None and result.get("hostname"):
+            host = hosts[address] = Host(address, None)
+        if host.hostname is None and result.get("hostname"):
             host.hostname = result["hostname"]
+            host.other_addresses = tuple(map(str, result.get("other_addresses") or ()))
         host.ports.append(result)
     for host in hosts.values():
         host.ports.sort(key=port_key)

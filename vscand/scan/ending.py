@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from vscand.probes.model import Probe, ProbeDatabase
 from vscand.scan.fingerprint import ServiceFingerprint
-from vscand.scan.model import PortTask, Protocol, Result, ScanOptions
+from vscand.scan.model import PortTask, Protocol, Result, ScanOptions, target_fields
 from vscand.scan.report import FinalState, Findings, build_service, table_service
 
 
@@ -125,8 +125,7 @@ class PortEnding:
         options = self._options
         result: Result = {
             "job": options.job,
-            "host": self.task.address,
-            "hostname": self.task.hostname,
+            **target_fields(self.task),
             "port": self.task.port,
             "protocol": self.PROTOCOL,
             "state": self._port_state,

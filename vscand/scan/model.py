@@ -14,7 +14,9 @@ A port's result is a plain dict in the result format of ``../shared/DESIGN.md``
 ``host-unreach``, ``net-unreach``, ``udp-response``, ``port-unreach``.
 ``service`` is the dict of ``vscand.result`` (``SERVICE_KEYS``); for closed and
 filtered ports it carries the ``nmap-services`` name with method ``table``,
-conf 3, as Nmap's XML does.
+conf 3, as Nmap's XML does. ``other_addresses`` (after ``hostname``; absent when
+empty) lists the addresses the name also resolved to that were not scanned
+(:attr:`PortTask.other_addresses`).
 """
 
 from __future__ import annotations
@@ -39,13 +41,25 @@ class PortTask:
 
     ``address`` is the literal IP address that is dialled (hostnames are resolved
     once, before tasks are made, and the checked address is the dialled one);
-    ``hostname`` is the name the user gave, if any (output, TLS SNI).
+    ``hostname`` is the name the user gave, if any (output, TLS SNI);
+    ``other_addresses`` are that name's other addresses, which are not scanned
+    (Nmap's "Other addresses for NAME (not scanned)"), as ``inet_ntop`` writes them.
     """
 
     address: str
     port: int
     protocol: Protocol = "tcp"
     hostname: str | None = None
+    other_addresses: tuple[str, ...] = ()
+
+
+def target_fields(task: PortTask) -> Result:
+    """The fields of a port's result that say what was scanned, in the result's order
+    (``other_addresses`` only when there are some)."""
+    fields: Result = {"host": task.address, "hostname": task.hostname}
+    if task.other_addresses:
+        fields["other_addresses"] = list(task.other_addresses)
+    return fields
 
 
 @dataclass(frozen=True)

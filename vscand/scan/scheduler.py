@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from vscand.scan.model import PortTask, Result, ScanOptions
+from vscand.scan.model import PortTask, Result, ScanOptions, target_fields
 
 log = Logger()
 
@@ -132,8 +132,7 @@ def error_result(
     opts = options or ScanOptions()
     return {
         "job": opts.job,
-        "host": task.address,
-        "hostname": task.hostname,
+        **target_fields(task),
         "port": task.port,
         "protocol": task.protocol,
         "state": "unknown",

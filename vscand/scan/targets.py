@@ -14,8 +14,11 @@ The pipeline, as :func:`plan_tasks` runs it:
 2. :func:`check_targets` applies the :class:`TargetPolicy`. IPv6 addresses that
    embed an IPv4 address (IPv4-mapped, 6to4, Teredo, NAT64 ``64:ff9b::/96``) are
    canonicalised to that IPv4 address, which is both the address checked and the
-   address dialled. Hostnames are resolved once; the first address returned is
-   checked and dialled (Nmap also scans only a name's first address).
+   address dialled. Hostnames are resolved once and chosen from as Nmap does
+   (:func:`choose_address`): the first answer of the scan's family (IPv4: vscan has
+   no ``-6``) is checked and dialled; every other answer, of either family and in
+   the resolver's order, is kept as the target's other (unscanned) addresses, which
+   the normal output lists ("Other addresses for NAME (not scanned): ...").
 3. :func:`iter_tasks` yields one task per (address, protocol, port), deduplicated,
    ordered by address (IPv4 first), then tcp before udp, then port.
 """
@@ -43,6 +46,10 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: name -> its addresses, as text, best first (synchronously or as a Deferred)
 Resolver: TypeAlias = Callable[[str], "Deferred[list[str]] | list[str]"]
 
+#: the family a hostname is scanned in. Nmap scans a name's first IPv4 address unless
+#: given ``-6``; vscan has no ``-6`` (nor a job field for it), so a name is scanned over
+#: IPv4. IPv6 is scanned when the target is an IPv6 address or network.
+HOSTNAME_FAMILY = 4
 DEFAULT_ALLOW: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 DEFAULT_MAX_CIDR_ADDRESSES = 65536
 DEFAULT_TOP_PORTS = 1000
@@ -98,6 +105,9 @@ class CheckedTarget:
     network: IPNetwork | None = None
     #: the name the user gave (output, TLS SNI); None for literals
     hostname: str | None = None
+    #: the name's other addresses, not scanned (Nmap's ``unscanned_addrs``), in the
+    #: resolver's order; empty for literals
+    other_addresses: tuple[IPAddress, ...] = ()
 
     def addresses(self) -> Iterator[IPAddress]:
         """The addresses to dial: the address, or each address of the network, canonical."""
@@ -423,12 +433,63 @@ class TargetPolicy:
 # --------------------------------------------------------------------------- resolution
 
 
+def ntop(address: IPAddress) -> str:
+    """*address* as Nmap prints a name's other addresses: ``inet_ntop``'s text, which
+    has no IPv6 zone (``inet_ntop_ez`` in nbase/nbase_misc.c)."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    return socket.inet_ntop(socket.AF_INET6, address.packed)
+
+
+@dataclass(frozen=True)
+class NameAddresses:
+    """A hostname's resolver answers, split as Nmap splits them."""
+
+    #: the first answer of the scan's family: the address checked and dialled
+    scanned: IPAddress
+    #: every other answer, of either family, in the resolver's order (not scanned)
+    others: tuple[IPAddress, ...]
+
+
+def choose_address(
+    name: str, answers: Sequence[str], label: str, family: int = HOSTNAME_FAMILY
+) -> NameAddresses:
+    """Nmap's choice among a name's addresses (``NetBlockHostname::resolve``,
+    TargetGroup.cc): the first answer of *family* (4, or 6 under Nmap's ``-6``) is
+    scanned, the rest are "Other addresses for NAME (not scanned)". A name with no
+    answer of *family* is an error, as Nmap's "resolves, but not to any IPv4
+    address" warning skips it. Every answer is parsed strictly.
+
+    >>> choose_address("localhost", ["::1", "127.0.0.1"], "target 'localhost'")
+    NameAddresses(scanned=IPv4Address('127.0.0.1'), others=(IPv6Address('::1'),))
+    """
+    if not answers:
+        raise TargetError(f"{label}: {name!r} resolves to no address")
+    parsed = [parse_address(a, f"{label} (resolver answer {a!r})") for a in answers]
+    for index, address in enumerate(parsed):
+        if address.version == family:
+            return NameAddresses(address, tuple(parsed[:index] + parsed[index + 1 :]))
+    found = ", ".join(map(ntop, parsed))
+    if family == 4:
+        hint = (
+            "vscan scans a name's IPv4 address, as Nmap does without -6; "
+            "give the IPv6 address itself to scan it"
+        )
+    else:
+        hint = "give the IPv4 address itself to scan it"
+    raise TargetError(
+        f"{label}: {name!r} resolves, but not to any IPv{family} address ({found}); {hint}"
+    )
+
+
 def check_targets(
     targets: Sequence[Target],
     policy: TargetPolicy,
     resolved: Mapping[str, Sequence[str]] | None = None,
 ) -> list[CheckedTarget]:
-    """Apply *policy*; *resolved* maps each hostname to its addresses (best first)."""
+    """Apply *policy*; *resolved* maps each hostname to its addresses, in the resolver's
+    order. A name's address is chosen by :func:`choose_address`; that address, the one
+    dialled, is the one checked."""
     checked = []
     for target in targets:
         label = _label(target.text)
@@ -441,13 +502,14 @@ def check_targets(
             checked.append(CheckedTarget(target, address=address))
         else:
             assert target.hostname is not None
-            answers = (resolved or {}).get(target.hostname)
-            if not answers:
-                raise TargetError(f"{label}: {target.hostname!r} resolves to no address")
-            first = answers[0]
-            address = parse_address(first, f"{label} (resolver answer {first!r})")
-            dialled = policy.check_address(address, f"{label} (resolved to {address})")
-            checked.append(CheckedTarget(target, address=dialled, hostname=target.hostname))
+            answers = (resolved or {}).get(target.hostname) or ()
+            name = choose_address(target.hostname, answers, label)
+            dialled = policy.check_address(name.scanned, f"{label} (resolved to {name.scanned})")
+            checked.append(
+                CheckedTarget(
+                    target, address=dialled, hostname=target.hostname, other_addresses=name.others
+                )
+            )
     return checked
 
 
@@ -490,7 +552,9 @@ def _lookup(resolver: Resolver, name: str) -> Deferred[list[str]]:
     return answer if isinstance(answer, Deferred) else succeed(answer)
 
 
-def _getaddrinfo(name: str) -> list[str]:
+def system_addresses(name: str) -> list[str]:
+    """*name*'s addresses from ``getaddrinfo`` (any family, in its order): a blocking
+    :data:`Resolver` (:func:`system_resolver` runs it off the reactor thread)."""
     infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
@@ -499,7 +563,7 @@ def system_resolver(reactor: IReactorThreads) -> Resolver:
     """The system resolver (``getaddrinfo``) on *reactor*'s thread pool."""
 
     def resolve(name: str) -> Deferred[list[str]]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), _getaddrinfo, name)
+        return deferToThreadPool(reactor, reactor.getThreadPool(), system_addresses, name)
 
     return resolve
 
@@ -539,10 +603,11 @@ def _address_key(address: IPAddress) -> tuple[int, int, str]:
 
 
 class _HostPlan:
-    __slots__ = ("hostname", "tcp", "udp")
+    __slots__ = ("hostname", "other_addresses", "tcp", "udp")
 
-    def __init__(self, hostname: str | None) -> None:
+    def __init__(self, hostname: str | None, other_addresses: tuple[str, ...]) -> None:
         self.hostname = hostname
+        self.other_addresses = other_addresses
         self.tcp: list[Sequence[int]] = []
         self.udp: list[Sequence[int]] = []
 
@@ -563,29 +628,32 @@ def iter_tasks(
     """Tasks for every address × *ports* (sorted lists) plus endpoints, deduplicated.
 
     Ordered by address (IPv4 first), then tcp before udp, then port. A host
-    named twice keeps the first hostname given. Port lists are shared, not
+    named twice keeps the first hostname given, and that name's other addresses
+    (in :func:`ntop`'s text). Port lists are shared, not
     copied, so a /16 with default ports stays small until iterated.
     """
     hosts: dict[IPAddress, _HostPlan] = {}
     tcp = sorted(set(ports.get("tcp", ())))
     udp = sorted(set(ports.get("udp", ())))
 
-    def plan(address: IPAddress, hostname: str | None) -> _HostPlan:
+    def plan(address: IPAddress, hostname: str | None, others: tuple[str, ...]) -> _HostPlan:
         found = hosts.get(address)
         if found is None:
-            found = hosts[address] = _HostPlan(hostname)
+            found = hosts[address] = _HostPlan(hostname, others)
         elif found.hostname is None:
             found.hostname = hostname
+            found.other_addresses = others
         return found
 
     for item in checked:
+        others = tuple(map(ntop, item.other_addresses))
         port = item.target.port
         if port is not None:
             assert item.address is not None
-            plan(item.address, item.hostname).add(item.target.protocol, (port,))
+            plan(item.address, item.hostname, others).add(item.target.protocol, (port,))
             continue
         for address in item.addresses():
-            host = plan(address, item.hostname)
+            host = plan(address, item.hostname, others)
             host.add("tcp", tcp)
             host.add("udp", udp)
 
@@ -597,7 +665,7 @@ def iter_tasks(
                 continue
             proto: Protocol = "tcp" if protocol == "tcp" else "udp"
             for port in _HostPlan.merged(sources):
-                yield PortTask(text, port, proto, host.hostname)
+                yield PortTask(text, port, proto, host.hostname, host.other_addresses)
 
 
 def build_tasks(
