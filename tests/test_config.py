@@ -43,6 +43,7 @@ def test_defaults_are_designs() -> None:
     assert (c.concurrency, c.per_host_concurrency, c.connect_rate) == (1000, 0, 0.0)
     assert c.allow == ("127.0.0.0/8", "::1/128") and c.deny == ()
     assert (c.probes_file, c.extra_probes, c.intensity) == (None, (), 7)
+    assert c.services_file is None, "beside probes_file, else the usual places"
     assert (c.job_idle_ms, c.max_deliveries, c.results_maxlen) == (120000, 3, 100000)
     assert (c.metrics_port, c.log_format, c.key_prefix) == (0, "text", "vscand:")
     assert (c.job_key_file, c.max_job_bytes, c.max_job_port_tasks) == (None, 65536, 1000000)
@@ -86,6 +87,7 @@ allow = 10.0.0.0/8, 192.168.0.0/16 2001:db8::/32
 deny = 10.9.0.0/16
 probes_file = /opt/nmap-service-probes
 extra_probes = a.probes,b.probes
+services_file = /opt/nmap-services
 intensity = 9
 watchdog = off
 log_format = JSON
@@ -101,6 +103,7 @@ drain_timeout = 10
     assert c.deny == ("10.9.0.0/16",)
     assert c.probes_file == "/opt/nmap-service-probes"
     assert c.extra_probes == ("a.probes", "b.probes")
+    assert c.services_file == "/opt/nmap-services"
     assert (c.intensity, c.watchdog, c.log_format) == (9, False, "json")
     assert c.job_key_file == "/etc/vscand/job.key"
     assert c.drain_timeout == 10.0

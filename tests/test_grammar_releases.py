@@ -91,6 +91,17 @@ def test_profiles_carry_each_release_s_regex_settings() -> None:
     assert grammar_for("7.94").udp_payloads_from_probes and grammar_for("7.94").dtls_tunnel
 
 
+def test_udp_sockets_and_unknown_service_names_change_in_7_94() -> None:
+    """84e2e9be5 (a new nsock iod for every UDP probe) and b7c76ea08 (``unknown`` in
+    nmap-services stored as no name) are both first in 7.94."""
+    assert [(g.release, g.udp_socket_per_probe, g.unknown_service_unnamed) for g in GRAMMARS] == [
+        ("7.93", False, False),
+        ("7.94", True, True),
+        ("7.95", True, True),
+        ("7.991", True, True),
+    ]
+
+
 def test_a_grammar_object_is_accepted_as_the_release() -> None:
     custom = Grammar(**{**grammar_for("7.95").__dict__, "line_buffer": 64})
     refused(NULL + b"match a m|" + b"a" * 70 + b"|\n", custom, 2)  # type: ignore[arg-type]

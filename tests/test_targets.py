@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from vscand.ports import PortSpecError, parse_services
+from vscand.probes.grammar import grammar_for
 from vscand.scan.model import PortTask, Result
 from vscand.scan.scheduler import Scheduler
 from vscand.scan.targets import (
@@ -738,3 +739,64 @@ def test_select_ports_default_is_top_1000_tcp() -> None:
     assert len(ports["tcp"]) == 1000
     assert {22, 80, 443} <= set(ports["tcp"])
     assert ports["tcp"] == sorted(ports["tcp"])
+
+
+# ---------------------------------------------------------------- nmap-services per release
+
+NAMED_UNKNOWN = parse_services(
+    "unknown\t914/tcp\t0.000075\n"  # Nmap 7.93's nmap-services names 914/tcp so
+    "unknown\t55697/udp\t0.000000\n"
+    "snmp\t161/udp\t0.433467\n"
+    "unknown\t161/udp\t0.1\n"  # a second line for a port: ignored, the first wins
+)
+
+
+@pytest.mark.parametrize(
+    ("release", "tcp_914", "udp_55697"), [("7.93", "unknown", "unknown"), ("7.95", None, None)]
+)
+def test_a_port_named_unknown_has_no_name_from_nmap_7_94(
+    release: str, tcp_914: str | None, udp_55697: str | None
+) -> None:
+    """Nmap 7.94+ stores an nmap-services name ``unknown`` as NULL (services.cc,
+    b7c76ea08): version detection's table answer has no name, as for an unlisted port."""
+    table = NAMED_UNKNOWN.for_release(grammar_for(release))
+    assert (table.name(914, "tcp"), table.name(55697, "udp")) == (tcp_914, udp_55697)
+    assert table.name(161, "udp") == "snmp"
+    assert table.name(7, "udp") is None
+    # port lists by name still see it: addportsfromservmask reads NULL as "unknown"
+    assert table.ports_named("unknown", "udp") == [55697]
+    assert table.has_port(55697, "udp")
+
+
+def test_for_release_keeps_the_table_when_nothing_changes() -> None:
+    assert NAMED_UNKNOWN.for_release(grammar_for("7.93")) is NAMED_UNKNOWN
+    later = NAMED_UNKNOWN.for_release(grammar_for("7.95"))
+    assert later.for_release(grammar_for("7.991")) is later
+    assert later.for_release(grammar_for("7.93")).name(914, "tcp") == "unknown"
+
+
+def test_services_file_named_else_beside_the_probe_file_else_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vscand import ports
+
+    installed = tmp_path / "usr-share-nmap" / "nmap-services"
+    installed.parent.mkdir()
+    installed.write_text("ssh\t22/tcp\t0.18\n")
+    monkeypatch.setattr(ports, "DEFAULT_SERVICES_PATHS", (str(installed),))
+    release = tmp_path / "root" / "usr" / "share" / "nmap"
+    release.mkdir(parents=True)
+    (release / "nmap-service-probes").write_text("")
+    probes = str(release / "nmap-service-probes")
+    # a probe file without nmap-services beside it: the installed table
+    assert ports.find_services_file(None, probes) == str(installed)
+    (release / "nmap-services").write_text("rift-lies\t914/tcp\t0.000075\n")
+    assert ports.find_services_file(None, probes) == str(release / "nmap-services")
+    assert ports.load_services(probes_file=probes).name(914, "tcp") == "rift-lies"
+    assert ports.find_services_file(str(installed), probes) == str(installed), "named wins"
+    assert ports.find_services_file() == str(installed)
+    with pytest.raises(FileNotFoundError, match=r"nmap-services file .*missing not found"):
+        ports.find_services_file(str(tmp_path / "missing"))
+    monkeypatch.setattr(ports, "DEFAULT_SERVICES_PATHS", ())
+    with pytest.raises(FileNotFoundError, match="set services_file"):
+        ports.find_services_file()

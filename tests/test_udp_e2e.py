@@ -15,6 +15,11 @@ and the fingerprint (``%D``/``%Time`` masked).  NSE is off on the nmap side
 tests/test_e2e_scan.py.  nmap runs its UDP scan (``-sU``) to find the ports;
 vscan decides the states from its own datagrams (udp.py's docstring).
 
+Both scanners reproduce the same release: the installed nmap (7.93) and vscan on its
+probe file, or with ``VSCAND_ORACLE=debian13`` the Debian 13 root's nmap 7.95 and vscan
+on that root's probe file (tests/e2e/oracle_run.py). What each case must provoke in
+nmap (``Case.premise``) is per release.
+
 The silent and unknown-reply ports cost ~98 s in both scanners (19 probes at
 5 s, SIPOptions 7.5 s): the bound on the module's wall time.
 """
@@ -31,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from tests import releases
 from tests.e2e import udp_targets as udp
 from tests.e2e.compare import differences, parse_jsonl, parse_xml
 from tests.e2e.oracle_run import (
@@ -48,22 +54,54 @@ SCAN_TIMEOUT = 300.0
 IN_CI = os.environ.get("CI") == "true"
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """``"7.95"`` → ``(7, 95)``; 7.991 sorts after 7.99 (the digits compare as integers)."""
+    return tuple(int(part) for part in version.split("."))
+
+
+#: {intensity: {field: value}}: what nmap says of a case's port (``servicefp``: whether
+#: there is a fingerprint; ``service``: whether there is a ``<service>`` element)
+Premise = dict[int, dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Case:
-    """One UDP target; ``premise[level]``: what nmap must say for the case to make its point."""
+    """One UDP target; ``premise[level]``: what nmap must say for the case to make its point.
+
+    ``premise`` is Nmap 7.93's answer; ``later`` maps a release to the premises that
+    change from it on (per intensity), each what that Nmap says: the suite shows each
+    vscand mode agreeing with its own Nmap. 7.94 changed three things these ports show
+    (DESIGN.md, "Against Nmap 7.95"): the probe file's ONCRPC_CALL probe (ports
+    32768-65535, where these servers listen) is sent even at intensity 0; every UDP probe
+    has a socket of its own; a port nmap-services names ``unknown`` has no name.
+    """
 
     id: str
     what: str
     make: Callable[[], Any] | None = None  # a server (``.port``, ``.close()``)
     daemon: Callable[[Path], udp.UDPDaemon] | None = None
-    premise: dict[int, dict[str, Any]] = field(default_factory=dict)
+    premise: Premise = field(default_factory=dict)
+    later: dict[str, Premise] = field(default_factory=dict)
 
+    def premise_of(self, release: str, level: int) -> dict[str, Any]:
+        """The premise at ``level`` for Nmap ``release`` (the latest change not after it)."""
+        chosen = self.premise.get(level, {})
+        for since in sorted(self.later, key=_release):
+            if _release(since) <= _release(release) and level in self.later[since]:
+                chosen = self.later[since][level]
+        return chosen
+
+
+#: 7.94+, intensity 0: ONCRPC_CALL goes out and nothing answers it: NOMATCH (a read timed
+#: out, so not tcpwrapped) on a port with no name: no <service> element at all
+SILENT_AT_0_FROM_794 = {"state": "open|filtered", "service": False}
 
 CASES = [
     Case(
         "sip-hard",
         "answers only SIPOptions, as Asterisk: a hard match after 5 silent probes",
-        lambda: udp.UDPServer(udp.sip_asterisk),
+        # unlisted: the port's table answer has no name in any release
+        lambda: udp.UDPServer(udp.sip_asterisk, unlisted=True),
         premise={
             7: {
                 "state": "open",
@@ -73,6 +111,7 @@ CASES = [
             },
             0: {"state": "open|filtered", "name": "tcpwrapped"},
         },
+        later={"7.94": {0: SILENT_AT_0_FROM_794}},
     ),
     Case(
         "garbage",
@@ -82,6 +121,8 @@ CASES = [
             7: {"state": "open", "method": "table", "servicefp": True},
             0: {"state": "open", "name": "tcpwrapped", "conf": "8"},
         },
+        # ONCRPC_CALL's answer fingerprinted
+        later={"7.94": {0: {"state": "open", "method": "table", "servicefp": True}}},
     ),
     Case(
         "silent",
@@ -93,6 +134,22 @@ CASES = [
             7: {"state": "open|filtered", "service": False, "servicefp": False},
             0: {"state": "open|filtered", "name": "tcpwrapped", "conf": "8"},
         },
+        later={"7.94": {0: SILENT_AT_0_FROM_794}},
+    ),
+    Case(
+        "silent-unknown",
+        "never answers, on a port nmap-services names 'unknown': a name until 7.93, none after",
+        lambda: udp.UDPServer(udp.silent, named="unknown"),
+        premise={
+            7: {"state": "open|filtered", "name": "unknown", "method": "table", "conf": "3"},
+            0: {"state": "open|filtered", "name": "tcpwrapped", "conf": "8"},
+        },
+        later={
+            "7.94": {
+                7: {"state": "open|filtered", "service": False},
+                0: SILENT_AT_0_FROM_794,
+            }
+        },
     ),
     Case(
         "closed",
@@ -102,15 +159,34 @@ CASES = [
     ),
     Case(
         "empty-then-hello",
-        "an empty datagram (EOF) then 'hello zz': each reply lands in the next probe",
+        "an empty datagram (EOF) then 'hello zz': until 7.93 each reply lands in the next "
+        "probe; from 7.94 on a socket already closed (a socket per probe): tcpwrapped",
         lambda: udp.UDPServer(udp.empty_then_hello),
         premise={7: {"state": "open", "servicefp": True}},
+        later={
+            "7.94": {
+                7: {
+                    "state": "open",
+                    "name": "tcpwrapped",
+                    "method": "probed",
+                    "conf": "8",
+                    "servicefp": False,
+                }
+            }
+        },
     ),
     Case(
         "portscan-only",
-        "answers only the port scan's nmap-payloads datagram: open, nothing matched",
+        "answers only the port scan's RPC datagram: open, nothing matched (7.94+: that "
+        "datagram is the ONCRPC_CALL probe, so -sV sends it too and fingerprints 'pong')",
         lambda: udp.UDPServer(udp.portscan_payload_only),
         premise={7: {"state": "open", "servicefp": False}, 0: {"state": "open"}},
+        later={
+            "7.94": {
+                7: {"state": "open", "method": "table", "servicefp": True},
+                0: {"state": "open", "method": "table", "servicefp": True},
+            }
+        },
     ),
     Case(
         "dnsmasq",
@@ -244,13 +320,29 @@ def test_udp_port_agrees(run: Run, case: Case, level: int) -> None:
 
 @pytest.mark.parametrize(("case", "level"), PAIRS, ids=PAIR_IDS)
 def test_udp_case_premise(run: Run, case: Case, level: int) -> None:
-    """nmap's own answer is what the case was built to provoke (else it tests nothing)."""
+    """nmap's own answer is what the case was built to provoke (else it tests nothing),
+    as the oracle's release answers (``Case.later``)."""
     port = _port_of(run, case)
     rec = run.nmap[level].get(port)
     assert rec is not None, f"nmap did not report port {port}/udp"
-    for key, want in case.premise.get(level, {}).items():
+    release = releases.oracle()
+    assert isinstance(release, releases.NmapRelease), release
+    for key, want in case.premise_of(release.version, level).items():
         got = rec["servicefp"] is not None if key == "servicefp" else rec.get(key)
-        assert got == want, f"{case.id}: nmap {key}={got!r}, the case expects {want!r}: {rec}"
+        assert got == want, (
+            f"{case.id}: nmap {release.version} {key}={got!r}, the case expects {want!r}: {rec}"
+        )
+
+
+def test_premises_per_release() -> None:
+    """7.93's premises hold until a later release changes them, per intensity."""
+    silent = next(c for c in CASES if c.id == "silent")
+    assert silent.premise_of("7.93", 0)["name"] == "tcpwrapped"
+    assert silent.premise_of("7.95", 0) == SILENT_AT_0_FROM_794
+    assert silent.premise_of("7.95", 7) == silent.premise[7], "unchanged at intensity 7"
+    hello = next(c for c in CASES if c.id == "empty-then-hello")
+    assert hello.premise_of("7.94", 7)["name"] == "tcpwrapped"
+    assert hello.premise_of("7.93", 0) == hello.premise_of("7.991", 0) == {}
 
 
 def test_every_udp_port_reported(run: Run) -> None:

@@ -112,6 +112,11 @@ class Harness(MatchGate):
         return self.opener.sockets[1]
 
     @property
+    def probe_sockets(self) -> list[FakeSocket]:
+        """Every socket a probe went out on, oldest first."""
+        return self.opener.sockets[1:]
+
+    @property
     def result(self) -> dict[str, Any]:
         assert len(self.results) == 1, "the port has not finished"
         return self.results[0]
@@ -125,6 +130,12 @@ class Harness(MatchGate):
 @pytest.fixture
 def db_matcher() -> Matcher:
     return Matcher(db=parse_probe_text(PROBES, "test.probes"))
+
+
+@pytest.fixture
+def db794_matcher() -> Matcher:
+    """The same probes read as Nmap 7.94+ reads them: a socket per UDP probe."""
+    return Matcher(db=parse_probe_text(PROBES, "test.probes", release="7.95"))
 
 
 def test_port_listed_probe_first_and_a_reply_hard_matches(db_matcher: Matcher) -> None:
@@ -409,3 +420,103 @@ def test_open_failure_fails_the_port(db_matcher: Matcher) -> None:
     scan.run().addErrback(failure.append)
     assert failure and isinstance(failure[0].value, OSError)
     assert not clock.getDelayedCalls()
+
+
+# --- Nmap 7.94+: a socket per probe (service_scan.cc startNextProbe, 84e2e9be5) -----------
+
+
+def test_794_every_probe_goes_out_on_a_socket_of_its_own(db794_matcher: Matcher) -> None:
+    h = Harness(db794_matcher, port=7201)
+    assert [s.sent for s in h.probe_sockets] == [[b"FIRST"]]
+    h.clock.advance(5.0)
+    first, second = h.probe_sockets
+    assert (first.sent, second.sent) == ([b"FIRST"], [b"SECOND"])
+    assert first.closed and not second.closed, "the timed-out probe's socket is closed"
+    h.clock.advance(5.0)
+    h.finished_cleanly()
+    r = h.result
+    assert (r["state"], r["service"]["name"], r["final_state"]) == (
+        "open|filtered",
+        None,
+        "nomatch",
+    )
+
+
+def test_794_late_reply_to_an_earlier_probe_is_lost(db794_matcher: Matcher) -> None:
+    # 7.93 gives it to the current probe (test_late_reply_is_attributed_to_the_current_probe)
+    h = Harness(db794_matcher, port=7200)
+    h.clock.advance(5.0)  # First times out silently; Second goes out on a new socket
+    first, second = h.probe_sockets
+    first.reply(b"DNSOK 9.9\n")  # nsock deleted that iod: nobody reads it
+    assert not h.pending
+    h.clock.advance(5.0)
+    h.finished_cleanly()
+    r = h.result
+    assert (r["state"], r["reason"]) == ("open|filtered", "no-response"), "never read"
+    assert (r["service"]["fingerprint"], r["final_state"]) == (None, "nomatch")
+    assert second.sent == [b"SECOND"]
+
+
+def test_794_datagrams_queued_behind_an_eof_go_with_its_socket(db794_matcher: Matcher) -> None:
+    # 7.93 reads them in the next probe (test_zero_length_datagram_is_eof_and_next_...)
+    h = Harness(db794_matcher, port=7200, slow=True)
+    first = h.probe_sockets[0]
+    first.reply(b"hello")  # matching in flight: the next two wait in the socket's queue
+    first.reply(b"")
+    first.reply(b"SECONDOK")
+    assert h.release() == b"hello"
+    assert first.closed, "the EOF ended First and closed its socket"
+    assert not h.pending, "SECONDOK was queued on First's socket: dropped with it"
+    second = h.probe_sockets[1]
+    assert second.sent == [b"SECOND"]
+    second.reply(b"SECONDOK")
+    assert h.release() == b"SECONDOK"
+    h.finished_cleanly()
+    r = h.result
+    assert (r["service"]["name"], r["service"]["product"]) == ("second", "Second")
+
+
+def test_794_icmp_on_the_first_probe_still_means_closed(db794_matcher: Matcher) -> None:
+    h = Harness(db794_matcher)
+    h.probe_sockets[0].icmp()
+    h.finished_cleanly()
+    assert (h.result["state"], h.result["reason"]) == ("closed", "port-unreach")
+    assert len(h.probe_sockets) == 1
+
+
+@pytest.mark.parametrize(
+    ("release", "name", "method", "conf", "fingerprint"),
+    [
+        # one socket: each probe's EOF is followed by the previous probe's "hello zz"
+        ("7.93", None, "table", 3, '%r(Second,8,"hello\\x20zz");'),
+        # a socket per probe: every probe ends on its EOF, nothing is ever read
+        ("7.95", "tcpwrapped", "probed", 8, None),
+    ],
+)
+def test_empty_then_hello_per_release(
+    release: str, name: str | None, method: str, conf: int, fingerprint: str | None
+) -> None:
+    """The e2e case ``empty-then-hello``: every probe is answered by an empty datagram,
+    then ``hello zz``, both at once (tests/e2e/udp_targets.py)."""
+    h = Harness(Matcher(db=parse_probe_text(PROBES, "test.probes", release=release)), port=7200)
+    answered: dict[int, int] = {}
+    while not h.results:
+        fresh = [
+            (n, sock)
+            for n, sock in enumerate(h.probe_sockets)
+            if answered.get(n, 0) < len(sock.sent)
+        ]
+        if not fresh:
+            h.clock.advance(5.0)  # nothing left to answer: the probe waits out its time
+            continue
+        n, sock = fresh[0]
+        answered[n] = answered.get(n, 0) + 1
+        sock.reply(b"")  # the EOF ends the probe (7.94+: and closes its socket) ...
+        sock.reply(b"hello zz")  # ... so this is read by the next probe, or by nobody
+    h.finished_cleanly()
+    svc = h.result["service"]
+    assert (svc["name"], svc["method"], svc["conf"]) == (name, method, conf)
+    if fingerprint is None:
+        assert svc["fingerprint"] is None
+    else:
+        assert svc["fingerprint"].replace("\nSF:", "").endswith(fingerprint)

@@ -170,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the run's own figures as JSON: duration, reactor lag, peak RSS",
     )
     _add_probe_options(scan)
+    scan.add_argument(
+        "--services",
+        metavar="FILE",
+        help="nmap-services file: table names and named port lists (default: the one beside "
+        "--probes FILE, else Nmap's installed file)",
+    )
     add_script_options(scan)
 
     add_fleet_parsers(sub)

@@ -23,6 +23,9 @@ Keys from ``../shared/DESIGN.md`` ("Daemon configuration"):
 ``probes_file``, ``extra_probes``
     the nmap-service-probes file (empty = search the usual places) and extra probe files
     layered on top.
+``services_file``
+    the nmap-services file (empty: the one beside ``probes_file`` when that is set and has
+    one, else search the usual places); ``../shared/DESIGN.md``: "Same for nmap-services".
 ``regex_engine``
     the regex library and limits patterns are matched with: ``auto`` (default: those of the
     Nmap release the probe file belongs to), ``pcre`` (PCRE 8, Nmap 7.93), ``pcre2`` (PCRE2,
@@ -130,6 +133,7 @@ class DaemonConfig:
     deny: tuple[str, ...] = ()
     probes_file: str | None = None
     extra_probes: tuple[str, ...] = ()
+    services_file: str | None = None
     regex_engine: str = "auto"
     intensity: int = 7
     job_idle_ms: int = 120_000
@@ -362,6 +366,7 @@ _KEYS: dict[str, Callable[[object], object]] = {
     "deny": _networks,
     "probes_file": _optional_path,
     "extra_probes": _paths,
+    "services_file": _optional_path,
     "regex_engine": _regex_engine,
     "intensity": _int(0, 9, "an integer from 0 to 9"),
     "job_idle_ms": _int(1, None, "a positive integer"),
@@ -379,7 +384,7 @@ _KEYS: dict[str, Callable[[object], object]] = {
     "watchdog": _bool,
     "cache_dir": _path,
 }
-_OPTIONAL = frozenset({"probes_file", "job_key_file"})
+_OPTIONAL = frozenset({"probes_file", "services_file", "job_key_file"})
 
 KEYS: tuple[str, ...] = tuple(_KEYS)
 """Every configuration key, in the order of ``etc/vscand.conf``."""

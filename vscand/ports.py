@@ -1,5 +1,11 @@
 """Nmap port specifications (``-p`` syntax) and the ``nmap-services`` table.
 
+Which ``nmap-services``: the one named (``--services``, ``services_file``), else the
+one beside a probe file that was named (``--probes``, ``probes_file``: the data
+directory of the Nmap release whose probes are used, as Nmap reads every data file
+from one directory), else the usual places. The table's names are read as the
+reproduced release reads them (:meth:`ServicesTable.for_release`).
+
 Pure code: nothing here imports Twisted.
 """
 
@@ -7,9 +13,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from vscand.probes.grammar import Grammar
+
+SERVICES_FILE = "nmap-services"
 DEFAULT_SERVICES_PATHS = (
     "/usr/share/nmap/nmap-services",
     "/usr/local/share/nmap/nmap-services",
@@ -33,16 +42,31 @@ class ServicesTable:
     """``nmap-services``: port/protocol → service name, with open frequencies."""
 
     entries: list[ServiceEntry]
-    _by_port: dict[tuple[int, str], ServiceEntry] = field(default_factory=dict, repr=False)
+    #: Nmap 7.94+ (services.cc ``nmap_services_init``, b7c76ea08): a line naming its port
+    #: ``unknown`` is stored without a name, so the port is reported as an unlisted one
+    #: (no ``<service>`` element where nothing else names it)
+    unknown_unnamed: bool = False
+    _by_port: dict[tuple[int, str], ServiceEntry] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         for entry in self.entries:
             # the first line for a port/protocol wins, as in Nmap
             self._by_port.setdefault((entry.port, entry.protocol), entry)
 
+    def for_release(self, grammar: Grammar) -> ServicesTable:
+        """The table as the Nmap release of *grammar* (the probe database's) reads it."""
+        if grammar.unknown_service_unnamed == self.unknown_unnamed:
+            return self
+        return replace(self, unknown_unnamed=grammar.unknown_service_unnamed)
+
     def name(self, port: int, protocol: str) -> str | None:
+        """The port's name for version detection's table answer (None: no name)."""
         entry = self._by_port.get((port, protocol.lower()))
-        return entry.name if entry else None
+        if entry is None or (self.unknown_unnamed and entry.name == "unknown"):
+            return None
+        return entry.name
 
     def top_ports(self, count: int, protocol: str = "tcp") -> list[int]:
         ranked = sorted(
@@ -81,14 +105,28 @@ def parse_services(text: str) -> ServicesTable:
     return ServicesTable(entries)
 
 
-def load_services(path: str | None = None) -> ServicesTable:
-    candidates = [path] if path else list(DEFAULT_SERVICES_PATHS)
+def find_services_file(path: str | None = None, probes_file: str | None = None) -> str:
+    """The ``nmap-services`` to read: *path* if given, else the one in *probes_file*'s
+    directory if there is one, else the first of ``DEFAULT_SERVICES_PATHS``."""
+    if path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"nmap-services file {path} not found")
+        return path
+    candidates = list(DEFAULT_SERVICES_PATHS)
+    if probes_file:
+        candidates.insert(0, os.path.join(os.path.dirname(probes_file), SERVICES_FILE))
     for candidate in candidates:
-        if candidate and os.path.exists(candidate):
-            return parse_services(Path(candidate).read_text("latin-1"))
+        if os.path.isfile(candidate):
+            return candidate
     raise FileNotFoundError(
         "nmap-services not found; install Debian's nmap-common package or set services_file"
     )
+
+
+def load_services(path: str | None = None, *, probes_file: str | None = None) -> ServicesTable:
+    """Read ``find_services_file(path, probes_file)``."""
+    found = find_services_file(path, probes_file)
+    return parse_services(Path(found).read_text("latin-1"))
 
 
 @dataclass

@@ -153,7 +153,7 @@ def _prepare(args: argparse.Namespace, load: Callable[[argparse.Namespace], Matc
     except (TargetError, ValueError) as exc:
         raise ScanUsageError(f"bad --allow/--deny network: {exc}") from None
     try:
-        services = load_services()
+        services = load_services(args.services, probes_file=args.probes)
     except FileNotFoundError as exc:
         raise ScanUsageError(str(exc)) from None
     try:
@@ -166,6 +166,8 @@ def _prepare(args: argparse.Namespace, load: Callable[[argparse.Namespace], Matc
         matcher = load(args)
     except Exception as exc:  # the CLI's loader raises its own UsageError
         raise ScanUsageError(str(exc)) from None
+    # the table answers (names) as the probe file's Nmap release gives them
+    services = services.for_release(matcher.db.grammar)
     protocols = set(ports) | {t.protocol for t in targets if t.is_endpoint}
     if args.fast_wait < 0:
         raise ScanUsageError(f"--fast-wait must be >= 0, not {args.fast_wait}")

@@ -39,6 +39,8 @@ _HELP: dict[str, str] = {
     "every worker of the queue can take [default: 256]",
     "connect_rate": "new connections per second, 0 = unlimited [default: 0]",
     "probes_file": "nmap-service-probes file [default: search /usr/share/nmap, /usr/local/...]",
+    "services_file": "nmap-services file [default: the one beside probes_file, else search "
+    "/usr/share/nmap, /usr/local/...]",
     "regex_engine": "regex library and limits: auto (the probe file's Nmap release), pcre "
     "(Nmap 7.93), pcre2 (Nmap 7.95) or nmap-X.Y [default: auto]",
     "intensity": "version intensity 0-9 for jobs that give none [default: 7]",

@@ -245,7 +245,8 @@ class WorkerService(service.Service):
                 cache_dir=None if cache is None else __import__("pathlib").Path(cache),
                 regex_engine=config.regex_engine,
             )
-            return matcher, load_services()
+            services = load_services(config.services_file, probes_file=config.probes_file)
+            return matcher, services.for_release(matcher.db.grammar)
 
         result: tuple[Matcher, ServicesTable] = await deferToThread(load)
         return result

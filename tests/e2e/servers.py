@@ -19,14 +19,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests import releases
+
 LOOPBACK = "127.0.0.1"
 
 Handler = Callable[[socket.socket], None]
 
 
 def nmap_services_file() -> Path:
-    """The ``nmap-services`` nmap reads: its installed data directory's copy (the
-    e2e tests' ``--datadir`` holds only ``scripts/script.db``, so nmap falls back to it)."""
+    """The ``nmap-services`` nmap reads: the oracle's data directory's copy (the e2e
+    tests' ``--datadir`` holds only ``scripts/script.db``, so nmap falls back to it): the
+    installed nmap's, or the Debian 13 root's with ``VSCAND_ORACLE=debian13``."""
+    release = releases.oracle()
+    if isinstance(release, releases.NmapRelease):
+        oracle_file = release.data_dir / "nmap-services"
+        if oracle_file.is_file():
+            return oracle_file
     candidates = []
     exe = shutil.which("nmap")
     if exe is not None:
@@ -38,25 +46,27 @@ def nmap_services_file() -> Path:
     raise FileNotFoundError("nmap-services not found next to nmap")
 
 
-def listed_ports(protocol: str, path: Path | None = None) -> frozenset[int]:
-    """Every port number ``nmap-services`` names for ``protocol`` (read here, not with
-    vscand's parser: the premise must not depend on the code under test)."""
-    numbers = set()
+def service_names(protocol: str, path: Path | None = None) -> dict[int, str]:
+    """Port number → the name ``nmap-services`` gives it for ``protocol`` (the first line
+    for a port wins, as in Nmap; read here, not with vscand's parser: the premise must
+    not depend on the code under test)."""
+    names: dict[int, str] = {}
     for line in (path or nmap_services_file()).read_text(errors="replace").splitlines():
         fields = line.split("#", 1)[0].split()
         if len(fields) >= 2 and "/" in fields[1]:
             number, _, proto = fields[1].partition("/")
             if proto == protocol and number.isdigit():
-                numbers.add(int(number))
-    return frozenset(numbers)
+                names.setdefault(int(number), fields[0])
+    return names
 
 
-def bind_unlisted(sock: socket.socket, protocol: str, tries: int = 200) -> int:
-    """Bind ``sock`` on 127.0.0.1 to a free port that ``nmap-services`` has no
-    ``protocol`` entry for (so nmap has no table name to report for it)."""
-    listed = listed_ports(protocol)
-    free = [n for n in range(10000, 65536) if n not in listed]
-    for number in random.sample(free, tries):
+def listed_ports(protocol: str, path: Path | None = None) -> frozenset[int]:
+    """Every port number ``nmap-services`` names for ``protocol``."""
+    return frozenset(service_names(protocol, path))
+
+
+def _bind_among(sock: socket.socket, numbers: list[int], tries: int, what: str) -> int:
+    for number in random.sample(numbers, min(tries, len(numbers))):
         try:
             sock.bind((LOOPBACK, number))
         except OSError as exc:
@@ -64,7 +74,24 @@ def bind_unlisted(sock: socket.socket, protocol: str, tries: int = 200) -> int:
                 raise
             continue
         return number
-    raise RuntimeError(f"no free {protocol} port without an nmap-services entry in {tries} tries")
+    raise RuntimeError(f"no free port {what} in {tries} tries")
+
+
+def bind_unlisted(sock: socket.socket, protocol: str, tries: int = 200, lowest: int = 10000) -> int:
+    """Bind ``sock`` on 127.0.0.1 to a free port from ``lowest`` up that ``nmap-services``
+    has no ``protocol`` entry for (so nmap has no table name to report for it)."""
+    listed = listed_ports(protocol)
+    free = [n for n in range(lowest, 65536) if n not in listed]
+    return _bind_among(sock, free, tries, f"without an nmap-services {protocol} entry")
+
+
+def bind_named(
+    sock: socket.socket, protocol: str, name: str, tries: int = 200, lowest: int = 10000
+) -> int:
+    """Bind ``sock`` on 127.0.0.1 to a free port from ``lowest`` up that ``nmap-services``
+    names ``name`` for ``protocol``."""
+    named = [n for n, s in service_names(protocol).items() if s == name and n >= lowest]
+    return _bind_among(sock, named, tries, f"named {name!r} for {protocol} in nmap-services")
 
 
 def _drain(conn: socket.socket, limit: float = 600.0) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e.daemons import DaemonFailed, Unavailable
-from tests.e2e.servers import bind_unlisted
+from tests.e2e.servers import bind_named, bind_unlisted
 from tests.loopback import free_port
 
 LOOPBACK = "127.0.0.1"
@@ -27,15 +27,26 @@ LOOPBACK = "127.0.0.1"
 Responder = Callable[[bytes], list[bytes]]
 
 
+#: the ports nmap-payloads' ONC RPC CALL goes to (7.93's UDP scan), which are the ``ports``
+#: of 7.94+'s ONCRPC_CALL probe: a version probe even at intensity 0 (port-listed probes
+#: ignore rarity). A server bound to port 0 gets one (Linux's ephemeral ports: 32768-60999)
+RPC_PORTS_LOWEST = 32768
+
+
 class UDPServer:
     """A UDP socket on 127.0.0.1 whose datagrams are answered by ``respond``."""
 
-    def __init__(self, respond: Responder, *, unlisted: bool = False) -> None:
-        """``unlisted``: on a port number nmap-services has no UDP entry for."""
+    def __init__(
+        self, respond: Responder, *, unlisted: bool = False, named: str | None = None
+    ) -> None:
+        """``unlisted``: on a port number nmap-services has no UDP entry for; ``named``: on
+        one it gives that name. Either way from ``RPC_PORTS_LOWEST`` up, as port 0's."""
         self.respond = respond
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         if unlisted:
-            bind_unlisted(self.sock, "udp")
+            bind_unlisted(self.sock, "udp", lowest=RPC_PORTS_LOWEST)
+        elif named is not None:
+            bind_named(self.sock, "udp", named, lowest=RPC_PORTS_LOWEST)
         else:
             self.sock.bind((LOOPBACK, 0))
         self.port: int = self.sock.getsockname()[1]
@@ -109,7 +120,8 @@ def empty_then_hello(data: bytes) -> list[bytes]:
     return [b"", b"hello zz"] if data else []
 
 
-#: the ONC RPC CALL that nmap-payloads gives Nmap's UDP scan for ports 32768-65535
+#: the ONC RPC CALL that nmap-payloads gives Nmap's UDP scan for ports 32768-65535 (7.94+:
+#: the ONCRPC_CALL probe, sent by the UDP scan and, for those ports, by version detection)
 RPC_PORTSCAN_PREFIX = b"\x3e\xec\xe3\xca"
 
 

@@ -57,6 +57,13 @@ class Grammar:
     #: True: a UDP service matched as ``dtls`` is probed again through DTLS, with the
     #: UDP probes' ``sslports``
     dtls_tunnel: bool
+    #: True: every UDP probe is sent from a new socket (``startNextProbe`` deletes the
+    #: probe's nsock iod and makes a new one, as for TCP); False: one socket per port,
+    #: so a late reply to one probe is read by the next
+    udp_socket_per_probe: bool
+    #: True: an ``nmap-services`` line naming its port ``unknown`` gives no name
+    #: (``nmap_services_init`` stores NULL), as if the port were not listed
+    unknown_service_unnamed: bool
 
 
 GRAMMARS: tuple[Grammar, ...] = (
@@ -73,6 +80,8 @@ GRAMMARS: tuple[Grammar, ...] = (
         heap_limit_kib=None,
         udp_payloads_from_probes=False,
         dtls_tunnel=False,
+        udp_socket_per_probe=False,
+        unknown_service_unnamed=False,
     ),
     Grammar(
         release="7.94",
@@ -87,6 +96,8 @@ GRAMMARS: tuple[Grammar, ...] = (
         heap_limit_kib=None,
         udp_payloads_from_probes=True,
         dtls_tunnel=True,
+        udp_socket_per_probe=True,
+        unknown_service_unnamed=True,
     ),
     Grammar(
         release="7.95",
@@ -101,6 +112,8 @@ GRAMMARS: tuple[Grammar, ...] = (
         heap_limit_kib=None,
         udp_payloads_from_probes=True,
         dtls_tunnel=True,
+        udp_socket_per_probe=True,
+        unknown_service_unnamed=True,
     ),
     Grammar(
         release="7.991",
@@ -115,6 +128,8 @@ GRAMMARS: tuple[Grammar, ...] = (
         heap_limit_kib=10_240,
         udp_payloads_from_probes=True,
         dtls_tunnel=True,
+        udp_socket_per_probe=True,
+        unknown_service_unnamed=True,
     ),
 )
 

@@ -1,4 +1,4 @@
-"""One UDP port's version detection: Nmap 7.93's UDP path (SPEC §6, §3, §8).
+"""One UDP port's version detection: Nmap 7.93's UDP path (SPEC §6, §3, §8), and 7.94's.
 
 ``UDPPortScan`` is the state machine for one (address, port) over UDP.  Like
 the TCP machine, its protocol objects are thin adapters that forward
@@ -12,7 +12,15 @@ What Nmap 7.93 does, and so do we:
   (``ProbePlan`` with protocol ``UDP``);
 * **one connected UDP socket for all probes of the port**; each probe is one
   datagram, never retransmitted, followed by reads until ``totalwaitms``;
-  a late reply to an earlier probe is attributed to the current one;
+  a late reply to an earlier probe is attributed to the current one
+  (service_scan.cc ``startNextProbe``: "Can maintain the same UDP
+  'connection'", 2094-2101@9732e6979).  From Nmap 7.94 (``84e2e9be5``, the
+  DTLS tunnel commit) ``startNextProbe`` deletes the probe's nsock iod and
+  makes a new one for every next probe, TCP or UDP (2104-2141@95b974b10): each
+  probe goes out from **a socket of its own** (a new source port), and what
+  arrives on an earlier probe's socket after that probe ended is lost.  We do
+  the same when ``db.grammar.udp_socket_per_probe``: ``_next_probe`` closes
+  the probe socket and opens another (``_reopen``) before the next probe;
 * one read = one datagram, appended to the probe's response buffer and the
   whole buffer matched; reading stops once the buffer holds 4096 bytes;
   a datagram is cut to 8192 bytes (nsock's read buffer, verified: a
@@ -528,7 +536,7 @@ class UDPPortScan(PortEnding):
             # Nmap's UDP scan would have found the port closed and never probed it
             self._report_port("closed", "port-unreach")
             return
-        # the buffered response is lost, not fingerprinted; same socket, next probe
+        # the buffered response is lost, not fingerprinted; the next probe
         self._next_probe()
 
     def _probe_over(self) -> None:
@@ -551,8 +559,24 @@ class UDPPortScan(PortEnding):
             self._probe = probe
             self._dtls_connect()
             return
-        # same socket: whatever is still queued goes to the next probe's reads
+        if self._db.grammar.udp_socket_per_probe:
+            # Nmap 7.94+: a new iod per probe; what waits on the old socket is dropped
+            self._probe = probe
+            self._new_probe_socket(self._probe_opened)
+            return
+        # Nmap 7.93: same socket, whatever is still queued goes to the next probe's reads
         self._start_probe(probe)
+
+    def _new_probe_socket(self, opened: Callable[[DatagramSocket], None]) -> None:
+        """Close the probe socket and open another (a new source port, as nsock's new iod);
+        what waited on the old one is dropped with it."""
+        self._cancel_deadline()
+        self._inbox.clear()
+        old = self._probe_sock
+        self._probe_sock = None
+        _close(old)
+        self._probe_adapter = DatagramAdapter(self)
+        self._open(self._probe_adapter, opened)
 
     # -- the DTLS restart (Nmap 7.94+) -------------------------------------------
 
@@ -589,15 +613,9 @@ class UDPPortScan(PortEnding):
 
     def _dtls_connect(self) -> None:
         """A new socket (a new source port, as nsock's new iod) and a DTLS handshake."""
-        self._cancel_deadline()
         self._cancel_retransmit()
-        self._inbox.clear()
-        self._close_dtls()
-        old = self._probe_sock
-        self._probe_sock = None
-        _close(old)
-        self._probe_adapter = DatagramAdapter(self)
-        self._open(self._probe_adapter, self._dtls_opened)
+        self._close_dtls()  # its close_notify goes out on the old socket
+        self._new_probe_socket(self._dtls_opened)
 
     def _dtls_opened(self, sock: DatagramSocket) -> None:
         self._opening = None
