@@ -23,16 +23,33 @@ from typing import Any
 
 import pytest
 
+from tests import pcre8
 from tests.conftest import cache_dir
 from tests.hostile.measure import allowed, faithful_bound
 from tests.oracle.cases import CASES, SHIPPED, Case, by_id, probe_file_path
 from tests.oracle.regenerate import FIXTURE, nmap_binary, probe_file_for, run_oracle
 from tests.pcre8 import needs_pcre8
+from tests.releases import debian12, require
 from vscand.probes.matcher import Matcher, ServiceMatch, load_matcher
 from vscand.result import service_from_match
 
-# the fixtures are Nmap 7.93's answers, replayed with its regex library (PCRE 8)
-pytestmark = needs_pcre8
+#: the fixtures are Nmap 7.93's answers on its probe file, replayed with its regex library,
+#: PCRE 8, where it exists (Debian 12); on Debian 13, which has no PCRE 8, with PCRE2 on 7.93's
+#: file from the Debian 12 root (tests/releases.py; `make test` builds it there): the two
+#: engines answer alike on every case (tests/test_regex_engine.py, test_oracle_answers_alike)
+REGEX_ENGINE = "auto" if pcre8.AVAILABLE else "pcre2"
+
+
+def shipped_file() -> str:
+    """Nmap 7.93's nmap-service-probes: the installed one on Debian 12, else the root's."""
+    return str(require(debian12()).probes_file)
+
+
+def cli_options(probes: str) -> list[str]:
+    """``vscan match`` options for a case's probe file under :data:`REGEX_ENGINE`."""
+    path = probe_file_path(probes)
+    return ["--probes", str(path or shipped_file()), "--regex-engine", REGEX_ENGINE]
+
 
 VERSION_FIELDS = ("product", "version", "extrainfo", "hostname", "ostype", "devicetype")
 CLI_CASES = (
@@ -55,11 +72,15 @@ def fixture_doc() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def matchers(matcher: Matcher, plain_matcher: Matcher) -> dict[tuple[str, bool], Matcher]:
     """(probe file, prefilter?) -> Matcher; the shipped file reuses conftest's."""
-    table = {(SHIPPED, True): matcher, (SHIPPED, False): plain_matcher}
-    for name in {c.probes for c in CASES} - {SHIPPED}:
-        path = str(probe_file_path(name))
-        table[(name, True)] = load_matcher(path, cache_dir=cache_dir())
-        table[(name, False)] = load_matcher(path, use_prefilter=False)
+    table: dict[tuple[str, bool], Matcher] = {}
+    if matcher.db.nmap_release == "7.93" and REGEX_ENGINE == "auto":
+        table = {(SHIPPED, True): matcher, (SHIPPED, False): plain_matcher}
+    for name in {c.probes for c in CASES}:
+        if (name, True) in table:
+            continue
+        path = str(probe_file_path(name) or shipped_file())
+        table[(name, True)] = load_matcher(path, cache_dir=cache_dir(), regex_engine=REGEX_ENGINE)
+        table[(name, False)] = load_matcher(path, use_prefilter=False, regex_engine=REGEX_ENGINE)
     return table
 
 
@@ -154,9 +175,7 @@ TRACE_RE = re.compile(
 def test_cli_agrees_with_nmap(case_id: str, fixture_doc: dict[str, Any]) -> None:
     case = by_id()[case_id]
     cmd = [*_vscan_cli(), "match", case.probe, "-", "--json", "--trace"]
-    path = probe_file_path(case.probes)
-    if path is not None:
-        cmd += ["--probes", str(path)]
+    cmd += cli_options(case.probes)
     env = dict(os.environ, VSCAND_CACHE_DIR=str(cache_dir()))
     proc = subprocess.run(
         cmd, check=False, input=case.response, capture_output=True, env=env, timeout=120
@@ -186,6 +205,7 @@ def test_cli_agrees_with_nmap(case_id: str, fixture_doc: dict[str, Any]) -> None
 
 
 @pytest.mark.oracle_live
+@needs_pcre8  # nmap 7.93 now, beside vscan on its library
 def test_live_nmap_agrees_with_vscan(
     tmp_path: Path, matchers: dict[tuple[str, bool], Matcher]
 ) -> None:
