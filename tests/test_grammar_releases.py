@@ -7,6 +7,8 @@ of each difference. The real files of the releases on this machine: test_release
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.pcre8 import needs_pcre8
@@ -15,6 +17,7 @@ from vscand.probes.grammar import GRAMMARS, Grammar, grammar_for, release_key
 from vscand.probes.model import MatchLine, ProbeDatabase
 from vscand.probes.parser import ProbeFileError, parse_probe_text
 from vscand.probes.pcre import Pattern
+from vscand.scan.udp_payloads import port_scan_payloads
 
 NAME = "t.probes"
 NULL = b"Probe TCP NULL q||\n"
@@ -138,6 +141,33 @@ def test_no_payload_from_7_94(release: str, words: bytes, no_payload: bool) -> N
     assert db.find("A", "UDP").no_payload is no_payload
     assert db.find("A", "UDP").options == tuple(words.decode().split())
     assert db.find("B", "UDP").no_payload is False
+
+
+PAYLOAD_PROBES = (
+    b"Probe UDP A q|aa| no-payload\nports 7,9\n"
+    b"Probe UDP B q|bb|\nports 9-11\n"
+    b"Probe TCP C q|cc|\nports 9\n"
+    b"Probe UDP D q|dd|\nsslports 9\n"
+    b"Probe UDP E q|ee|\nports 9,500\n"
+)
+
+
+@pytest.mark.parametrize("release", FROM_794)
+def test_port_scan_payloads_are_the_udp_probes_from_7_94(release: str) -> None:
+    """init_payloads(): each UDP probe without no-payload, for each port of its ports line (not
+    sslports), in file order; every one of a port is sent."""
+    payloads = port_scan_payloads(parse(PAYLOAD_PROBES, release))
+    assert len(payloads) == 2
+    assert payloads.for_port(9) == (b"bb", b"ee")
+    assert payloads.for_port(10) == (b"bb",)
+    assert payloads.for_port(7) == () and payloads.for_port(500) == (b"ee",)
+
+
+def test_port_scan_payloads_of_7_93_are_nmap_payloads(tmp_path: Path) -> None:
+    payloads_file = tmp_path / "nmap-payloads"
+    payloads_file.write_text('udp 9 "zz"\n')
+    payloads = port_scan_payloads(parse(PAYLOAD_PROBES, "7.93"), str(payloads_file))
+    assert payloads.for_port(9) == (b"zz",) and payloads.for_port(10) == ()
 
 
 @pytest.mark.parametrize("release", ALL)

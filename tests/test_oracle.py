@@ -46,9 +46,14 @@ def shipped_file() -> str:
 
 
 def cli_options(probes: str) -> list[str]:
-    """``vscan match`` options for a case's probe file under :data:`REGEX_ENGINE`."""
+    """``vscan match`` options for a case's probe file, read as 7.93 reads it (the custom files
+    name no release: ``auto`` would take the installed Nmap's, 7.95 on Debian 13), under
+    :data:`REGEX_ENGINE`."""
     path = probe_file_path(probes)
-    return ["--probes", str(path or shipped_file()), "--regex-engine", REGEX_ENGINE]
+    return [
+        *("--probes", str(path or shipped_file())),
+        *("--nmap-release", "7.93", "--regex-engine", REGEX_ENGINE),
+    ]
 
 
 VERSION_FIELDS = ("product", "version", "extrainfo", "hostname", "ostype", "devicetype")
@@ -79,8 +84,9 @@ def matchers(matcher: Matcher, plain_matcher: Matcher) -> dict[tuple[str, bool],
         if (name, True) in table:
             continue
         path = str(probe_file_path(name) or shipped_file())
-        table[(name, True)] = load_matcher(path, cache_dir=cache_dir(), regex_engine=REGEX_ENGINE)
-        table[(name, False)] = load_matcher(path, use_prefilter=False, regex_engine=REGEX_ENGINE)
+        options: dict[str, Any] = {"release": "7.93", "regex_engine": REGEX_ENGINE}
+        table[(name, True)] = load_matcher(path, cache_dir=cache_dir(), **options)
+        table[(name, False)] = load_matcher(path, use_prefilter=False, **options)
     return table
 
 

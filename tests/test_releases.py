@@ -27,6 +27,7 @@ from vscand.probes.engine import resolve
 from vscand.probes.matcher import Matcher
 from vscand.probes.model import ProbeDatabase
 from vscand.probes.parser import load_probe_files
+from vscand.scan.udp_payloads import port_scan_payloads
 
 each_release = pytest.mark.parametrize("available", release_params())
 
@@ -169,3 +170,22 @@ def test_the_other_release_is_the_one_this_machine_is_not() -> None:
     names = [release.name for release in releases.all_releases()]
     assert names[0] == releases.host_name() and len(set(names)) == 2
     assert {releases.debian12().name, releases.debian13().name} == {"debian12", "debian13"}
+
+
+@each_release
+def test_port_scan_payloads_of_each_release(available: NmapRelease | Unavailable) -> None:
+    """7.93 sends nmap-payloads' datagrams (the installed file's: Debian 12 only); from 7.94 the
+    probe file's UDP probes without no-payload (7.95: all 84 but Sqlping)."""
+    release = require(available)
+    db = database(release)
+    if not db.grammar.udp_payloads_from_probes:
+        if release.data_dir != Path("/usr/share/nmap"):
+            pytest.skip("7.93's nmap-payloads is read from the installed Nmap only")
+        assert len(port_scan_payloads(db)) > 50
+        return
+    payloads = port_scan_payloads(db)
+    udp = [p for p in db.probes if p.protocol == "UDP"]
+    assert len(payloads) == sum(not p.no_payload for p in udp) == 83
+    snmp = [db.find(name, "UDP").string for name in ("SNMPv1public", "SNMPv3GetRequest")]
+    assert payloads.for_port(161) == tuple(snmp)
+    assert payloads.for_port(1434) == ()  # Sqlping: no-payload

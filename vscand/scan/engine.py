@@ -34,7 +34,7 @@ from vscand.scan.scheduler import ConnectLimiter, Scheduler, StartPool
 from vscand.scan.tcp import Dialer, TCPPortScan
 from vscand.scan.tls import TLSClient
 from vscand.scan.udp import DatagramOpener, UDPPortScan, listen_udp_opener
-from vscand.scan.udp_payloads import UDPPayloads, load_payloads
+from vscand.scan.udp_payloads import UDPPayloads, port_scan_payloads
 
 #: PCRE recurses on the C stack (recursion limit 10,000 frames of ~500 bytes)
 MATCH_THREAD_STACK = 32 * 1024 * 1024
@@ -340,7 +340,7 @@ class ScanEngine:
 
     def _scan_udp_port(self, task: PortTask, options: ScanOptions) -> defer.Deferred[Result]:
         if self._udp_payloads is None:
-            self._udp_payloads = load_payloads()
+            self._udp_payloads = port_scan_payloads(self._matcher.db)
         machine = UDPPortScan(
             task,
             db=self._matcher.db,

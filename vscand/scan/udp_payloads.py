@@ -11,6 +11,12 @@ Grammar (as the file itself documents it): ``udp <portlist> "<string>"...
 ``\\t``, ``\\\\`` and ``\\"`` escapes, adjacent strings concatenate, ``#`` starts a
 comment outside a string.  ``source`` (a fixed source port) is ignored.
 
+From Nmap 7.94 the file is gone: ``payload.cc: init_payloads()`` takes the port scan's
+payloads from the probe file instead, every UDP probe without ``no-payload`` for each port of
+its ``ports`` line, in file order (:func:`payloads_from_probes`; the probe database's grammar
+says which, ``Grammar.udp_payloads_from_probes``). Not reproduced: 7.94+'s
+``payload_service_match()``, a version answer from the port scan's reply before ``-sV``.
+
 Pure code: nothing here imports Twisted.
 """
 
@@ -18,8 +24,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["PAYLOAD_PATHS", "PayloadError", "UDPPayloads", "load_payloads", "parse_payloads"]
+if TYPE_CHECKING:
+    from vscand.probes.model import ProbeDatabase
+
+__all__ = [
+    "PAYLOAD_PATHS",
+    "PayloadError",
+    "UDPPayloads",
+    "load_payloads",
+    "parse_payloads",
+    "payloads_from_probes",
+    "port_scan_payloads",
+]
 
 PAYLOAD_PATHS = ("/usr/share/nmap/nmap-payloads", "/usr/local/share/nmap/nmap-payloads")
 
@@ -140,3 +158,23 @@ def load_payloads(path: str | None = None) -> UDPPayloads:
         if candidate and Path(candidate).is_file():
             return parse_payloads(Path(candidate).read_text(encoding="latin-1"))
     return UDPPayloads([])
+
+
+def payloads_from_probes(db: ProbeDatabase) -> UDPPayloads:
+    """Nmap 7.94+'s port scan payloads: the file's UDP probes without ``no-payload``, each for
+    the ports of its ``ports`` line, in file order (``init_payloads()``)."""
+    return UDPPayloads(
+        [
+            (probe.ports.ranges(), probe.string)
+            for probe in db.probes
+            if probe.protocol == "UDP" and not probe.no_payload and probe.ports
+        ]
+    )
+
+
+def port_scan_payloads(db: ProbeDatabase, path: str | None = None) -> UDPPayloads:
+    """The port scan's payloads of the release whose grammar read ``db``: from the probe file
+    (7.94+), else the installed ``nmap-payloads`` (7.93)."""
+    if db.grammar.udp_payloads_from_probes:
+        return payloads_from_probes(db)
+    return load_payloads(path)
