@@ -30,6 +30,7 @@ from tests.oracle.cases import CASES, SHIPPED, Case, by_id, probe_file_path
 from tests.oracle.regenerate import FIXTURE, nmap_binary, probe_file_for, run_oracle
 from tests.pcre8 import needs_pcre8
 from tests.releases import debian12, require
+from vscand.probes import pcre2
 from vscand.probes.matcher import Matcher, ServiceMatch, load_matcher
 from vscand.result import service_from_match
 
@@ -38,6 +39,17 @@ from vscand.result import service_from_match
 #: file from the Debian 12 root (tests/releases.py; `make test` builds it there): the two
 #: engines answer alike on every case (tests/test_regex_engine.py, test_oracle_answers_alike)
 REGEX_ENGINE = "auto" if pcre8.AVAILABLE else "pcre2"
+
+
+#: cases about PCRE 8 reading ``{,3}`` literally (tests/oracle/cases.py): under PCRE2 10.43+ the
+#: answer is the other library's, the one 7.95's answer differs by
+PCRE8_BRACE_CASES = frozenset({"rx-brace-literal", "rx-brace-python"})
+
+
+def pcre2_reads_min_brace() -> bool:
+    """PCRE2 10.43 and later read ``{,n}`` as a quantifier (``{0,n}``)."""
+    major, minor = pcre2.version().split()[0].split(".")[:2]
+    return (int(major), int(minor)) >= (10, 43)
 
 
 def shipped_file() -> str:
@@ -159,6 +171,11 @@ def test_vscan_agrees_with_nmap(
     matchers: dict[tuple[str, bool], Matcher],
     fixture_doc: dict[str, Any],
 ) -> None:
+    if case.id in PCRE8_BRACE_CASES and REGEX_ENGINE == "pcre2" and pcre2_reads_min_brace():
+        pytest.skip(
+            "PCRE 8's literal {,3}, which PCRE2 10.43+ reads as {0,3} (DESIGN.md, Regex engines): "
+            "a case of Nmap 7.93's library, replayed here with PCRE2 (no PCRE 8 on this system)"
+        )
     rec = fixture_doc["cases"][case.id]["nmap"]
     found = run_vscan(matchers[(case.probes, prefilter)], case)
     assert vscan_answer(found) == nmap_answer(rec), case.desc
