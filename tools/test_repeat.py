@@ -8,10 +8,11 @@ Each round clones REV (default HEAD) of this repository into a fresh directory a
 ``CI=true bash .ci/run`` there, exactly as CI does (``make test``: the same pytest-xdist
 parallelism; then ``make test-debian13``), with ``--junitxml`` added through ``PYTEST_ARGS``
 (the Debian 13 step writes its report inside its root: its failures count in the round's exit
-status, and its log is ``.cache/debian13/test-logs/test.log`` of the clone). ``--load`` runs a CPU-bound
-process beside the suite for the whole time (a ``sha256sum`` loop over a 256 MiB file, nice
-0), the busy machine that CI may be. The report lists, per test, the rounds it failed in;
-exit 0 only when every round was green. Standard library only: it needs no venv.
+status, and its log is ``.cache/debian13/test-logs/test.log`` of the clone; ``--keep DIR``
+keeps it). ``--load`` runs a CPU-bound process beside the suite for the whole time (a
+``sha256sum`` loop over a 256 MiB file, nice 0), the busy machine that CI may be. The report
+lists, per test, the rounds it failed in; exit 0 only when every round was green. Standard
+library only: it needs no venv.
 """
 
 from __future__ import annotations
