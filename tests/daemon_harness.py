@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def wait_for(
 
 def assert_schedule_window(
     run_ticks: list[int],
-    last_claimed: int,
+    state: Mapping[str, str],
     *,
     before_add: float,
     after_add: float,
@@ -83,6 +83,11 @@ def assert_schedule_window(
 ) -> None:
     """The ticks an ``--every`` schedule claimed between its ``add`` and its pause (or the
     daemons' stop), held to bounds from the product's own periods, not this machine's speed.
+    *run_ticks*: the ticks that were run (sorted); *state*: the schedule's hash.
+
+    * every tick from the first to the last claimed one (run, or the last skipped) was claimed
+      exactly once, run or skipped while the previous run was still queued or running: none
+      lost, none twice: ``runs + skipped == (last - first) // every + 1``;
 
     Ticks are named after grid times (multiples of *every*); a late tick still claims the
     oldest due grid time; daemons look every ``SCHEDULE_TICK`` (1 s).
@@ -98,8 +103,11 @@ def assert_schedule_window(
       seconds above a scan of milliseconds): the gap from a run to the next run (or to the
       last claimed tick) is at most ``SCHEDULE_TICK + scan_bound + every``.
     """
+    assert run_ticks, (run_ticks, state)
+    last_claimed = max(run_ticks[-1], int(state.get("last_skipped_tick", 0)))
+    runs, skipped = int(state.get("runs", 0)), int(state.get("skipped", 0))
+    assert runs + skipped == (last_claimed - run_ticks[0]) // every + 1, (run_ticks, state)
     context = (run_ticks, last_claimed, before_add, after_add, after_sleep, stopped)
-    assert run_ticks, context
     first, last = run_ticks[0], max(run_ticks[-1], last_claimed)
     assert before_add < first <= after_add + every, context
     assert last <= stopped, context

@@ -93,17 +93,14 @@ def test_a_schedule_every_2s_for_30s_on_three_daemons_then_an_outage(
     ticks = sorted(int(job_id.split(":")[1]) for job_id in first_phase)
     print("first 30 s:", ticks, state, f"{stopped - started:.1f}s")
     assert len(first_phase) == len(set(first_phase)), f"a tick enqueued twice: {first_phase}"
-    runs, skipped = int(state.get("runs", 0)), int(state.get("skipped", 0))
+    runs = int(state.get("runs", 0))
     assert runs == len(first_phase)
-    # every tick from the first to the last claimed one was claimed exactly once (run, or
-    # skipped while the previous run was still queued/running): none lost, none twice
-    last_claimed = max(ticks[-1], int(state.get("last_skipped_tick", 0)))
-    assert runs + skipped == (last_claimed - ticks[0]) // 2 + 1, (ticks, state)
-    # which ticks the 30 s hold, and that runs go on, from the 2 s grid, the 1 s schedule
-    # tick and the NULL probe's wait (see assert_schedule_window), not this machine's speed
+    # every tick claimed exactly once (run or skipped), which ticks the 30 s hold, and that
+    # runs go on, from the 2 s grid, the 1 s schedule tick and the NULL probe's wait (see
+    # assert_schedule_window), not this machine's speed
     assert_schedule_window(
         ticks,
-        last_claimed,
+        state,
         before_add=before_add,
         after_add=started,
         after_sleep=after_sleep,

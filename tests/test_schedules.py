@@ -407,17 +407,14 @@ def test_two_daemons_run_a_schedule_once_per_tick(
     assert len(ids) == len(set(ids)), f"a tick was enqueued twice: {ids}"
     ticks = sorted(int(job_id.split(":")[1]) for job_id in ids)
     state = pairs(redis("HGETALL", "vscand:schedule:pulse"))
-    runs, skipped = int(state.get("runs", 0)), int(state.get("skipped", 0))
+    runs = int(state.get("runs", 0))
     print("schedule pulse:", ticks, state, elapsed)
     assert runs == len(ids)
-    last_claimed = max(ticks[-1], int(state.get("last_skipped_tick", 0)))
-    # every tick from the first to the last was claimed exactly once: run, or skipped
-    # because the previous run was still in progress
-    assert runs + skipped == (last_claimed - ticks[0]) // 2 + 1, (ticks, state)
-    # the window's ticks, from the grid and the tick period, not from this machine's speed
+    # every tick claimed exactly once (run or skipped), and the window's ticks, from the grid
+    # and the tick period, not from this machine's speed
     assert_schedule_window(
         ticks,
-        last_claimed,
+        state,
         before_add=before_add,
         after_add=started,
         after_sleep=after_sleep,
