@@ -126,6 +126,8 @@ class HandshakeGate(Protocol):
         #: called with the SSL connection when the handshake completed / when it ends
         self.on_open: Callable[[SSL.Connection], None] | None = None
         self.on_close: Callable[[SSL.Connection], None] | None = None
+        #: the application data of the underlying read under way (``hold``/``release``)
+        self._held: list[bytes] | None = None
 
     def connectionMade(self) -> None:
         """TCP is up and the ClientHello is on its way; the inner protocol waits."""
@@ -150,8 +152,6 @@ class HandshakeGate(Protocol):
         held, self._held = self._held, None
         if held and self.open:
             self.inner.dataReceived(b"".join(held))
-
-    _held: list[bytes] | None = None
 
     def dataReceived(self, data: bytes) -> None:
         if not self.open:
