@@ -59,10 +59,6 @@ def debian_root(version: str) -> Path:
     return Path(configured) if configured else REPO / ".cache" / f"debian{version}" / "root"
 
 
-def debian13_root() -> Path:
-    return debian_root("13")
-
-
 @dataclass(frozen=True)
 class NmapRelease:
     #: which system: "debian12" or "debian13" (the installed one, or a root)

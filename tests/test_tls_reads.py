@@ -18,8 +18,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
-from tests.tls_memory import _ServerFactory as ServerFactory
-from tests.tls_memory import make_identity
+from tests.tls_memory import ServerFactory, make_identity
 from vscand.scan.tls import TLSClient
 
 

@@ -70,7 +70,7 @@ def make_identity(
     return Identity(options, cert.public_bytes(serialization.Encoding.DER), name.rfc4514_string())
 
 
-class _ServerFactory(Factory):
+class ServerFactory(Factory):
     noisy = False
 
     def __init__(self, make: Callable[[], Protocol]) -> None:
@@ -131,7 +131,7 @@ class MemoryTLSDialer:
                 server: Protocol = self.raw_server()
             else:
                 wrapper = TLSMemoryBIOFactory(
-                    self.identity.options, False, _ServerFactory(self.server), clock=self.clock
+                    self.identity.options, False, ServerFactory(self.server), clock=self.clock
                 )
                 built = wrapper.buildProtocol(None)
                 assert built is not None
