@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from vscand.probes.engine import Profile, profile_for_release
+
 __all__ = [
     "DEFAULT_RELEASE",
     "GRAMMARS",
@@ -22,7 +24,7 @@ __all__ = [
     "release_key",
 ]
 
-RegexLibrary = Literal["pcre", "pcre2"]
+RegexLibrary = Literal["pcre", "pcre2"]  # engine.EngineName
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,6 @@ class Grammar:
     #: True: next_template() with char[4] buffers: a mode of at most 3 letters,
     #: ``cpe:`` only with '/', at most 3 flag letters then whitespace
     compact_templates: bool
-    #: True: a pattern that can match the empty string fails the load
-    #: (PCRE2_INFO_MATCHEMPTY; the regex engine answers, see ``parser.EmptyMatchCheck``)
-    refuse_empty_match: bool
-    #: the regex library Nmap compiles match lines with
-    regex_library: RegexLibrary
-    #: pcre match limit / recursion (PCRE) or depth (PCRE2) limit / PCRE2 heap limit
-    match_limit: int
-    depth_limit: int
-    heap_limit_kib: int | None
     #: True: ``nmap -sU`` sends the UDP probes of this file that are not ``no-payload``
     #: (nmap-payloads merged in); False: it reads a separate ``nmap-payloads`` file
     udp_payloads_from_probes: bool
@@ -65,6 +58,38 @@ class Grammar:
     #: (``nmap_services_init`` stores NULL), as if the port were not listed
     unknown_service_unnamed: bool
 
+    # The regex rules of the release: those of its engine profile (vscand.probes.engine), the
+    # one place they are kept.
+
+    @property
+    def _profile(self) -> Profile:
+        return profile_for_release(self.release)
+
+    @property
+    def refuse_empty_match(self) -> bool:
+        """A pattern that can match the empty string fails the load (PCRE2_INFO_MATCHEMPTY;
+        the regex engine answers, see ``parser.EmptyMatchCheck``)."""
+        return self._profile.refuse_empty
+
+    @property
+    def regex_library(self) -> RegexLibrary:
+        """The regex library Nmap compiles match lines with."""
+        return self._profile.engine
+
+    @property
+    def match_limit(self) -> int:
+        return self._profile.match_limit
+
+    @property
+    def depth_limit(self) -> int:
+        """PCRE's recursion limit, PCRE2's depth limit."""
+        return self._profile.depth_limit
+
+    @property
+    def heap_limit_kib(self) -> int | None:
+        """PCRE2's heap limit (``None``: the library's default, or PCRE)."""
+        return self._profile.heap_limit_kib
+
 
 GRAMMARS: tuple[Grammar, ...] = (
     Grammar(
@@ -73,11 +98,6 @@ GRAMMARS: tuple[Grammar, ...] = (
         long_line_fatal=False,
         probe_flags=False,
         compact_templates=False,
-        refuse_empty_match=False,
-        regex_library="pcre",
-        match_limit=100_000,
-        depth_limit=10_000,
-        heap_limit_kib=None,
         udp_payloads_from_probes=False,
         dtls_tunnel=False,
         udp_socket_per_probe=False,
@@ -89,11 +109,6 @@ GRAMMARS: tuple[Grammar, ...] = (
         long_line_fatal=False,
         probe_flags=True,
         compact_templates=True,
-        refuse_empty_match=False,
-        regex_library="pcre",
-        match_limit=100_000,
-        depth_limit=10_000,
-        heap_limit_kib=None,
         udp_payloads_from_probes=True,
         dtls_tunnel=True,
         udp_socket_per_probe=True,
@@ -105,11 +120,6 @@ GRAMMARS: tuple[Grammar, ...] = (
         long_line_fatal=False,
         probe_flags=True,
         compact_templates=True,
-        refuse_empty_match=False,
-        regex_library="pcre2",
-        match_limit=100_000,
-        depth_limit=10_000,
-        heap_limit_kib=None,
         udp_payloads_from_probes=True,
         dtls_tunnel=True,
         udp_socket_per_probe=True,
@@ -121,11 +131,6 @@ GRAMMARS: tuple[Grammar, ...] = (
         long_line_fatal=True,
         probe_flags=True,
         compact_templates=True,
-        refuse_empty_match=True,
-        regex_library="pcre2",
-        match_limit=50_000,
-        depth_limit=1_000,
-        heap_limit_kib=10_240,
         udp_payloads_from_probes=True,
         dtls_tunnel=True,
         udp_socket_per_probe=True,
