@@ -347,7 +347,7 @@ def test_deeply_nested_json_within_the_size_cap_is_a_job_error() -> None:
     raw = b'{"tags": ' + b"[" * 60_000 + b"]" * 60_000 + b"}"
     with pytest.raises(JobError) as caught:
         parse(raw, limits=JobLimits(max_bytes=200_000))
-    assert str(caught.value) == "bad JSON: nested too deeply"
+    assert str(caught.value) == "bad JSON: nested too deeply (60001 levels; the limit is 8)"
     with pytest.raises(JobError, match=r"^bad JSON: Exceeds the limit"):
         parse(b'{"priority": ' + b"9" * 5000 + b"}")
 

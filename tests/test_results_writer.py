@@ -227,9 +227,11 @@ def test_a_redelivery_after_the_job_ended_only_acknowledges(
     state = job_hash(redis)
     assert (state["status"], state["attempt"]) == ("done", "a1")
     assert len(job_results(redis)) == 1
-    # a producer retrying its XADD with the same job id gets no second scan either
-    assert run(writer.begin(job, "9-0", "a3")) == "done"
+    # a producer retrying its XADD with the same job id gets no second scan either: that
+    # entry is a duplicate (the caller dead-letters it), and the job is untouched
+    assert run(writer.begin(job, "9-0", "a3")) == "duplicate"
     assert len(job_results(redis)) == 1
+    assert job_hash(redis)["entry"] == "5-0"
 
 
 def test_the_same_job_id_running_from_another_entry_is_not_run_twice(
@@ -237,7 +239,7 @@ def test_the_same_job_id_running_from_another_entry_is_not_run_twice(
 ) -> None:
     job = make_job()
     assert run(writer.begin(job, "5-0", "a1")) == "run"
-    assert run(writer.begin(job, "6-0", "a2")) == "done"
+    assert run(writer.begin(job, "6-0", "a2")) == "duplicate"
     assert job_hash(redis)["attempt"] == "a1"
     assert run(writer.write(job.id, "a1", result(22))) is True
 
@@ -284,7 +286,14 @@ def test_cancel_before_start_and_while_running(redis: SyncRedis, writer: ResultW
 
 
 def test_reject_marks_an_invalid_job_failed(redis: SyncRedis, writer: ResultWriter) -> None:
-    assert run(writer.reject("bad-1", "7-0", "invalid job: intensity: 10 is out of range (0-9)"))
+    # an entry nobody recorded (a bare XADD) gets no hash under the id it claims: it would
+    # shadow the real job of that id submitted later
+    reason = "invalid job: intensity: 10 is out of range (0-9)"
+    assert run(writer.reject("bad-1", "7-0", reason)) is False
+    assert job_hash(redis, "bad-1") == {}
+    # its submitter recorded it (hash owned by that entry): the hash says failed
+    assert run(writer.set_queued(make_job("bad-1"), "7-0")) is True
+    assert run(writer.reject("bad-1", "7-0", reason))
     state = job_hash(redis, "bad-1")
     assert (state["status"], state["error"], state["entry"]) == (
         "failed",

@@ -20,6 +20,11 @@ Keys from ``../shared/DESIGN.md`` ("Daemon configuration"):
     (address, port) tasks than ``task_ports`` is split into tasks any worker can take.
 ``allow``, ``deny``
     target networks (CIDR, comma or space separated); deny wins. Default allow: loopback.
+``allow_names``
+    hostnames jobs may name (shell patterns such as ``*.corp.example``, case-insensitive,
+    comma or space separated). A job naming any other host is refused before anything is
+    resolved, so producers cannot make the daemon query the resolver for names of their
+    choosing. Default ``localhost`` (answered from ``/etc/hosts``); ``*`` allows every name.
 ``probes_file``, ``extra_probes``
     the nmap-service-probes file (empty = search the usual places) and extra probe files
     layered on top.
@@ -49,7 +54,12 @@ Keys the daemon needs beyond DESIGN's list:
     systemd provides one (``LoadCredential=``), else relative to the working directory.
 ``max_job_bytes``, ``max_job_port_tasks``
     sanity caps: a larger job document, or a job expanding to more (address, port)
-    tasks, is rejected to the dead-letter stream.
+    tasks, is rejected to the dead-letter stream. A stream entry's values over
+    ``max_job_bytes`` are not even read (:mod:`vscand.queue.resp`).
+``dead_maxlen``, ``dead_payload_bytes``
+    the dead-letter stream is trimmed to about ``dead_maxlen`` entries (default 10000);
+    each keeps the first ``dead_payload_bytes`` (default 4096) of the refused job and of
+    each other field, with the full size beside it.
 ``drain_timeout``
     seconds the daemon drains in-flight work on stop before releasing it (below
     systemd's ``TimeoutStopSec``).
@@ -131,6 +141,7 @@ class DaemonConfig:
     connect_rate: float = 0.0
     allow: tuple[str, ...] = DEFAULT_ALLOW
     deny: tuple[str, ...] = ()
+    allow_names: tuple[str, ...] = ("localhost",)
     probes_file: str | None = None
     extra_probes: tuple[str, ...] = ()
     services_file: str | None = None
@@ -145,6 +156,8 @@ class DaemonConfig:
     job_key_file: str | None = None
     max_job_bytes: int = 65_536
     max_job_port_tasks: int = 1_000_000
+    dead_maxlen: int = 10_000
+    dead_payload_bytes: int = 4096
     drain_timeout: float = 25.0
     block_ms: int = 5_000
     command_timeout: float = 5.0
@@ -280,6 +293,19 @@ def _networks(value: object) -> tuple[str, ...]:
     return tuple(networks)
 
 
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9*?.\[\]!_-]{1,253}")
+
+
+def _name_patterns(value: object) -> tuple[str, ...]:
+    patterns: list[str] = []
+    for item in _items(value):
+        if not _NAME_PATTERN.fullmatch(item):
+            raise _Invalid(f"{item!r} is not a hostname pattern (letters, digits, . - _ * ? [ ])")
+        if item.lower() not in patterns:
+            patterns.append(item.lower())
+    return tuple(patterns)
+
+
 def _paths(value: object) -> tuple[str, ...]:
     return tuple(_items(value))
 
@@ -364,6 +390,7 @@ _KEYS: dict[str, Callable[[object], object]] = {
     "connect_rate": _float(0.0, False, "a non-negative number (0 = unlimited)"),
     "allow": _networks,
     "deny": _networks,
+    "allow_names": _name_patterns,
     "probes_file": _optional_path,
     "extra_probes": _paths,
     "services_file": _optional_path,
@@ -378,6 +405,8 @@ _KEYS: dict[str, Callable[[object], object]] = {
     "job_key_file": _optional_path,
     "max_job_bytes": _int(1, None, "a positive integer"),
     "max_job_port_tasks": _int(1, None, "a positive integer"),
+    "dead_maxlen": _int(1, None, "a positive integer"),
+    "dead_payload_bytes": _int(0, 1_048_576, "an integer from 0 to 1048576"),
     "drain_timeout": _float(0.0, False, "a non-negative number of seconds"),
     "block_ms": _int(1, None, "a positive integer"),
     "command_timeout": _float(0.0, True, "a positive number of seconds"),

@@ -257,9 +257,13 @@ async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace
     except JobError as exc:
         raise FleetError(f"invalid job: {exc}") from None
     stream = keys.jobs_for(args.queue)
-    entry = _text(await client.execute("XADD", stream, "*", "job", raw))
     writer = ResultWriter(client, keys, worker="vscan-submit")
-    await writer.set_queued(parsed, entry)
+    queued, status = await writer.submit(parsed, stream)
+    if not queued:
+        raise FleetError(
+            f"job id {parsed.id!r} is taken (a job with it exists, status {status or '?'}); "
+            "submit under another --id"
+        )
     print(parsed.id)
     sys.stdout.flush()
     if args.wait:

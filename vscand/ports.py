@@ -147,8 +147,12 @@ class PortSpec:
 
 
 def _parse_number(text: str, item: str) -> int:
-    if not text.isdigit():
+    # ASCII digits only: str.isdigit() is also true of "²" and other digits int() refuses
+    if not (text.isascii() and text.isdigit()):
         raise PortSpecError(f"bad port {item!r}")
+    if len(text.lstrip("0")) > 5:  # before int(): thousands of digits cost, and raise
+        shown = text if len(text) <= 12 else text[:12] + "..."
+        raise PortSpecError(f"port {shown} is out of range (0-65535)")
     value = int(text)
     if value > 65535:
         raise PortSpecError(f"port {value} is out of range (0-65535)")

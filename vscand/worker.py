@@ -41,7 +41,7 @@ from vscand.ports import ServicesTable, load_services
 from vscand.probes.matcher import Matcher, load_matcher
 from vscand.queue import shards, stale
 from vscand.queue.client import RedisClient, RedisUnavailable
-from vscand.queue.consumer import Delivery, JobConsumer
+from vscand.queue.consumer import Delivery, JobConsumer, reader_limits
 from vscand.queue.jobs import (
     Job,
     JobError,
@@ -50,6 +50,7 @@ from vscand.queue.jobs import (
     JobVerifier,
     claim_signature,
     decode_job,
+    id_hint,
     load_key,
     parse_job,
 )
@@ -118,7 +119,9 @@ class WorkerService(service.Service):
         self.keys = Keys(config.key_prefix)
         self.name = "vscand-worker"
         self.stream = self.keys.jobs_for(config.queue)
-        self.policy = TargetPolicy(allow=list(config.allow), deny=list(config.deny))
+        self.policy = TargetPolicy(
+            allow=list(config.allow), deny=list(config.deny), allow_names=config.allow_names
+        )
         self.limits = JobLimits(
             max_bytes=config.max_job_bytes, max_port_tasks=config.max_job_port_tasks
         )
@@ -190,6 +193,8 @@ class WorkerService(service.Service):
             config.redis_url,
             command_timeout=config.command_timeout,
             client_name=f"vscand:{config.consumer}",
+            # entries are untrusted: values over the job limit are never read
+            reader_limits=reader_limits(config.max_job_bytes),
         )
         await self._until_connected()
         self.consumer = JobConsumer(
@@ -201,6 +206,9 @@ class WorkerService(service.Service):
             lease_ms=config.job_idle_ms,
             max_deliveries=config.max_deliveries,
             dead_stream=self.keys.dead,
+            max_value_bytes=config.max_job_bytes,
+            dead_maxlen=config.dead_maxlen,
+            dead_payload_bytes=config.dead_payload_bytes,
         )
         await self._retrying("create the consumer group", self.consumer.ensure_group)
         self.writer = ResultWriter(
@@ -392,7 +400,16 @@ class WorkerService(service.Service):
         # entries meanwhile than max_jobs allows
         self._handling.add(delivery.entry_id)
         d = defer.Deferred.fromCoroutine(self._handle(delivery))
-        d.addErrback(lambda f: log.failure("job entry {entry} failed", f, entry=delivery.entry_id))
+
+        def unhandled(failure: Any) -> None:
+            # _handle ends every entry itself; only a failure to dead-letter comes here. The
+            # entry must not stay "in hand": the janitor claims it after the lease (counting
+            # a delivery), and past max_deliveries it is dead-lettered
+            log.failure("job entry {entry} could not be ended", failure, entry=delivery.entry_id)
+            if self.consumer is not None:
+                self.consumer.forget(delivery.entry_id)
+
+        d.addErrback(unhandled)
 
         def handled(_: object) -> None:
             self._handling.discard(delivery.entry_id)
@@ -405,28 +422,53 @@ class WorkerService(service.Service):
         if waiter is not None:
             waiter.callback(None)
 
-    async def _reject(self, delivery: Delivery, job_id: str | None, reason: str) -> None:
+    async def _reject(
+        self, delivery: Delivery, job_id: str | None, reason: str, *, trusted: bool = True
+    ) -> None:
+        """Dead-letter *delivery* with *reason* (which acknowledges it). The status hash of
+        *job_id* is marked failed only when *trusted* (in signed mode: the signature was
+        verified) and only when that hash belongs to this very entry (made by its submitter,
+        or by its own earlier start): a refused entry never changes another job."""
         assert self.writer is not None and self.consumer is not None
         log.warn("job entry {entry} rejected: {reason}", entry=delivery.entry_id, reason=reason)
-        await self._retrying(
-            "record a rejected job", self.writer.reject, job_id, delivery.entry_id, reason
-        )
+        if job_id is not None and trusted:
+            await self._retrying(
+                "record a rejected job", self.writer.reject, job_id, delivery.entry_id, reason
+            )
         await self._retrying("dead-letter a job", self.consumer.dead_letter, delivery, reason)
         self.metrics.job_ended("dead_lettered")  # metrics
 
     async def _handle(self, delivery: Delivery) -> None:
+        """Every entry handed to this worker ends here exactly once: run and acknowledged,
+        or dead-lettered with a reason (and so acknowledged), whatever goes wrong on the way.
+        Only Redis being unavailable at shutdown leaves it pending (redelivered later)."""
         assert self.consumer is not None and self.writer is not None
-        raw = delivery.fields.get(b"job", b"")
-        job_id_hint = _job_id_hint(raw)
+        try:
+            await self._intake(delivery)
+        except (RedisUnavailable, defer.CancelledError):
+            self.consumer.forget(delivery.entry_id)  # pending: our PEL read or a janitor's
+            raise
+        except Exception as exc:
+            log.failure("job entry {entry}: unexpected error", entry=delivery.entry_id)
+            await self._reject(delivery, None, _internal_error(exc))
+
+    async def _intake(self, delivery: Delivery) -> None:
+        assert self.consumer is not None and self.writer is not None
+        # the cheap checks first: size (values over the limit were never read), fields
         if self.consumer.over_cap(delivery):
             await self._reject(
                 delivery,
-                job_id_hint,
+                id_hint(delivery.fields.get(b"job", b""), self.limits),
                 f"delivered {delivery.deliveries} times (max_deliveries "
                 f"{self.config.max_deliveries}): the job crashed or wedged its worker each time",
+                trusted=self.verifier is None,
             )
             return
-        if b"job" not in delivery.fields:
+        if delivery.refusal is not None:
+            await self._reject(delivery, None, f"invalid job: {delivery.refusal}")
+            return
+        raw = delivery.fields.get(b"job")
+        if raw is None:
             names = sorted(name.decode("utf-8", "replace")[:40] for name in delivery.fields)
             await self._reject(
                 delivery,
@@ -445,7 +487,7 @@ class WorkerService(service.Service):
                 services=self.services,
             )
         except JobError as exc:
-            await self._reject(delivery, exc.job_id or job_id_hint, f"invalid job: {exc}")
+            await self._reject(delivery, exc.job_id, f"invalid job: {exc}", trusted=exc.id_trusted)
             return
         if self.verifier is not None:
             fresh = await self._retrying(
@@ -454,7 +496,7 @@ class WorkerService(service.Service):
             if not fresh:
                 await self._reject(
                     delivery,
-                    job.id,
+                    None,
                     "replayed job: this signed job id was "
                     "already submitted in another stream entry",
                 )
@@ -466,10 +508,18 @@ class WorkerService(service.Service):
         if state == "done":
             await self._retrying("ack a finished job", self.consumer.ack, delivery.entry_id)
             return
+        if state == "duplicate":
+            await self._reject(
+                delivery,
+                None,
+                f"duplicate job id: {job.id!r} belongs to another stream entry "
+                f"({self.keys.job(job.id)} names it); submit the job under a new id",
+            )
+            return
         if state == "orphan":
             await self._reject(
                 delivery,
-                job.id,
+                None,
                 f"invalid job: {job.id} names parent {job.parent!r}, "
                 "but no sharded job queued it as a task",
             )
@@ -485,6 +535,22 @@ class WorkerService(service.Service):
         self.jobs[delivery.entry_id] = running
         try:
             await self._run(running)
+        except (RedisUnavailable, defer.CancelledError):
+            raise
+        except Exception as exc:
+            log.failure("job {job}: unexpected error", job=job.id)
+            if running.scheduler is not None:
+                running.scheduler.stop()
+            if not (running.lost or running.releasing):
+                # end this attempt failed (fenced: only while it is still ours)
+                reason = _internal_error(exc)
+                await self._retrying(
+                    "fail a job", self.writer.finish, job.id, attempt, "failed", reason
+                )
+                await self._retrying(
+                    "dead-letter a job", self.consumer.dead_letter, delivery, reason
+                )
+                self.metrics.job_ended("dead_lettered")  # metrics
         finally:
             self.jobs.pop(delivery.entry_id, None)
             running.done.callback(None)
@@ -893,18 +959,7 @@ def _iso(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
-def _job_id_hint(raw: bytes) -> str | None:
-    """The job's id if one can be read from an invalid job (for its status hash)."""
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(value, dict):
-        job_id = value.get("id")
-        if (
-            isinstance(job_id, str)
-            and 0 < len(job_id) <= 128
-            and all(c.isalnum() or c in "._:-" for c in job_id)
-        ):
-            return job_id
-    return None
+def _internal_error(exc: BaseException) -> str:
+    """A dead letter's reason for an error nobody expected (bounded, one line)."""
+    text = " ".join(str(exc).split())
+    return f"internal error: {type(exc).__name__}: {text[:300]}"

@@ -42,6 +42,8 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from vscand.queue.resp import ReplyCap, ReplyCapError, ReplyLimits, cut_size, new_token
+
 with warnings.catch_warnings():
     # its module body builds a set mixing b"subscribe" and "subscribe" (python -b warns)
     warnings.simplefilter("ignore", BytesWarning)
@@ -195,6 +197,20 @@ class _RedisProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
     """txredisapi's protocol, with status replies as ``bytes`` like every other string."""
 
     link: _Link
+    #: the reply filter of this connection (:mod:`vscand.queue.resp`), when its link has limits
+    cap: ReplyCap | None = None
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        # unpause=True is the parser handing itself bytes it already had (filtered ones)
+        if self.cap is not None and not unpause:
+            try:
+                data = self.cap.feed(data)
+            except ReplyCapError as exc:
+                log.error("Redis reply refused ({error}); dropping the connection", error=exc)
+                self.cap = None
+                self.transport.abortConnection()
+                return
+        super().dataReceived(data, unpause)
 
     def replyReceived(self, reply: Any) -> None:
         super().replyReceived(reply.encode() if isinstance(reply, str) else reply)
@@ -226,6 +242,8 @@ class _ProtocolFactory(Factory):
         )
         proto.factory = self
         proto.link = self.link
+        if self.link.limits is not None:
+            proto.cap = ReplyCap(self.link.limits, self.link.token)
         proto.callLater = self.clock.callLater  # the line parser defers leftovers with it
         self.link.built(proto)
         return proto
@@ -251,8 +269,12 @@ class _Link:
         name: str,
         policy: Callable[[int], float],
         connect_timeout: float,
+        limits: ReplyLimits | None = None,
+        token: bytes = b"",
     ) -> None:
         self.clock = clock
+        self.limits = limits
+        self.token = token
         self.url = url
         self.name = name
         self.connect_timeout = connect_timeout
@@ -462,12 +484,18 @@ class RedisClient:
         client_name: str = "vscand",
         retry: Callable[[int], float] | None = None,
         endpoint: IStreamClientEndpoint | None = None,
+        reader_limits: ReplyLimits | None = None,
     ) -> None:
         """*reactor* provides ``IReactorTime`` (and TCP/UNIX for the default endpoints).
 
         *retry* is the reconnection policy (seconds before attempt n, see
         :func:`retry_policy`); *endpoint* replaces the one built from *url* (tests).
+        *reader_limits* bounds the replies of the blocking reader (where stream entries
+        written by others arrive): larger values come as cut markers (:mod:`.resp`,
+        :meth:`cut`).
         """
+        self.cut_token = new_token()
+        self.reader_limits = reader_limits
         self._reactor = reactor
         self.url = parse_redis_url(url)
         self.command_timeout = command_timeout
@@ -502,7 +530,12 @@ class RedisClient:
             endpoint = wrapClientTLS(optionsForClientTLS(url.host), endpoint)
         return endpoint
 
-    def _make_link(self, name: str) -> _Link:
+    def cut(self, value: object) -> tuple[str, int] | None:
+        """``(kind, size)`` when *value* is a cut marker of this client (a value over the
+        reader's limits, or one a script capped with :attr:`cut_token`), else ``None``."""
+        return cut_size(self.cut_token, value)
+
+    def _make_link(self, name: str, limits: ReplyLimits | None = None) -> _Link:
         return _Link(
             clock=self._reactor,
             endpoint=self._make_endpoint(),
@@ -510,6 +543,8 @@ class RedisClient:
             name=name,
             policy=self._policy,
             connect_timeout=self.connect_timeout,
+            limits=limits,
+            token=self.cut_token,
         )
 
     @property
@@ -589,7 +624,9 @@ class RedisClient:
 
     def _reader_link(self) -> _Link:
         if self._reader is None:
-            self._reader = self._make_link(self.client_name + self.READER_SUFFIX)
+            self._reader = self._make_link(
+                self.client_name + self.READER_SUFFIX, self.reader_limits
+            )
             if self._disconnected:
                 self._reader.stopped = True
         return self._reader

@@ -33,10 +33,31 @@ from twisted.internet.defer import CancelledError, DeferredLock
 from twisted.logger import Logger
 
 from vscand.queue.client import RedisClient, RedisReplyError, RedisUnavailable
+from vscand.queue.resp import ReplyLimits
 
 log = Logger(namespace="vscand.consumer")
 
 DELETED_REASON = "deleted before processing"
+
+#: entries read at once (also the reader's array limit: see :func:`reader_limits`)
+MAX_READ = 16
+#: fields an entry may have (a job entry has one, ``job``)
+MAX_FIELDS = 8
+
+# Lua shared by the scripts that hand out entries: values over ARGV-given limits become
+# cut markers (vscand/queue/resp.py) made with the client's token, so an entry of any
+# size costs the daemon a few bytes. capped(fields, token, max value bytes, max fields)
+_CAP_LIB = """
+local function capped(fields, token, max_value, max_fields)
+  if #fields > 2 * max_fields then return {token .. ':array:' .. #fields} end
+  local out = {}
+  for i = 1, #fields do
+    local v = fields[i]
+    if #v > max_value then out[i] = token .. ':bulk:' .. #v else out[i] = v end
+  end
+  return out
+end
+"""
 
 # Owner-checked lease renewal: XCLAIM ... JUSTID resets the idle time without counting a
 # delivery, and only when the entry is still ours (a janitor elsewhere may have claimed it).
@@ -48,12 +69,15 @@ return 1
 """
 
 # Take entries of the own PEL back, counting one delivery each (XCLAIM without JUSTID adds
-# one and resets the idle time). ARGV: group, consumer, entry ids. For every id still ours:
-# {id, deliveries, fields}; fields is empty for an entry deleted while pending (left in the
-# PEL for the dead-letter call). Ids another consumer claimed meanwhile are left out.
-_TAKE_OWN = """
+# one and resets the idle time). ARGV: group, consumer, token, max value bytes, max fields,
+# entry ids. For every id still ours: {id, deliveries, fields (capped)}; fields is empty for
+# an entry deleted while pending (left in the PEL for the dead-letter call). Ids another
+# consumer claimed meanwhile are left out.
+_TAKE_OWN = (
+    _CAP_LIB
+    + """
 local out = {}
-for i = 3, #ARGV do
+for i = 6, #ARGV do
   local id = ARGV[i]
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
   if #p == 1 and p[1][2] == ARGV[2] then
@@ -62,12 +86,31 @@ for i = 3, #ARGV do
       out[#out + 1] = {id, p[1][4], {}}
     else
       local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
-      out[#out + 1] = {id, p[1][4] + 1, c[1][2]}
+      out[#out + 1] = {id, p[1][4] + 1, capped(c[1][2], ARGV[3], tonumber(ARGV[4]),
+                                               tonumber(ARGV[5]))}
     end
   end
 end
 return out
 """
+)
+
+# XAUTOCLAIM with the entries' values capped. ARGV: group, consumer, min idle ms, cursor,
+# count, token, max value bytes, max fields. Reply as XAUTOCLAIM's (Redis 7: with the ids
+# of deleted entries as a third element).
+_AUTOCLAIM = (
+    _CAP_LIB
+    + """
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                     'COUNT', ARGV[5])
+for _, entry in ipairs(r[2]) do
+  if type(entry) == 'table' and type(entry[2]) == 'table' then
+    entry[2] = capped(entry[2], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]))
+  end
+end
+return r
+"""
+)
 
 # Delivery counts of entries of the PEL (0 for an entry no longer pending).
 _COUNTS = """
@@ -81,24 +124,62 @@ end
 return out
 """
 
-# XADD to the dead-letter stream and XACK, in one step. ARGV: group, entry, job, reason,
-# deliveries, at, only-if-pending ('1' or '0'), then the entry's other fields as name/value
-# pairs. With only-if-pending the call is idempotent: an entry no longer pending is not
-# dead-lettered again, so a call retried after a timeout or a lost connection (the first
-# try may have been applied) adds no second dead letter. Entries XAUTOCLAIM reported as
-# deleted are already out of the PEL: those are recorded unconditionally.
+# XADD to the dead-letter stream and XACK, in one step. ARGV: group, entry, reason,
+# deliveries, at, only-if-pending ('1' or '0'), max length of the dead-letter stream
+# (MAXLEN ~), bytes of each value kept. The entry's fields are read from the stream here, in
+# Redis (an entry of any size never travels to the daemon): each is kept as its first bytes
+# (field 'job' for the job, 'field:<name>' for the others, at most 16) with '<name>_bytes'
+# holding its full size when it was cut. With only-if-pending the call is idempotent: an
+# entry no longer pending is not dead-lettered again, so a call retried after a timeout or a
+# lost connection (the first try may have been applied) adds no second dead letter. Entries
+# XAUTOCLAIM reported as deleted are already out of the PEL: those are recorded
+# unconditionally.
 _DEAD_LETTER = """
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 0 and ARGV[7] == '1' then return 0 end
-local fields = {'job', ARGV[3], 'reason', ARGV[4], 'entry', ARGV[2], 'deliveries', ARGV[5],
-                'stream', KEYS[1], 'at', ARGV[6]}
-for i = 8, #ARGV, 2 do
-  fields[#fields + 1] = 'field:' .. ARGV[i]
-  fields[#fields + 1] = ARGV[i + 1]
+if acked == 0 and ARGV[6] == '1' then return 0 end
+local keep = tonumber(ARGV[8])
+local fields = {'reason', ARGV[3], 'entry', ARGV[2], 'deliveries', ARGV[4],
+                'stream', KEYS[1], 'at', ARGV[5]}
+local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+local job = ''
+if #e == 1 then
+  local raw = e[1][2]
+  local others = 0
+  for i = 1, #raw - 1, 2 do
+    local name, value = raw[i], raw[i + 1]
+    local label = nil
+    if name == 'job' then
+      label = 'job'
+    elseif others < 16 then
+      others = others + 1
+      label = 'field:' .. string.sub(name, 1, 64)
+    end
+    if label then
+      if label == 'job' then job = string.sub(value, 1, keep) else
+        fields[#fields + 1] = label
+        fields[#fields + 1] = string.sub(value, 1, keep)
+      end
+      if #value > keep then
+        fields[#fields + 1] = label .. '_bytes'
+        fields[#fields + 1] = tostring(#value)
+      end
+    end
+  end
 end
-redis.call('XADD', KEYS[2], '*', unpack(fields))
+table.insert(fields, 1, job)
+table.insert(fields, 1, 'job')
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', unpack(fields))
 return acked
 """
+
+
+def reader_limits(max_value_bytes: int) -> ReplyLimits:
+    """What the blocking reader's replies (``XREADGROUP`` of untrusted entries) may hold: at
+    most :data:`MAX_READ` entries of :data:`MAX_FIELDS` fields, each value at most
+    *max_value_bytes* (the job limit); bigger values and arrays arrive as cut markers."""
+    bulk = max(4096, max_value_bytes)
+    items = max(MAX_READ, 2 * MAX_FIELDS)
+    return ReplyLimits(max_bulk=bulk, max_items=items, max_reply=(2 + items * items) * bulk)
 
 
 @dataclass(frozen=True)
@@ -109,6 +190,9 @@ class Delivery:
     entry_id: str
     fields: dict[bytes, bytes]
     deliveries: int  # 1 for a first delivery; Redis's PEL count for re-read or claimed ones
+    #: why the entry cannot be a job before even looking at it (a value over the size
+    #: limit or too many fields: those were never read), else ``None``
+    refusal: str | None = None
 
 
 def _text(value: Any) -> str:
@@ -140,6 +224,9 @@ class JobConsumer:
         max_deliveries: int = 3,
         dead_stream: str,
         group_start: str = "0",
+        max_value_bytes: int = 65536,
+        dead_maxlen: int = 10_000,
+        dead_payload_bytes: int = 4096,
     ) -> None:
         """*group_start* is where a group created by :meth:`ensure_group` starts: ``"0"``
         (default) takes the entries already in the stream, e.g. jobs submitted before the
@@ -154,6 +241,10 @@ class JobConsumer:
         self.max_deliveries = max_deliveries
         self.dead_stream = dead_stream
         self.group_start = group_start
+        #: a value longer than this is not read (the job limit: such a job is refused)
+        self.max_value_bytes = max(4096, max_value_bytes)
+        self.dead_maxlen = dead_maxlen
+        self.dead_payload_bytes = dead_payload_bytes
         self._last_progress: float = clock.seconds()
         self._pel_drained = False  # own PEL read through since start (or since a failed read)
         self._pel_cursor = "-"  # XPENDING start of the next own-PEL page
@@ -216,7 +307,7 @@ class JobConsumer:
     async def read(self, count: int) -> list[Delivery]:
         """Up to *count* entries: first this consumer's own PEL, then new ones (``>``, BLOCK
         ``block_ms`` on the dedicated connection). ``[]`` when the block times out."""
-        count = max(1, count)
+        count = max(1, min(count, MAX_READ))
         try:
             if not self._pel_drained:
                 async with self._taking:
@@ -244,7 +335,7 @@ class JobConsumer:
             if not ids:
                 continue
             taken = await self.client.eval(
-                _TAKE_OWN, [self.stream], [self.group, self.consumer, *ids]
+                _TAKE_OWN, [self.stream], [self.group, self.consumer, *self._cap_args(), *ids]
             )
             deliveries: list[Delivery] = []
             for raw_id, n, raw_fields in taken:
@@ -252,9 +343,7 @@ class JobConsumer:
                 if not raw_fields:  # trimmed or XDEL'd while pending
                     await self._dead_letter_deleted(entry_id)
                     continue
-                deliveries.append(
-                    Delivery(self.stream, entry_id, _fields(raw_fields), max(1, int(n)))
-                )
+                deliveries.append(self._delivery(entry_id, raw_fields, max(1, int(n))))
             if deliveries:
                 self._in_hand.update(d.entry_id for d in deliveries)
                 log.info(
@@ -285,7 +374,7 @@ class JobConsumer:
             if raw_fields is None:
                 await self._dead_letter_deleted(entry_id)
                 continue
-            deliveries.append(Delivery(self.stream, entry_id, _fields(raw_fields), 1))
+            deliveries.append(self._delivery(entry_id, raw_fields, 1))
         self._in_hand.update(d.entry_id for d in deliveries)
         return deliveries
 
@@ -297,9 +386,10 @@ class JobConsumer:
 
     async def _claim_idle(self, count: int) -> list[Delivery]:
         try:
-            reply = await self.client.execute(
-                "XAUTOCLAIM", self.stream, self.group, self.consumer, self.lease_ms,
-                self._claim_cursor, "COUNT", count,
+            reply = await self.client.eval(
+                _AUTOCLAIM, [self.stream],
+                [self.group, self.consumer, self.lease_ms, self._claim_cursor, count,
+                 *self._cap_args()],
             )  # fmt: skip
         except RedisReplyError as exc:
             if await self._recover_group(exc):
@@ -307,7 +397,7 @@ class JobConsumer:
             raise
         self._last_progress = self.clock.seconds()
         self._claim_cursor = _text(reply[0])
-        found: list[tuple[str, dict[bytes, bytes]]] = []
+        found: list[tuple[str, Any]] = []
         deleted: list[str] = [_text(i) for i in reply[2]] if len(reply) > 2 else []
         for entry in reply[1]:
             if entry is None:  # Redis 6.2: a deleted entry without its id
@@ -316,15 +406,15 @@ class JobConsumer:
             if entry[1] is None:
                 deleted.append(entry_id)
             elif entry_id not in self._in_hand:  # our own, idle because renewal was late
-                found.append((entry_id, _fields(entry[1])))
+                found.append((entry_id, entry[1]))
         for entry_id in deleted:
             await self._dead_letter_deleted(entry_id)
         if not found:
             return []
         counts = await self._delivery_counts([entry_id for entry_id, _ in found])
         deliveries = [
-            Delivery(self.stream, entry_id, fields, max(1, counts.get(entry_id, 1)))
-            for entry_id, fields in found
+            self._delivery(entry_id, raw, max(1, counts.get(entry_id, 1)))
+            for entry_id, raw in found
         ]
         self._in_hand.update(d.entry_id for d in deliveries)
         return deliveries
@@ -361,25 +451,23 @@ class JobConsumer:
         self, delivery: Delivery, reason: str, *, only_if_pending: bool = True
     ) -> None:
         """Copy the entry to the dead-letter stream with *reason* and acknowledge it,
-        atomically. With *only_if_pending* (the default) an entry that is no longer pending
-        (acknowledged meanwhile, or dead-lettered by an earlier try of this call) is left
-        alone, so retrying is safe."""
-        fields: list[bytes] = []
-        for name, value in delivery.fields.items():
-            if name != b"job":
-                fields += [name, value]
+        atomically. The copy is made in Redis from the stream (first ``dead_payload_bytes``
+        of each value, with its size when cut), and the dead-letter stream is trimmed to
+        about ``dead_maxlen``. With *only_if_pending* (the default) an entry that is no
+        longer pending (acknowledged meanwhile, or dead-lettered by an earlier try of this
+        call) is left alone, so retrying is safe."""
         await self.client.eval(
             _DEAD_LETTER,
             [delivery.stream, self.dead_stream],
             [
                 self.group,
                 delivery.entry_id,
-                delivery.fields.get(b"job", b""),
                 reason,
                 delivery.deliveries,
                 self._now_iso(),
                 "1" if only_if_pending else "0",
-                *fields,
+                self.dead_maxlen,
+                self.dead_payload_bytes,
             ],
         )
         self._in_hand.discard(delivery.entry_id)
@@ -429,6 +517,31 @@ class JobConsumer:
         return int(removed)
 
     # helpers
+
+    def _cap_args(self) -> list[Any]:
+        return [self.client.cut_token, self.max_value_bytes, MAX_FIELDS]
+
+    def _delivery(self, entry_id: str, raw: Any, deliveries: int) -> Delivery:
+        """A delivery from an entry's raw field list, with what the caps cut as a refusal."""
+        refusal = None
+        whole = self.client.cut(raw)
+        if whole is not None or not isinstance(raw, list):
+            size = whole[1] if whole is not None else 0
+            refusal = (
+                f"the stream entry has {size // 2} fields, more than the limit of {MAX_FIELDS} "
+                "(not read)"
+            )
+            return Delivery(self.stream, entry_id, {}, deliveries, refusal)
+        for value in raw:
+            cut = self.client.cut(value)
+            if cut is not None:
+                refusal = (
+                    f"the stream entry holds a value of {cut[1]} bytes, more than the limit of "
+                    f"{self.max_value_bytes} (not read)"
+                )
+                break
+        fields = {} if refusal is not None else _fields(raw)
+        return Delivery(self.stream, entry_id, fields, deliveries, refusal)
 
     async def _delivery_counts(self, entry_ids: Sequence[str]) -> dict[str, int]:
         reply = await self.client.eval(_COUNTS, [self.stream], [self.group, *entry_ids])

@@ -97,6 +97,8 @@ STALE_AFTER_RANGE = (60, 366 * 86400)
 REPLAY_MARGIN_S = 300.0
 #: replay guard lifetime for a job without not_after (only when called for one)
 REPLAY_DEFAULT_TTL_S = 7 * 24 * 3600.0
+#: a job's not_after may lie at most this far ahead (the replay guard lives that long)
+MAX_NOT_AFTER_AHEAD_S = 366 * 86400.0
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _QUEUE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -123,6 +125,8 @@ class JobLimits:
     max_ports_per_target: int = 65536
     max_port_tasks: int = 1_000_000
     max_tags: int = 32
+    #: arrays and objects inside each other (a job needs 2; checked before parsing)
+    max_depth: int = 8
 
 
 @dataclass(frozen=True)
@@ -159,14 +163,16 @@ class Job:
 class JobError(ValueError):
     """An invalid job. ``str()`` is one line: ``"<field>: <reason>"`` (or the reason).
 
-    ``job_id`` is the job's id when one could be read (so its status hash can be
-    marked failed), else ``None``.
+    ``job_id`` is the job's id when one could be read, else ``None``. ``id_trusted`` says
+    whether that id may be written under: ``False`` when signatures are required and this
+    job's was not verified (a sender without the key must not change any job's state).
     """
 
     def __init__(self, field: str | None, reason: str, job_id: str | None = None) -> None:
         self.field = field
         self.reason = reason
         self.job_id = job_id
+        self.id_trusted = True
         super().__init__(f"{field}: {reason}" if field else reason)
 
 
@@ -200,14 +206,39 @@ def canonical_json(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
+#: JSON strings (escapes included), then any bracket: what :func:`json_depth` looks at
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str) -> int:
+    """How deeply *text*'s arrays and objects nest, counted without parsing: brackets
+    outside strings (an unterminated string's brackets count too). Linear time."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    depth = deepest = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def decode_job(raw: bytes, limits: JobLimits = JobLimits()) -> dict[str, Any]:
-    """The job's JSON object (size, encoding and syntax checked), or :class:`JobError`."""
+    """The job's JSON object, or :class:`JobError`. The cheap checks come first: size in
+    bytes, UTF-8, nesting depth; only then is the JSON parsed."""
     if len(raw) > limits.max_bytes:
         raise JobError(None, f"job is {len(raw)} bytes, more than the limit of {limits.max_bytes}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise JobError(None, f"job is not UTF-8 (byte {e.start})") from None
+    depth = json_depth(text)
+    if depth > limits.max_depth:
+        raise JobError(
+            None, f"bad JSON: nested too deeply ({depth} levels; the limit is {limits.max_depth})"
+        )
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except JobError:
@@ -293,6 +324,12 @@ def check_not_after(value: object, now: float) -> float:
     if now > when:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
         raise JobError("not_after", f"job expired at {stamp} ({now - when:.0f} s ago)")
+    if when - now > MAX_NOT_AFTER_AHEAD_S:
+        raise JobError(
+            "not_after",
+            f"{value!r} is more than {MAX_NOT_AFTER_AHEAD_S / 86400:.0f} days ahead "
+            "(a job's lifetime is at most that)",
+        )
     return when
 
 
@@ -401,6 +438,8 @@ def _check_target(target: Target, where: str, policy: TargetPolicy, job_id: str 
             policy.check_network(target.network, f"target {target.text!r}")
         elif target.address is not None:
             policy.check_address(target.address, f"target {target.text!r}")
+        elif target.hostname is not None:
+            policy.check_name(target.hostname, f"target {target.text!r}")
     except TargetError as e:
         raise JobError(where, str(e), job_id) from None
 
@@ -525,12 +564,38 @@ def parse_job(
     """
     obj = decode_job(raw, limits)
     hint = obj.get("id") if isinstance(obj.get("id"), str) else None
+    verified = verifier is None
     try:
-        return _parse_object(obj, raw, limits, policy, verifier, now, services)
+        if verifier is not None:
+            _check_fields(obj)
+            verifier.verify(obj, now)
+            verified = True
+        return _parse_object(obj, raw, limits, policy, verifier is not None, now, services)
     except JobError as e:
         if e.job_id is None and hint is not None and _JOB_ID.fullmatch(hint):
             e.job_id = hint
+        e.id_trusted = verified
         raise
+
+
+def id_hint(raw: bytes, limits: JobLimits = JobLimits()) -> str | None:
+    """The id an entry's job claims, if it can be read cheaply and safely (size and depth
+    checked before parsing; never raises), else ``None``. Only a hint: see
+    :attr:`JobError.id_trusted` before writing anything under it."""
+    try:
+        value = decode_job(raw, limits).get("id")
+    except Exception:
+        return None
+    return value if isinstance(value, str) and _JOB_ID.fullmatch(value) else None
+
+
+def _check_fields(obj: Mapping[str, Any]) -> None:
+    unknown = sorted(set(obj) - JOB_FIELDS)
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise JobError(
+            None, f"unknown field {unknown[0]!r}{more}; allowed: {', '.join(sorted(JOB_FIELDS))}"
+        )
 
 
 def _parse_object(
@@ -538,23 +603,17 @@ def _parse_object(
     raw: bytes,
     limits: JobLimits,
     policy: TargetPolicy,
-    verifier: JobVerifier | None,
+    signed: bool,
     now: float,
     services: ServicesTable | None,
 ) -> Job:
-    unknown = sorted(set(obj) - JOB_FIELDS)
-    if unknown:
-        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-        raise JobError(
-            None, f"unknown field {unknown[0]!r}{more}; allowed: {', '.join(sorted(JOB_FIELDS))}"
-        )
-    if verifier is not None:
-        verifier.verify(obj, now)
+    """The fields of a decoded job; *signed*: its signature was verified already."""
+    _check_fields(obj)
     job_id = _job_id(obj)
-    if verifier is not None and job_id is None:
+    if signed and job_id is None:
         raise JobError("id", "a signed job must carry an id (the replay guard is keyed on it)")
     not_after = check_not_after(obj["not_after"], now) if obj.get("not_after") is not None else None
-    if "sig" in obj and verifier is None:
+    if "sig" in obj and not signed:
         sig = obj["sig"]
         if not isinstance(sig, str) or not _HEX_SIG.fullmatch(sig):
             raise JobError("sig", "must be 64 hex digits (HMAC-SHA256)")
@@ -735,6 +794,8 @@ async def claim_signature(
     """
     current = time.time() if now is None else now
     until = job.not_after if job.not_after is not None else current + REPLAY_DEFAULT_TTL_S
-    ttl_ms = max(1000, math.ceil((until + margin_s - current) * 1000))
+    # bounded whatever the job says: PX must stay an integer Redis accepts
+    longest = MAX_NOT_AFTER_AHEAD_S + margin_s
+    ttl_ms = math.ceil(max(1.0, min(until + margin_s - current, longest)) * 1000)
     reply = await client.eval(_CLAIM_SCRIPT, [keys.seen_signature(job.id)], [entry_id, ttl_ms])
     return integer(reply) == 1

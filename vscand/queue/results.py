@@ -32,7 +32,7 @@ from vscand.queue.commands import RedisCommands, integer, text
 from vscand.queue.jobs import Job
 from vscand.queue.keys import Keys
 
-BeginState = Literal["run", "cancelled", "done", "orphan"]
+BeginState = Literal["run", "cancelled", "done", "orphan", "duplicate"]
 SplitState = Literal["split", "cancelled", "lost"]
 FINAL_STATUSES = ("done", "failed", "cancelled")
 
@@ -72,16 +72,15 @@ end
 # KEYS: job hash, job results stream, job written set
 # ARGV: entry id, attempt, worker, now, job id, prefix, claimed parent ('' for none)
 _BEGIN = """
+-- the hash belongs to the stream entry that made it (its submitter, a split, or its own
+-- first start): another entry with the same id is a duplicate and changes nothing
+local owner = redis.call('HGET', KEYS[1], 'entry')
+if owner and owner ~= ARGV[1] then return 'duplicate' end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'done' or status == 'failed' or status == 'cancelled' then return 'done' end
 -- a sharded job's tasks were queued: nothing left to do with this entry but XACK
 if redis.call('HGET', KEYS[1], 'sharded') == '1' then return 'done' end
 if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'parent') ~= ARGV[7] then return 'orphan' end
-local entry = redis.call('HGET', KEYS[1], 'entry')
-if status == 'running' and entry and entry ~= ARGV[1] then
-  -- the same job id submitted twice: another stream entry runs it
-  return 'done'
-end
 redis.call('DEL', KEYS[2], KEYS[3])
 local pk = parent_key(KEYS[1], ARGV[6])
 if pk then
@@ -215,11 +214,12 @@ return 1
 """
 
 # KEYS: job hash; ARGV: entry id, error, now, job id, prefix
-# Never clobbers a job that another stream entry owns (a forged or replayed entry
-# reusing a real job's id) nor one that already ended well.
+# Writes only into the hash of this very stream entry (made by its submitter with the
+# entry, by a split, or by its own start): a refused entry never creates a job hash under
+# the id it claims, nor touches one another entry owns; nor one that already ended well.
 _REJECT = """
 local entry = redis.call('HGET', KEYS[1], 'entry')
-if entry and entry ~= ARGV[1] then return 0 end
+if entry ~= ARGV[1] then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'done' or status == 'cancelled' then return 0 end
 redis.call('HSET', KEYS[1], 'id', ARGV[4], 'status', 'failed', 'error', ARGV[2],
@@ -269,6 +269,20 @@ for i = 0, total - 1 do
   end
 end
 return total + 1
+"""
+
+# KEYS: job hash, jobs stream; ARGV: job JSON, now, job id, queue
+# A submission: the entry and the job's hash (status queued, owned by that entry) in one
+# step, or nothing when the id is taken. Returns {'queued', entry} or {'exists', status}.
+_SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'exists', redis.call('HGET', KEYS[1], 'status') or ''}
+end
+local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[1])
+redis.call('HSET', KEYS[1], 'id', ARGV[3], 'status', 'queued', 'entry', entry,
+           'queued_at', ARGV[2], 'updated_at', ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[4]) end
+return {'queued', entry}
 """
 
 # KEYS: job hash; ARGV: entry id, now, job id, queue
@@ -351,6 +365,8 @@ class ResultWriter:
             return "done"
         if state == "orphan":
             return "orphan"
+        if state == "duplicate":
+            return "duplicate"
         raise RuntimeError(f"unexpected reply from the begin script: {reply!r}")
 
     async def write(self, job_id: str, attempt: str, result: Mapping[str, Any]) -> bool:
@@ -483,6 +499,18 @@ class ResultWriter:
         if state in ("split", "cancelled", "lost"):
             return cast(SplitState, state)
         raise RuntimeError(f"unexpected reply from the split script: {reply!r}")
+
+    async def submit(self, job: Job, stream: str) -> tuple[bool, str]:
+        """Queue *job* (its ``raw`` JSON) on *stream* with its status hash, atomically:
+        ``(True, entry id)``, or ``(False, status)`` when a job with that id exists (a
+        re-used id is refused here; the daemon refuses one that gets past, too)."""
+        reply = await self.client.eval(
+            _SUBMIT,
+            [self.keys.job(job.id), stream],
+            [job.raw, self._now(), job.id, job.queue or ""],
+        )
+        outcome, value = (text(part) or "" for part in reply)
+        return outcome == "queued", value
 
     async def set_queued(self, job: Job, entry_id: str) -> bool:
         """For submitters, after XADD: status ``queued`` unless a worker already moved it on.

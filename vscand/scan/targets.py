@@ -25,6 +25,7 @@ The pipeline, as :func:`plan_tasks` runs it:
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 import socket
@@ -372,8 +373,13 @@ class TargetPolicy:
         allow: Iterable[IPNetwork | str] | None = None,
         deny: Iterable[IPNetwork | str] = (),
         max_cidr_addresses: int = DEFAULT_MAX_CIDR_ADDRESSES,
+        allow_names: Iterable[str] = ("*",),
     ) -> None:
+        """*allow_names*: shell patterns (``fnmatch``, case-insensitive) of the hostnames
+        that may be resolved at all; a name matching none is refused before any lookup.
+        The default here (``*``) is the command line's; the daemon's is ``localhost``."""
         allowed = DEFAULT_ALLOW if allow is None else allow
+        self.allow_names: tuple[str, ...] = tuple(p.strip().lower() for p in allow_names)
         self.allow: tuple[IPNetwork, ...] = tuple(_policy_network(n, "allow") for n in allowed)
         self.deny: tuple[IPNetwork, ...] = tuple(_policy_network(n, "deny") for n in deny)
         if max_cidr_addresses < 1:
@@ -384,6 +390,17 @@ class TargetPolicy:
         allow = ", ".join(map(str, self.allow))
         deny = ", ".join(map(str, self.deny))
         return f"TargetPolicy(allow=[{allow}], deny=[{deny}])"
+
+    def check_name(self, name: str, label: str | None = None) -> None:
+        """Raise :class:`TargetError` unless *name* may be resolved (``allow_names``)."""
+        folded = name.removesuffix(".").lower()
+        if any(fnmatch.fnmatchcase(folded, pattern) for pattern in self.allow_names):
+            return
+        allowed = ", ".join(self.allow_names) or "none"
+        raise TargetError(
+            f"{label or _label(name)}: hostname {name!r} is not allowed (allow_names: {allowed}); "
+            "names are resolved only when the daemon's policy allows them"
+        )
 
     def _allowed_text(self) -> str:
         return ", ".join(map(str, self.allow)) or "none"
@@ -529,6 +546,8 @@ async def _resolve_targets(
 ) -> list[CheckedTarget]:
     literals = iter(check_targets([t for t in targets if t.hostname is None], policy))
     names = list(dict.fromkeys(t.hostname for t in targets if t.hostname is not None))
+    for name in names:
+        policy.check_name(name)  # before any lookup: a refused name costs no DNS query
     resolved: dict[str, list[str]] = {}
     if names:
         lookups = [_lookup(resolver, name) for name in names]
