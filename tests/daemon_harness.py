@@ -165,6 +165,11 @@ class Redis:
             out.append(json.loads(values["result"]))
         return out
 
+    def refused(self, entry_id: str) -> dict[str, str]:
+        """The refusal record of a stream entry (``Keys.refused``)."""
+        reply = self("HGETALL", f"{self.prefix}refused:{{{entry_id}}}") or []
+        return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply), 2)}
+
     def dead(self) -> list[dict[str, str]]:
         entries = self("XRANGE", self.dead_key, "-", "+") or []
         out = []

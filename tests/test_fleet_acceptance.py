@@ -250,10 +250,11 @@ def test_a_task_without_a_split_is_rejected(
     refused, and the job it names is untouched."""
     server = listen(delayed_banner(SSH_BANNER, 0.0))
     daemons.start("orphan")
-    redis.xadd_job({"id": "stray:t0", "parent": "nobody", "endpoints": [server.endpoint]})
-    wait_for(lambda: redis.status("stray:t0") == "failed", 20, what="stray task failed")
-    assert "no sharded job queued it" in redis.job("stray:t0")["error"]
-    assert redis("EXISTS", "vscand:job:nobody") == 0
+    entry = redis.xadd_job({"id": "stray:t0", "parent": "nobody", "endpoints": [server.endpoint]})
+    wait_for(lambda: redis.refused(entry), 20, what="stray task refused")
+    assert "no sharded job queued it" in redis.refused(entry)["reason"]
+    assert redis.job("stray:t0") == {}  # no hash under the id a refused entry claims
+    assert redis.job("nobody") == {}
     assert server.connections == 0
 
 

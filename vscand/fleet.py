@@ -194,6 +194,16 @@ async def _job_hash(client: RedisClient, keys: Keys, job_id: str) -> dict[str, s
     status = {_text(pairs[i]): _text(pairs[i + 1]) for i in range(0, len(pairs), 2)}
     if not status:
         raise FleetError(f"no job {job_id!r} (no {keys.job(job_id)} hash)", EXIT_FAILED)
+    entry = status.get("entry")
+    if status.get("status") == "queued" and entry:
+        # refused without a word in the job's hash (signed mode: an unverified entry writes
+        # nothing under the id it claims): the refusal is recorded by stream entry
+        refusal = await client.execute("HGETALL", keys.refused(entry))
+        record = [_text(part) for part in refusal or []]
+        found = dict(zip(record[::2], record[1::2], strict=False))
+        if "reason" in found:
+            status["refused"] = found["reason"]
+            status["refused_at"] = found.get("at", "")
     return status
 
 
@@ -288,6 +298,9 @@ async def _wait(reactor: Any, client: RedisClient, keys: Keys, job_id: str, time
                     bar.total = int(total)
                 bar.n = int(status.get("ports_done", "0") or 0)
                 bar.set_postfix_str(state, refresh=True)
+            if "refused" in status:
+                print(f"job {job_id} refused: {status['refused']}", file=sys.stderr)
+                return EXIT_FAILED
             if state in FINAL:
                 if state != "done":
                     error = status.get("error")

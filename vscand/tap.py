@@ -55,6 +55,10 @@ _HELP: dict[str, str] = {
     "(relative: in $CREDENTIALS_DIRECTORY) [default: none, unsigned jobs accepted]",
     "max_job_bytes": "largest job document accepted [default: 65536]",
     "max_job_port_tasks": "most (address, port) tasks one job may expand to [default: 1000000]",
+    "allow_names": "hostnames jobs may name: shell patterns, comma separated (* = any); "
+    "others are refused before any lookup [default: localhost]",
+    "dead_maxlen": "approximate length of the dead-letter stream [default: 10000]",
+    "dead_payload_bytes": "bytes of a refused job a dead letter keeps [default: 4096]",
     "drain_timeout": "seconds to finish in-flight work on stop before releasing it [default: 25]",
     "block_ms": "XREADGROUP BLOCK in milliseconds [default: 5000]",
     "command_timeout": "seconds before any other Redis command fails [default: 5]",

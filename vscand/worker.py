@@ -209,6 +209,7 @@ class WorkerService(service.Service):
             max_value_bytes=config.max_job_bytes,
             dead_maxlen=config.dead_maxlen,
             dead_payload_bytes=config.dead_payload_bytes,
+            refused_key=self.keys.refused,
         )
         await self._retrying("create the consumer group", self.consumer.ensure_group)
         self.writer = ResultWriter(

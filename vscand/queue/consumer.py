@@ -24,7 +24,7 @@ for one run, and a poison job would reach the dead-letter stream one delivery ea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -126,7 +126,8 @@ return out
 
 # XADD to the dead-letter stream and XACK, in one step. ARGV: group, entry, reason,
 # deliveries, at, only-if-pending ('1' or '0'), max length of the dead-letter stream
-# (MAXLEN ~), bytes of each value kept. The entry's fields are read from the stream here, in
+# (MAXLEN ~), bytes of each value kept, seconds the refusal record (KEYS[3], by entry id)
+# is kept (0 = for ever). The entry's fields are read from the stream here, in
 # Redis (an entry of any size never travels to the daemon): each is kept as its first bytes
 # (field 'job' for the job, 'field:<name>' for the others, at most 16) with '<name>_bytes'
 # holding its full size when it was cut. With only-if-pending the call is idempotent: an
@@ -169,6 +170,9 @@ end
 table.insert(fields, 1, job)
 table.insert(fields, 1, 'job')
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', unpack(fields))
+redis.call('HSET', KEYS[3], 'reason', ARGV[3], 'at', ARGV[5], 'deliveries', ARGV[4],
+           'stream', KEYS[1])
+if tonumber(ARGV[9]) > 0 then redis.call('EXPIRE', KEYS[3], ARGV[9]) end
 return acked
 """
 
@@ -227,6 +231,8 @@ class JobConsumer:
         max_value_bytes: int = 65536,
         dead_maxlen: int = 10_000,
         dead_payload_bytes: int = 4096,
+        refused_key: Callable[[str], str] | None = None,
+        refused_ttl: int = 7 * 86400,
     ) -> None:
         """*group_start* is where a group created by :meth:`ensure_group` starts: ``"0"``
         (default) takes the entries already in the stream, e.g. jobs submitted before the
@@ -245,6 +251,9 @@ class JobConsumer:
         self.max_value_bytes = max(4096, max_value_bytes)
         self.dead_maxlen = dead_maxlen
         self.dead_payload_bytes = dead_payload_bytes
+        #: the refusal record of an entry (``Keys.refused``), kept refused_ttl seconds
+        self.refused_key = refused_key or (lambda entry_id: f"{dead_stream}:{{{entry_id}}}")
+        self.refused_ttl = refused_ttl
         self._last_progress: float = clock.seconds()
         self._pel_drained = False  # own PEL read through since start (or since a failed read)
         self._pel_cursor = "-"  # XPENDING start of the next own-PEL page
@@ -458,7 +467,7 @@ class JobConsumer:
         call) is left alone, so retrying is safe."""
         await self.client.eval(
             _DEAD_LETTER,
-            [delivery.stream, self.dead_stream],
+            [delivery.stream, self.dead_stream, self.refused_key(delivery.entry_id)],
             [
                 self.group,
                 delivery.entry_id,
@@ -468,6 +477,7 @@ class JobConsumer:
                 "1" if only_if_pending else "0",
                 self.dead_maxlen,
                 self.dead_payload_bytes,
+                self.refused_ttl,
             ],
         )
         self._in_hand.discard(delivery.entry_id)

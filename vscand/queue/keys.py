@@ -78,3 +78,9 @@ class Keys:
     @property
     def schedules(self) -> str:
         return f"{self.prefix}schedules"
+
+    def refused(self, entry_id: str) -> str:
+        """Hash: why a stream entry was refused (``reason``, ``at``, ``deliveries``,
+        ``stream``), kept ``job_retention``. Keyed by the entry, never by the job id the
+        entry claims, so a refused entry cannot shadow a real job's id."""
+        return f"{self.prefix}refused:{{{entry_id}}}"
