@@ -98,6 +98,8 @@ class RunningJob:
     writes: list[defer.Deferred[Any]] = field(default_factory=list)
 
 
+#: longest reason a dead letter or a job hash gets
+MAX_REASON_CHARS = 1000
 #: seconds between looks at the worker's free capacity when its ports fill it
 CAPACITY_POLL = 0.2
 
@@ -431,6 +433,8 @@ class WorkerService(service.Service):
         verified) and only when that hash belongs to this very entry (made by its submitter,
         or by its own earlier start): a refused entry never changes another job."""
         assert self.writer is not None and self.consumer is not None
+        if len(reason) > MAX_REASON_CHARS:  # every part is bounded; this bounds the whole
+            reason = reason[: MAX_REASON_CHARS - 3] + "..."
         log.warn("job entry {entry} rejected: {reason}", entry=delivery.entry_id, reason=reason)
         if job_id is not None and trusted:
             await self._retrying(

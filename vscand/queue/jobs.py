@@ -371,7 +371,7 @@ def _int(obj: Mapping[str, Any], name: str, default: int, low: int, high: int) -
     if isinstance(value, bool) or not isinstance(value, int):
         raise JobError(name, f"must be an integer, not {_json_type(value)} {_short(value)}")
     if not low <= value <= high:
-        raise JobError(name, f"{value} is out of range ({low}-{high})")
+        raise JobError(name, f"{_short(value)} is out of range ({low}-{high})")
     return value
 
 
