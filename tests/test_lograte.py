@@ -97,6 +97,15 @@ def test_fields_that_do_not_format_are_kept_as_text() -> None:
     assert events[-1]["last"] == "missing {field}"
 
 
+def test_notices_keep_their_level() -> None:
+    limited, clock, events = make(interval=1.0)
+    limited.info("resumed", "writes go through again")
+    limited.info("resumed", "writes go through again")
+    clock.advance(1.0)
+    assert [e["log_level"] for e in events] == [LogLevel.info, LogLevel.info]
+    assert events[1]["count"] == 1
+
+
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         RateLimitedLog(Logger(), Clock(), 0)

@@ -28,13 +28,16 @@ class _Clock(Protocol):
     ) -> Any: ...
 
 
-class _Warner(Protocol):
+class _Logger(Protocol):
     def warn(self, format: str | None = None, **kwargs: Any) -> None: ...
+
+    def info(self, format: str | None = None, **kwargs: Any) -> None: ...
 
 
 @dataclass
 class _Window:
     timer: Any
+    emit: Callable[..., None]
     suppressed: int = 0
     last: str = ""
 
@@ -47,10 +50,10 @@ def _render(format: str, fields: dict[str, Any]) -> str:
 
 
 class RateLimitedLog:
-    """Warnings through *log* (a ``twisted.logger.Logger``), at most one line at once and
-    one count line per *interval* seconds for each kind."""
+    """Warnings (and notices) through *log* (a ``twisted.logger.Logger``), at most one line
+    at once and one count line per *interval* seconds for each kind."""
 
-    def __init__(self, log: _Warner, clock: _Clock, interval: float) -> None:
+    def __init__(self, log: _Logger, clock: _Clock, interval: float) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be positive, not {interval!r}")
         self.log = log
@@ -63,26 +66,36 @@ class RateLimitedLog:
 
     def warn(self, kind: str, format: str, **fields: Any) -> None:
         """Log ``format.format(**fields)`` as a warning of *kind*, or count it."""
+        self._emit(self.log.warn, kind, format, fields)
+
+    def info(self, kind: str, format: str, **fields: Any) -> None:
+        """The same at level info (a notice that may repeat as often as its warning)."""
+        self._emit(self.log.info, kind, format, fields)
+
+    def _emit(
+        self, emit: Callable[..., None], kind: str, format: str, fields: dict[str, Any]
+    ) -> None:
         window = self._windows.get(kind)
         if window is not None:
             window.suppressed += 1
             window.last = _render(format, fields)
             self.suppressed += 1
             return
-        self._windows[kind] = _Window(self.clock.callLater(self.interval, self._end, kind))
+        self._windows[kind] = _Window(self.clock.callLater(self.interval, self._end, kind), emit)
         self.logged += 1
-        self.log.warn(format, warn_kind=kind, **fields)
+        emit(format, warn_kind=kind, **fields)
 
     def _end(self, kind: str) -> None:
         window = self._windows.pop(kind)
         if not window.suppressed:
             return  # quiet for a whole interval: the next one is logged at once
         self._report(kind, window)
-        self._windows[kind] = _Window(self.clock.callLater(self.interval, self._end, kind))
+        timer = self.clock.callLater(self.interval, self._end, kind)
+        self._windows[kind] = _Window(timer, window.emit)
 
     def _report(self, kind: str, window: _Window) -> None:
         self.logged += 1
-        self.log.warn(
+        window.emit(
             "{warn_kind}: {count} more like this in the last {interval:g} s (the last: {last})",
             warn_kind=kind,
             count=window.suppressed,
