@@ -72,6 +72,16 @@ Keys the daemon needs beyond DESIGN's list:
     where the compiled prefilter is cached. Default: ``$VSCAND_CACHE_DIR``, else
     ``$CACHE_DIRECTORY`` (systemd ``CacheDirectory=``), else ``/var/cache/vscand`` if
     writable, else ``$XDG_CACHE_HOME/vscand`` or ``~/.cache/vscand``.
+``warn_interval``
+    seconds over which repeated warnings of one kind (a Redis outage: every retried
+    command, every failed loop) are counted instead of logged: the first is logged at
+    once, then one line per interval says how many more there were (default 10).
+``max_pending_writes``
+    result writes that may wait for Redis before the worker stops starting ports (they
+    resume as writes succeed): bounds the results held in memory during an outage.
+    0 (default) = 2 × ``concurrency``: enough that a healthy Redis never holds the scan
+    back (at most ``concurrency`` ports end at once), and a few MB of results at most.
+    A value below ``concurrency`` lowers the ports in flight to it.
 
 Pure code: nothing here imports Twisted.
 """
@@ -163,6 +173,8 @@ class DaemonConfig:
     command_timeout: float = 5.0
     watchdog: bool = True
     cache_dir: str = field(default_factory=default_cache_dir)
+    warn_interval: float = 10.0
+    max_pending_writes: int = 0
 
     def __post_init__(self) -> None:
         # Programmatic construction gets the same checks and normalisation (lists become
@@ -412,6 +424,8 @@ _KEYS: dict[str, Callable[[object], object]] = {
     "command_timeout": _float(0.0, True, "a positive number of seconds"),
     "watchdog": _bool,
     "cache_dir": _path,
+    "warn_interval": _float(0.0, True, "a positive number of seconds"),
+    "max_pending_writes": _int(0, None, "a non-negative integer (0 = 2 x concurrency)"),
 }
 _OPTIONAL = frozenset({"probes_file", "services_file", "job_key_file"})
 

@@ -66,6 +66,10 @@ _HELP: dict[str, str] = {
     "[default: yes]",
     "cache_dir": "prefilter cache directory [default: $VSCAND_CACHE_DIR, $CACHE_DIRECTORY, "
     "/var/cache/vscand if writable, else ~/.cache/vscand]",
+    "warn_interval": "seconds over which repeated warnings of one kind are counted, not "
+    "logged (one line at once, then one count per interval) [default: 10]",
+    "max_pending_writes": "result writes waiting for Redis before new ports wait too, "
+    "0 = 2 x concurrency [default: 0]",
 }
 _REPEATABLE = ("allow", "deny", "extra_probes")
 

@@ -26,6 +26,8 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -36,6 +38,7 @@ from twisted.logger import Logger
 
 from vscand import sdnotify
 from vscand.config import DaemonConfig
+from vscand.lograte import RateLimitedLog
 from vscand.metrics import DaemonMetrics, listen_metrics
 from vscand.ports import ServicesTable, load_services
 from vscand.probes.matcher import Matcher, load_matcher
@@ -155,6 +158,16 @@ class WorkerService(service.Service):
         # metrics: counted always (cheap), served on 127.0.0.1:metrics_port when > 0
         self.metrics = DaemonMetrics()
         self._metrics_listener: Any = None
+        # Redis outages: warnings of one kind logged once then counted (warn_interval), and
+        # results waiting for Redis bounded (max_pending_writes): ports wait, not results
+        self.warnings = RateLimitedLog(log, reactor, config.warn_interval)
+        self.max_pending_writes = max(1, config.max_pending_writes or 2 * config.concurrency)
+        self._pending_writes = 0  # result writes started and not ended (retrying included)
+        self._pending_writes_peak = 0
+        self._scanning = 0  # ports started through the write gate and not ended
+        self._room_waiters: deque[defer.Deferred[None]] = deque()
+        self._room_wake: Any = None
+        self._holding = False  # ports are waiting for writes: logged once per episode
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -276,8 +289,11 @@ class WorkerService(service.Service):
 
     def _loop_error(self, failure: Any, name: str) -> None:
         if failure.check(RedisUnavailable):
-            log.warn(
-                "{loop}: Redis unavailable: {error}", loop=name, error=failure.getErrorMessage()
+            self.warnings.warn(
+                f"loop:{name}",
+                "{loop}: Redis unavailable: {error}",
+                loop=name,
+                error=failure.getErrorMessage(),
             )
             return None
         log.failure("{loop} failed", failure, loop=name)
@@ -294,7 +310,8 @@ class WorkerService(service.Service):
             except RedisUnavailable as exc:
                 delay = delays[min(attempt, len(delays) - 1)]
                 attempt += 1
-                log.warn(
+                self.warnings.warn(
+                    "connect",
                     "Redis not reachable ({error}); retrying in {delay}s",
                     error=str(exc),
                     delay=delay,
@@ -313,7 +330,8 @@ class WorkerService(service.Service):
                     raise
                 delay = delays[min(attempt, len(delays) - 1)]
                 attempt += 1
-                log.warn(
+                self.warnings.warn(
+                    f"retry:{what}",
                     "{what}: Redis unavailable ({error}); retry in {delay}s",
                     what=what,
                     error=str(exc),
@@ -347,7 +365,8 @@ class WorkerService(service.Service):
             except RedisUnavailable as exc:
                 delay = delays[min(failures, len(delays) - 1)]
                 failures += 1
-                log.warn(
+                self.warnings.warn(
+                    "read",
                     "reading jobs: Redis unavailable ({error}); retry in {delay}s",
                     error=str(exc),
                     delay=delay,
@@ -622,7 +641,9 @@ class WorkerService(service.Service):
         assert services is not None
 
         def scan_port(port_task: PortTask) -> defer.Deferred[Result]:
-            return self._port_slots.run(lambda: engine.scan_port(port_task, options))
+            return self._when_written(
+                lambda: self._port_slots.run(lambda: engine.scan_port(port_task, options))
+            )
 
         def on_result(result: Result) -> None:
             running.ports_done += 1
@@ -632,9 +653,11 @@ class WorkerService(service.Service):
                 # when nothing was read yet), which is not a finding: never store those
                 return
             self.metrics.port_result(result)  # metrics
+            self._write_started()
             d = defer.Deferred.fromCoroutine(
                 self._retrying("write a result", writer.write, job.id, running.attempt, result)
             )
+            d.addBoth(self._write_ended)
             d.addCallback(self.metrics.result_written)  # metrics
             running.writes.append(d)
 
@@ -781,6 +804,68 @@ class WorkerService(service.Service):
         assert self.consumer is not None
         self.consumer.forget(running.delivery.entry_id)
 
+    # -- backpressure: results waiting for Redis --------------------------------
+
+    def _room(self) -> bool:
+        return self._pending_writes + self._scanning < self.max_pending_writes
+
+    def _when_written(self, start: Callable[[], defer.Deferred[Result]]) -> defer.Deferred[Result]:
+        """Start a port (*start*) now, or once fewer than ``max_pending_writes`` result
+        writes and ports started through here are pending: a port that starts may end in a
+        result to write, so both count, and the writes waiting for Redis stay within the
+        bound. Cancelling a waiting port (a stopped scan) forgets it."""
+        if not self._room_waiters and self._room():
+            return self._scan(start)
+        if not self._holding:
+            self._holding = True
+            self.warnings.warn(
+                "backpressure",
+                "{pending} result writes wait for Redis (max_pending_writes {limit}): "
+                "new ports wait until they are written",
+                pending=self._pending_writes,
+                limit=self.max_pending_writes,
+            )
+        waiter: defer.Deferred[None] = defer.Deferred(self._room_waiters.remove)
+        self._room_waiters.append(waiter)
+        return waiter.addCallback(lambda _: self._scan(start))
+
+    def _scan(self, start: Callable[[], defer.Deferred[Result]]) -> defer.Deferred[Result]:
+        self._scanning += 1
+
+        def ended(outcome: Any) -> Any:
+            self._scanning -= 1
+            self._wake_soon()
+            return outcome
+
+        return start().addBoth(ended)
+
+    def _write_started(self) -> None:
+        self._pending_writes += 1
+        self._pending_writes_peak = max(self._pending_writes_peak, self._pending_writes)
+
+    def _write_ended(self, outcome: Any) -> Any:
+        self._pending_writes -= 1
+        self._wake_soon()
+        return outcome
+
+    def _wake_soon(self) -> None:
+        # next turn: the result of a port that just ended reaches on_result (and counts as a
+        # pending write) in this one
+        if self._room_waiters and self._room_wake is None:
+            self._room_wake = self.reactor.callLater(0, self._wake)
+
+    def _wake(self) -> None:
+        self._room_wake = None
+        while self._room_waiters and self._room():
+            self._room_waiters.popleft().callback(None)
+        if self._holding and not self._room_waiters:
+            self._holding = False
+            self.warnings.info(
+                "backpressure-end",
+                "result writes go through again ({pending} pending): ports start again",
+                pending=self._pending_writes,
+            )
+
     # -- periodic -------------------------------------------------------------
 
     async def _renew_leases(self) -> None:
@@ -825,6 +910,9 @@ class WorkerService(service.Service):
             "jobs_done": self.jobs_done,
             "results_written": self.results_written,
             "last_progress_age_s": round(self._progress_age(), 3),
+            "pending_writes": self._pending_writes,
+            "pending_writes_peak": self._pending_writes_peak,
+            "max_pending_writes": self.max_pending_writes,
         }
         await self.client.execute("HSET", self.keys.workers, self.config.consumer, json.dumps(beat))
         if self._metrics_listener is not None:  # metrics: the gauges Redis knows
@@ -925,6 +1013,9 @@ class WorkerService(service.Service):
                 log.failure("closing Redis")
         if self._metrics_listener is not None:  # metrics
             await defer.maybeDeferred(self._metrics_listener.stopListening)
+        if self._room_wake is not None and self._room_wake.active():
+            self._room_wake.cancel()
+        self.warnings.flush()  # the counts not reported yet
         log.info("vscand stopped")
 
     async def _release(self, running: RunningJob) -> None:
