@@ -167,7 +167,7 @@ def test_a_64_endpoint_job_is_shared_by_three_daemons_and_equals_vscan_scan(
     assert job_id == "big-64"
 
     def holding() -> set[str]:
-        jobs = [redis.job(f"big-64:t{i}") for i in range(8)]
+        jobs = [redis.job(f"big-64/t{i}") for i in range(8)]
         return {j["worker"] for j in jobs if j.get("status") == "running"}
 
     try:
@@ -184,7 +184,7 @@ def test_a_64_endpoint_job_is_shared_by_three_daemons_and_equals_vscan_scan(
     assert parent["status"] == "done" and parent["sharded"] == "1", parent
     assert (parent["tasks_total"], parent["tasks_finished"], parent["tasks:done"]) == ("8",) * 3
     assert (parent["ports_total"], parent["ports_done"], parent["state:open"]) == ("64",) * 3
-    tasks = [redis.job(f"big-64:t{i}") for i in range(8)]
+    tasks = [redis.job(f"big-64/t{i}") for i in range(8)]
     assert {t["status"] for t in tasks} == {"done"}
     assert all(t["parent"] == job_id and t["ports_done"] == "8" for t in tasks)
     workers = {t["worker"] for t in tasks}
@@ -220,7 +220,7 @@ def test_cancel_reaches_every_task_of_a_sharded_job(
 
         # three tasks running (one per daemon), three still queued
         def statuses() -> list[str | None]:
-            return [redis.status(f"{job_id}:t{i}") for i in range(6)]
+            return [redis.status(f"{job_id}/t{i}") for i in range(6)]
 
         wait_for(
             lambda: statuses().count("running") == 3,
@@ -232,7 +232,7 @@ def test_cancel_reaches_every_task_of_a_sharded_job(
         wait_for(lambda: redis.status(job_id) == "cancelled", 20, what="job cancelled")
         took = time.monotonic() - cancelled_at
         print(f"cancelled in {took:.2f}s")
-        tasks = [redis.job(f"{job_id}:t{i}") for i in range(6)]
+        tasks = [redis.job(f"{job_id}/t{i}") for i in range(6)]
         assert [t["status"] for t in tasks] == ["cancelled"] * 6, tasks
         assert redis.job(job_id)["tasks:cancelled"] == "6"
         assert redis.pending_count() == 0
@@ -250,10 +250,10 @@ def test_a_task_without_a_split_is_rejected(
     refused, and the job it names is untouched."""
     server = listen(delayed_banner(SSH_BANNER, 0.0))
     daemons.start("orphan")
-    redis.xadd_job({"id": "stray:t0", "parent": "nobody", "endpoints": [server.endpoint]})
-    wait_for(lambda: redis.status("stray:t0") == "failed", 20, what="stray task failed")
-    assert "no sharded job queued it" in redis.job("stray:t0")["error"]
-    assert redis("EXISTS", "vscand:job:nobody") == 0
+    redis.xadd_job({"id": "nobody/t0", "parent": "nobody", "endpoints": [server.endpoint]})
+    wait_for(lambda: redis.status("nobody/t0") == "failed", 20, what="stray task failed")
+    assert "no sharded job queued it" in redis.job("nobody/t0")["error"]
+    assert redis("EXISTS", "vscand:job:{nobody}") == 0
     assert server.connections == 0
 
 

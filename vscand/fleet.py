@@ -28,7 +28,7 @@ from vscand.queue import schedules as sched
 from vscand.queue.changes import describe, since_entry_id
 from vscand.queue.client import RedisClient, RedisUnavailable
 from vscand.queue.jobs import JobError, JobLimits, JobSigner, load_key, parse_job
-from vscand.queue.keys import Keys
+from vscand.queue.keys import Keys, task_id
 from vscand.queue.results import ResultWriter
 from vscand.scan.targets import TargetError, TargetPolicy, parse_target
 
@@ -317,10 +317,9 @@ async def _results(client: RedisClient, keys: Keys, job_id: str) -> list[dict[st
     """A job's results; a sharded job's are its tasks' results, task by task."""
     status = await _job_hash(client, keys, job_id)
     if status.get("sharded") == "1":
-        base = status.get("task_base") or job_id
         results: list[dict[str, Any]] = []
         for index in range(int(status.get("tasks_total") or 0)):
-            results.extend(await _stream_results(client, keys.job_results(f"{base}:t{index}")))
+            results.extend(await _stream_results(client, keys.job_results(task_id(job_id, index))))
         return results
     return await _stream_results(client, keys.job_results(job_id))
 

@@ -50,10 +50,12 @@ from vscand.queue.jobs import (
     JobVerifier,
     claim_signature,
     decode_job,
+    id_hint,
     load_key,
     parse_job,
 )
 from vscand.queue.keys import Keys
+from vscand.queue.migrate import migrate
 from vscand.queue.results import ResultWriter
 from vscand.scan.engine import ScanEngine
 from vscand.scan.model import PortTask, Result, ScanOptions
@@ -203,8 +205,19 @@ class WorkerService(service.Service):
             dead_stream=self.keys.dead,
         )
         await self._retrying("create the consumer group", self.consumer.ensure_group)
+        await self._retrying(
+            "move job keys to the current layout",
+            migrate,
+            self.client,
+            self.keys,
+            lambda seconds: task.deferLater(self.reactor, seconds),
+        )
         self.writer = ResultWriter(
-            self.client, self.keys, worker=config.consumer, results_maxlen=config.results_maxlen
+            self.client,
+            self.keys,
+            worker=config.consumer,
+            results_maxlen=config.results_maxlen,
+            retention=config.job_retention,
         )
         self.engine = ScanEngine(
             self.reactor,
@@ -660,9 +673,7 @@ class WorkerService(service.Service):
         """Queue *running*'s ports as tasks of at most *size* ports (see :mod:`.shards`)."""
         assert self.writer is not None and self.consumer is not None
         job = running.job
-        base, documents = shards.task_documents(
-            decode_job(job.raw, self.limits), job.id, tasks, size
-        )
+        documents = shards.task_documents(decode_job(job.raw, self.limits), job.id, tasks, size)
         if self.job_key is not None:
             # tasks are jobs like any other: where jobs must be signed, so are they, with
             # the parent's expiry (a day when it has none)
@@ -675,7 +686,6 @@ class WorkerService(service.Service):
             job,
             running.attempt,
             len(tasks),
-            base,
             [shards.encode(d) for d in documents],
             self.stream,
         )
@@ -899,12 +909,4 @@ def _job_id_hint(raw: bytes) -> str | None:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-    if isinstance(value, dict):
-        job_id = value.get("id")
-        if (
-            isinstance(job_id, str)
-            and 0 < len(job_id) <= 128
-            and all(c.isalnum() or c in "._:-" for c in job_id)
-        ):
-            return job_id
-    return None
+    return id_hint(value)
