@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.defer import succeed
 
+from tests.daemon_harness import vscan
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.sync_redis import RedisReplyError, SyncRedis, run
 from vscand.queue import shards
@@ -485,3 +486,13 @@ def test_a_lapsed_lock_is_taken_over(redis: SyncRedis) -> None:
     report = run(migrate(redis, KEYS, lock_lapses))
     assert (report.outcome, report.moved) == ("migrated", len(moves))
     assert redis.call("EXISTS", "t:layout:lock") == 0
+
+
+def test_vscan_migrate_moves_the_keys_once(redis_server: RedisServer, redis: SyncRedis) -> None:
+    redis.call("HSET", "vscand:job:m1", "id", "m1", "status", "done")
+    redis.call("HSET", "vscand:job:m1:t0", "id", "m1:t0", "parent", "m1", "status", "done")
+    first = vscan(redis_server, "migrate").stdout
+    assert first == "2 keys moved, 0 left in place\n"
+    assert sorted(redis.call("KEYS", "vscand:job:*")) == [b"vscand:job:{m1}", b"vscand:job:{m1}/t0"]
+    assert redis.call("HGET", "vscand:job:{m1}/t0", "id") == b"m1/t0"
+    assert vscan(redis_server, "migrate").stdout == "the keys are in the current layout already\n"

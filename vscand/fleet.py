@@ -1,8 +1,8 @@
 """Fleet commands of ``vscan``: submit jobs to Redis and read what the daemons wrote.
 
-``submit | status | wait | results | export | cancel | workers | inventory | changes`` —
-each a short ``task.react`` run over our Redis client (the daemon's own), so the
-job format, key names and status rules live in one place.
+``submit | status | wait | results | export | cancel | migrate | workers | inventory |
+changes`` — each a short ``task.react`` run over our Redis client (the daemon's own), so
+the job format, key names and status rules live in one place.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from vscand.queue.changes import describe, since_entry_id
 from vscand.queue.client import RedisClient, RedisUnavailable
 from vscand.queue.jobs import JobError, JobLimits, JobSigner, load_key, parse_job
 from vscand.queue.keys import Keys, task_id
+from vscand.queue.migrate import migrate
 from vscand.queue.results import ResultWriter
 from vscand.scan.targets import TargetError, TargetPolicy, parse_target
 
@@ -122,6 +123,12 @@ def add_fleet_commands(sub: Any) -> None:
     inventory.add_argument("host", metavar="HOST", nargs="?")
     inventory.add_argument("--json", action="store_true")
     common(inventory)
+
+    migrate_cmd = sub.add_parser(
+        "migrate",
+        help="move job keys to the current key layout now (every daemon does it at start)",
+    )
+    common(migrate_cmd)
 
     add_change_commands(sub, common)
     add_schedule_commands(sub, common)
@@ -379,6 +386,17 @@ async def cmd_cancel(reactor: Any, client: RedisClient, args: argparse.Namespace
         return EXIT_OK
     await ResultWriter(client, keys, worker="vscan-cancel").request_cancel(args.job)
     print(f"cancel requested for job {args.job}")
+    return EXIT_OK
+
+
+async def cmd_migrate(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
+    report = await migrate(client, _keys(args), lambda seconds: task.deferLater(reactor, seconds))
+    if report.outcome == "migrated":
+        print(f"{report.moved} keys moved, {len(report.conflicts)} left in place")
+        for key in report.conflicts:
+            print(f"left in place (its new name exists): {key}")
+    else:
+        print("the keys are in the current layout already")
     return EXIT_OK
 
 
@@ -713,6 +731,7 @@ HANDLERS: dict[str, Handler] = {
     "results": cmd_results,
     "export": cmd_export,
     "cancel": cmd_cancel,
+    "migrate": cmd_migrate,
     "workers": cmd_workers,
     "inventory": cmd_inventory,
     "changes": cmd_changes,
