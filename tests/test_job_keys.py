@@ -249,7 +249,7 @@ def test_a_split_job_b1_leaves_a_submitted_job_b1_t0_alone(
         ({"id": "p/t3", "parent": "p"}, "p/t3"),
         ({"id": "p:t3", "parent": "p"}, "p/t3"),  # a layout-1 task entry
         ({"id": "a:b/t0", "parent": "a:b"}, "a:b/t0"),
-        ({"id": "x" * 128 + "/t1023", "parent": "x" * 128}, "x" * 128 + "/t1023"),
+        ({"id": "x" * 128 + "/t999999999", "parent": "x" * 128}, "x" * 128 + "/t999999999"),
         (
             {
                 "id": "shard-" + hashlib.sha256(b"y" * 120).hexdigest()[:40] + ":t7",
@@ -271,6 +271,7 @@ def test_task_ids_are_parent_slash_t_n(document: dict[str, Any], expected: str) 
         ({"id": "p/t3", "parent": "q"}, "id: 'p/t3': a task of job 'q' has the id q/t<N>"),
         ({"id": "p/t03", "parent": "p"}, "a task of job 'p' has the id p/t<N>"),
         ({"id": "p/t", "parent": "p"}, "a task of job 'p' has the id p/t<N>"),
+        ({"id": "p/t1234567890", "parent": "p"}, "a task of job 'p' has the id p/t<N>"),
         ({"id": "p/t1/t2", "parent": "p/t1"}, "parent: must be a job id"),
         ({"id": "stray:t0", "parent": "nobody"}, "a task of job 'nobody' has the id"),
         ({"id": "q{x}", "parent": None}, "id: 'q{x}' must be"),
@@ -385,6 +386,7 @@ def layout_1(redis: SyncRedis) -> dict[str, str]:
     redis.call("PEXPIRE", "t:job:a1:results", 400_000)
     job("a2", "a2", results=True, written=True, status="running")
     job("x:results", "x:results", status="queued")  # a hash whose key ends in :results
+    job("m" * 128, "m" * 128, results=True, written=True, status="running")  # the longest id
     job("b1:t0", "b1:t0", results=True, status="done")  # a submitted job, no parent
     # a sharded job and its tasks
     job("p", "p", status="running", sharded="1", task_base="p", tasks_total="2")
@@ -396,6 +398,8 @@ def layout_1(redis: SyncRedis) -> dict[str, str]:
     # results whose job hash is gone
     redis.call("XADD", "t:job:gone:results", "*", "result", "{}")
     moves["t:job:gone:results"] = KEYS.job_results("gone")
+    redis.call("SADD", f"t:job:{'g' * 128}:written", "127.0.0.1 22/tcp")
+    moves[f"t:job:{'g' * 128}:written"] = KEYS.job_written("g" * 128)
     redis.call("SET", "t:seen:s:1", "5-0", "PX", 300_000)
     moves["t:seen:s:1"] = KEYS.seen_signature("s:1")
     return moves

@@ -49,8 +49,9 @@ from vscand.queue.shards import legacy_task_index
 
 log = Logger()
 
-#: a layout-1 job id (the id alphabet of jobs.py)
+#: a layout-1 job id (the id alphabet of jobs.py), and what follows job: in its keys
 _LEGACY_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_LEGACY_REST = re.compile(r"[A-Za-z0-9._:-]+")
 LOCK_MS = 30_000
 SCAN_COUNT = 500
 
@@ -175,7 +176,7 @@ async def _migrate_key(client: RedisCommands, keys: Keys, key: str, result: Migr
         await _move_one(client, key, keys.seen_signature(legacy_id), "string", result)
         return
     rest = key[len(keys.job_prefix) :]
-    if "{" in rest or not _LEGACY_ID.fullmatch(rest):
+    if "{" in rest or not _LEGACY_REST.fullmatch(rest):
         return
     result.examined += 1
     kind = text(await client.execute("TYPE", key))

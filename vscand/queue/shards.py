@@ -59,10 +59,17 @@ def legacy_task_index(task_id: str, parent_id: str) -> int | None:
     return int(index) if base == legacy_task_base(parent_id) else None
 
 
+#: a job has at most ``max_job_port_tasks`` tasks (a million by default): N < 10**9
+MAX_TASK_INDEX_DIGITS = 9
+
+
 def task_index(task_id: str, parent_id: str) -> int | None:
-    """N if *task_id* is ``<parent_id>/t<N>`` (N without leading zeros), else None."""
+    """N if *task_id* is ``<parent_id>/t<N>`` (N without leading zeros, at most
+    :data:`MAX_TASK_INDEX_DIGITS` digits), else None."""
     base, sep, index = task_id.rpartition(TASK_SEP)
     if base != parent_id or not sep or not index.isascii() or not index.isdigit():
+        return None
+    if len(index) > MAX_TASK_INDEX_DIGITS:
         return None
     return int(index) if index == str(int(index)) else None
 
