@@ -48,8 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale
 from _common import REPO, cache_dir, machine, md_table, write_json
 
+from vscand.queue.keys import Keys
+
 TWIST = str(Path(sys.executable).parent / "twist")
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+KEYS = Keys()
 
 
 def free_port() -> int:
@@ -235,7 +238,7 @@ def run_part(
         redis.call("XADD", "vscand:jobs", "*", "job", json.dumps(job))
         peak_in_flight = peak_connections = 0
         while True:
-            status = redis.hash(f"vscand:job:{job_id}")
+            status = redis.hash(KEYS.job(job_id))
             in_flight = connections = 0
             for port in metric_ports:
                 with contextlib.suppress(OSError):
@@ -257,7 +260,7 @@ def run_part(
         tasks = int(status.get("tasks_total", 0))
         per_daemon: dict[str, int] = {}
         for i in range(tasks):
-            worker = redis.hash(f"vscand:job:{status.get('task_base', job_id)}:t{i}").get("worker")
+            worker = redis.hash(KEYS.task(job_id, i)).get("worker")
             per_daemon[str(worker)] = per_daemon.get(str(worker), 0) + 1
         lags = [lag_summary(metrics(port)) for port in metric_ports]
         rss = [round(vm_hwm_mib(p.pid), 1) for p in running]

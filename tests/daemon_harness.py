@@ -36,6 +36,7 @@ import pytest
 from tests.e2e.servers import Handler, ThreadedServer, _drain
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis
+from vscand.queue.keys import Keys
 from vscand.worker import SCHEDULE_TICK
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,15 +151,15 @@ class Redis:
 
     # reads
     def job(self, job_id: str) -> dict[str, str]:
-        reply = self("HGETALL", f"{self.prefix}job:{job_id}") or []
+        reply = self("HGETALL", Keys(self.prefix).job(job_id)) or []
         return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply), 2)}
 
     def status(self, job_id: str) -> str | None:
-        reply = self("HGET", f"{self.prefix}job:{job_id}", "status")
+        reply = self("HGET", Keys(self.prefix).job(job_id), "status")
         return None if reply is None else _text(reply)
 
     def results(self, job_id: str) -> list[dict[str, Any]]:
-        entries = self("XRANGE", f"{self.prefix}job:{job_id}:results", "-", "+") or []
+        entries = self("XRANGE", Keys(self.prefix).job_results(job_id), "-", "+") or []
         out = []
         for _entry_id, fields in entries:
             values = {_text(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}

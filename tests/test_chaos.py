@@ -39,8 +39,10 @@ from tests.daemon_harness import (
 )
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.sync_redis import RedisReplyError, SyncRedis
+from vscand.queue.keys import Keys
 
 pytestmark = pytest.mark.daemon
+KEYS = Keys()
 
 SOAK = os.environ.get("VSCAND_SOAK") == "1"
 
@@ -158,8 +160,8 @@ def check_acknowledged(redis: Redis, ledger: Ledger, sample: int = 40) -> None:
         ]
         for entry in random.sample(delivered, min(sample, len(delivered))):
             job_id = entries[entry]
-            status = conn.call("HGET", f"vscand:job:{job_id}", "status")
-            results = int(conn.call("XLEN", f"vscand:job:{job_id}:results"))
+            status = conn.call("HGET", KEYS.job(job_id), "status")
+            results = int(conn.call("XLEN", KEYS.job_results(job_id)))
             ledger.acked_checked += 1
             if status == b"done" and results != 1:
                 ledger.violations.append(f"{job_id} acknowledged done with {results} results")
@@ -187,8 +189,8 @@ def account(redis: Redis, ledger: Ledger) -> Count:
         unfinished = []
         failed = set()
         for job_id in ledger.submitted:
-            status = conn.call("HGET", f"vscand:job:{job_id}", "status")
-            results = int(conn.call("XLEN", f"vscand:job:{job_id}:results"))
+            status = conn.call("HGET", KEYS.job(job_id), "status")
+            results = int(conn.call("XLEN", KEYS.job_results(job_id)))
             if results > 1:
                 duplicated += 1
             if status == b"done" and results == 1:
@@ -257,7 +259,7 @@ def _all_ended(redis: Redis, ledger: Ledger) -> bool:
         return False
     try:
         for job_id in ledger.submitted:
-            if conn.call("HGET", f"vscand:job:{job_id}", "status") not in (b"done", b"failed"):
+            if conn.call("HGET", KEYS.job(job_id), "status") not in (b"done", b"failed"):
                 return False
         return True
     except (OSError, RedisReplyError):

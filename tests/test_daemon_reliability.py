@@ -42,6 +42,7 @@ from tests.hostile.measure import allowed
 from tests.redis_server import RedisServer
 from vscand.queue.client import retry_policy
 from vscand.queue.jobs import JobSigner
+from vscand.queue.keys import Keys
 from vscand.worker import _retry_delays
 
 pytestmark = pytest.mark.daemon
@@ -203,10 +204,10 @@ def test_kill9_one_of_two_daemons_loses_no_job(
     assert b.alive()
 
     # A comes back under the same name: its PEL is empty, nothing runs twice
-    before = {j: redis("XLEN", f"vscand:job:{j}:results") for j in jobs}
+    before = {j: redis("XLEN", Keys().job_results(j)) for j in jobs}
     a2 = daemons.start("kill:a", job_idle_ms=3000)
     time.sleep(3.0)
-    after = {j: redis("XLEN", f"vscand:job:{j}:results") for j in jobs}
+    after = {j: redis("XLEN", Keys().job_results(j)) for j in jobs}
     assert after == before
     assert not a2.logged("Resuming"), a2.tail()
     assert redis.pending_count() == 0

@@ -167,7 +167,7 @@ def test_a_64_endpoint_job_is_shared_by_three_daemons_and_equals_vscan_scan(
     assert job_id == "big-64"
 
     def holding() -> set[str]:
-        jobs = [redis.job(f"big-64:t{i}") for i in range(8)]
+        jobs = [redis.job(f"big-64/t{i}") for i in range(8)]
         return {j["worker"] for j in jobs if j.get("status") == "running"}
 
     try:
@@ -184,7 +184,7 @@ def test_a_64_endpoint_job_is_shared_by_three_daemons_and_equals_vscan_scan(
     assert parent["status"] == "done" and parent["sharded"] == "1", parent
     assert (parent["tasks_total"], parent["tasks_finished"], parent["tasks:done"]) == ("8",) * 3
     assert (parent["ports_total"], parent["ports_done"], parent["state:open"]) == ("64",) * 3
-    tasks = [redis.job(f"big-64:t{i}") for i in range(8)]
+    tasks = [redis.job(f"big-64/t{i}") for i in range(8)]
     assert {t["status"] for t in tasks} == {"done"}
     assert all(t["parent"] == job_id and t["ports_done"] == "8" for t in tasks)
     workers = {t["worker"] for t in tasks}
@@ -220,7 +220,7 @@ def test_cancel_reaches_every_task_of_a_sharded_job(
 
         # three tasks running (one per daemon), three still queued
         def statuses() -> list[str | None]:
-            return [redis.status(f"{job_id}:t{i}") for i in range(6)]
+            return [redis.status(f"{job_id}/t{i}") for i in range(6)]
 
         wait_for(
             lambda: statuses().count("running") == 3,
@@ -232,7 +232,7 @@ def test_cancel_reaches_every_task_of_a_sharded_job(
         wait_for(lambda: redis.status(job_id) == "cancelled", 20, what="job cancelled")
         took = time.monotonic() - cancelled_at
         print(f"cancelled in {took:.2f}s")
-        tasks = [redis.job(f"{job_id}:t{i}") for i in range(6)]
+        tasks = [redis.job(f"{job_id}/t{i}") for i in range(6)]
         assert [t["status"] for t in tasks] == ["cancelled"] * 6, tasks
         assert redis.job(job_id)["tasks:cancelled"] == "6"
         assert redis.pending_count() == 0
@@ -250,12 +250,56 @@ def test_a_task_without_a_split_is_rejected(
     refused, and the job it names is untouched."""
     server = listen(delayed_banner(SSH_BANNER, 0.0))
     daemons.start("orphan")
-    entry = redis.xadd_job({"id": "stray:t0", "parent": "nobody", "endpoints": [server.endpoint]})
+    entry = redis.xadd_job({"id": "nobody/t0", "parent": "nobody", "endpoints": [server.endpoint]})
     wait_for(lambda: redis.refused(entry), 20, what="stray task refused")
     assert "no sharded job queued it" in redis.refused(entry)["reason"]
-    assert redis.job("stray:t0") == {}  # no hash under the id a refused entry claims
+    assert redis.job("nobody/t0") == {}  # no hash under the id a refused entry claims
     assert redis.job("nobody") == {}
     assert server.connections == 0
+
+
+def test_three_daemons_starting_at_once_migrate_a_layout_1_sharded_job_and_finish_it(
+    redis_server: RedisServer, redis: Redis, daemons: Daemons, listen: Listeners
+) -> None:
+    """An upgrade in the middle of a sharded job: the previous version left the job, its
+    ended task ``up:t0`` and the queued entry of task ``up:t1`` under layout-1 keys. Three
+    daemons start together: one migrates, the others wait for it, one runs the task, the
+    job ends ``done`` with both tasks' results."""
+    server = listen(delayed_banner(SSH_BANNER, 0.0))
+    old_result = {"job": "up", "host": "127.0.0.1", "port": 1, "protocol": "tcp", "state": "open"}
+    redis("HSET", "vscand:job:up", "id", "up", "status", "running", "sharded", "1",
+          "task_base", "up", "tasks_total", "2", "tasks_finished", "1", "tasks:done", "1",
+          "ports_total", "2", "ports_done", "1", "state:open", "1")  # fmt: skip
+    redis("HSET", "vscand:job:up:t0", "id", "up:t0", "parent", "up", "status", "done")
+    redis("XADD", "vscand:job:up:t0:results", "*", "result", json.dumps(old_result))
+    entry = redis.xadd_job({"id": "up:t1", "parent": "up", "endpoints": [server.endpoint]})
+    redis("HSET", "vscand:job:up:t1", "id", "up:t1", "parent", "up", "status", "queued",
+          "entry", entry)  # fmt: skip
+    redis("SET", "vscand:seen:up", "1-0", "EX", 3600)
+
+    running = [daemons.start(f"upgrade-{n}", wait=False) for n in ("a", "b", "c")]
+    for daemon in running:
+        daemon.wait_ready()
+    wait_for(lambda: redis.status("up") == "done", 30, what="the migrated job done")
+    assert redis("GET", "vscand:layout") == b"2"
+    assert [d.logged("moving job keys to key layout 2") for d in running].count(True) == 1
+    names = sorted(k.decode() for k in redis("KEYS", "vscand:*"))
+    assert [n for n in names if n.startswith(("vscand:job:", "vscand:seen:"))] == [
+        "vscand:job:{up}",
+        "vscand:job:{up}/t0",
+        "vscand:job:{up}/t0:results",
+        "vscand:job:{up}/t1",
+        "vscand:job:{up}/t1:results",
+        "vscand:seen:{up}",
+    ], names
+    assert redis.job("up/t1")["status"] == "done" and redis.job("up/t0")["id"] == "up/t0"
+    assert 3500 < redis("TTL", "vscand:seen:{up}") <= 3600
+    results = vscan(redis_server, "results", "up", "--json").stdout.splitlines()
+    assert [json.loads(line)["port"] for line in results] == [1, server.port]
+    # the job ended: it and its tasks expire together after job_retention (7 days)
+    week = 7 * 24 * 3600
+    for key in ("vscand:job:{up}", "vscand:job:{up}/t0", "vscand:job:{up}/t1:results"):
+        assert week - 60 < redis("TTL", key) <= week, key
 
 
 # --------------------------------------------------------------------------- changes

@@ -640,9 +640,9 @@ def test_replay_guard_against_real_redis(redis: SyncRedis) -> None:
     assert run(claim_signature(redis, keys, parsed, "1-0", now=NOW)) is True
     # the same signed job XADDed again as another entry is
     assert run(claim_signature(redis, keys, parsed, "2-0", now=NOW)) is False
-    assert redis.call("GET", "t:seen:s1") == b"1-0"
+    assert redis.call("GET", "t:seen:{s1}") == b"1-0"
     # kept until not_after plus a margin for clock skew
-    ttl = redis.call("PTTL", "t:seen:s1")
+    ttl = redis.call("PTTL", "t:seen:{s1}")
     assert (600 + 300 - 1) * 1000 < ttl <= (600 + 300) * 1000
     # another job id is independent
     other = parse(encode(signed({"id": "s2", "targets": ["127.0.0.1"]})), verifier=JobVerifier(KEY))

@@ -363,6 +363,7 @@ FLEET_COMMANDS = (
     "results",
     "export",
     "cancel",
+    "migrate",
     "workers",
     "inventory",
     "changes",

@@ -52,6 +52,10 @@ Keys the daemon needs beyond DESIGN's list:
     key that verifies signed jobs. Empty: unsigned jobs are accepted. Set: every job
     must be signed. A relative path is looked up in ``$CREDENTIALS_DIRECTORY`` when
     systemd provides one (``LoadCredential=``), else relative to the working directory.
+``job_retention``
+    seconds a job's status hash and results stream are kept after it ends (``EXPIRE``;
+    a sharded job's tasks expire with it when its last task ends). Default 604800 (7
+    days); 0 keeps them forever.
 ``max_job_bytes``, ``max_job_port_tasks``
     sanity caps: a larger job document, or a job expanding to more (address, port)
     tasks, is rejected to the dead-letter stream. A stream entry's values over
@@ -160,6 +164,7 @@ class DaemonConfig:
     job_idle_ms: int = 120_000
     max_deliveries: int = 3
     results_maxlen: int = 100_000
+    job_retention: int = 604_800
     metrics_port: int = 0
     log_format: LogFormat = "text"
     key_prefix: str = "vscand:"
@@ -411,6 +416,7 @@ _KEYS: dict[str, Callable[[object], object]] = {
     "job_idle_ms": _int(1, None, "a positive integer"),
     "max_deliveries": _int(1, None, "a positive integer"),
     "results_maxlen": _int(1, None, "a positive integer"),
+    "job_retention": _int(0, None, "a number of seconds (0 = keep forever)"),
     "metrics_port": _int(0, 65535, "a port number from 0 to 65535 (0 = off)"),
     "log_format": _log_format,
     "key_prefix": _key_prefix,

@@ -1,8 +1,8 @@
 """Fleet commands of ``vscan``: submit jobs to Redis and read what the daemons wrote.
 
-``submit | status | wait | results | export | cancel | workers | inventory | changes`` —
-each a short ``task.react`` run over our Redis client (the daemon's own), so the
-job format, key names and status rules live in one place.
+``submit | status | wait | results | export | cancel | migrate | workers | inventory |
+changes`` — each a short ``task.react`` run over our Redis client (the daemon's own), so
+the job format, key names and status rules live in one place.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from vscand.queue import schedules as sched
 from vscand.queue.changes import describe, since_entry_id
 from vscand.queue.client import RedisClient, RedisUnavailable
 from vscand.queue.jobs import JobError, JobLimits, JobSigner, load_key, parse_job
-from vscand.queue.keys import Keys
+from vscand.queue.keys import Keys, task_id
+from vscand.queue.migrate import migrate
 from vscand.queue.results import ResultWriter
 from vscand.scan.targets import TargetError, TargetPolicy, parse_target
 
@@ -122,6 +123,12 @@ def add_fleet_commands(sub: Any) -> None:
     inventory.add_argument("host", metavar="HOST", nargs="?")
     inventory.add_argument("--json", action="store_true")
     common(inventory)
+
+    migrate_cmd = sub.add_parser(
+        "migrate",
+        help="move job keys to the current key layout now (every daemon does it at start)",
+    )
+    common(migrate_cmd)
 
     add_change_commands(sub, common)
     add_schedule_commands(sub, common)
@@ -334,10 +341,9 @@ async def _results(client: RedisClient, keys: Keys, job_id: str) -> list[dict[st
     """A job's results; a sharded job's are its tasks' results, task by task."""
     status = await _job_hash(client, keys, job_id)
     if status.get("sharded") == "1":
-        base = status.get("task_base") or job_id
         results: list[dict[str, Any]] = []
         for index in range(int(status.get("tasks_total") or 0)):
-            results.extend(await _stream_results(client, keys.job_results(f"{base}:t{index}")))
+            results.extend(await _stream_results(client, keys.job_results(task_id(job_id, index))))
         return results
     return await _stream_results(client, keys.job_results(job_id))
 
@@ -397,6 +403,17 @@ async def cmd_cancel(reactor: Any, client: RedisClient, args: argparse.Namespace
         return EXIT_OK
     await ResultWriter(client, keys, worker="vscan-cancel").request_cancel(args.job)
     print(f"cancel requested for job {args.job}")
+    return EXIT_OK
+
+
+async def cmd_migrate(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
+    report = await migrate(client, _keys(args), lambda seconds: task.deferLater(reactor, seconds))
+    if report.outcome == "migrated":
+        print(f"{report.moved} keys moved, {len(report.conflicts)} left in place")
+        for key in report.conflicts:
+            print(f"left in place (its new name exists): {key}")
+    else:
+        print("the keys are in the current layout already")
     return EXIT_OK
 
 
@@ -731,6 +748,7 @@ HANDLERS: dict[str, Handler] = {
     "results": cmd_results,
     "export": cmd_export,
     "cancel": cmd_cancel,
+    "migrate": cmd_migrate,
     "workers": cmd_workers,
     "inventory": cmd_inventory,
     "changes": cmd_changes,

@@ -48,6 +48,8 @@ _HELP: dict[str, str] = {
     "reclaims it [default: 120000]",
     "max_deliveries": "deliveries before a job goes to the dead-letter stream [default: 3]",
     "results_maxlen": "approximate length of the fleet-wide results stream [default: 100000]",
+    "job_retention": "seconds an ended job's status and results are kept, 0 = forever "
+    "[default: 604800]",
     "metrics_port": "Prometheus metrics on 127.0.0.1:PORT, 0 = off [default: 0]",
     "log_format": "text or json [default: text]",
     "key_prefix": "prefix of every Redis key [default: vscand:]",

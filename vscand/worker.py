@@ -58,6 +58,7 @@ from vscand.queue.jobs import (
     parse_job,
 )
 from vscand.queue.keys import Keys
+from vscand.queue.migrate import migrate
 from vscand.queue.results import ResultWriter
 from vscand.scan.engine import ScanEngine
 from vscand.scan.model import PortTask, Result, ScanOptions
@@ -227,8 +228,19 @@ class WorkerService(service.Service):
             refused_key=self.keys.refused,
         )
         await self._retrying("create the consumer group", self.consumer.ensure_group)
+        await self._retrying(
+            "move job keys to the current layout",
+            migrate,
+            self.client,
+            self.keys,
+            lambda seconds: task.deferLater(self.reactor, seconds),
+        )
         self.writer = ResultWriter(
-            self.client, self.keys, worker=config.consumer, results_maxlen=config.results_maxlen
+            self.client,
+            self.keys,
+            worker=config.consumer,
+            results_maxlen=config.results_maxlen,
+            retention=config.job_retention,
         )
         self.engine = ScanEngine(
             self.reactor,
@@ -754,9 +766,7 @@ class WorkerService(service.Service):
         """Queue *running*'s ports as tasks of at most *size* ports (see :mod:`.shards`)."""
         assert self.writer is not None and self.consumer is not None
         job = running.job
-        base, documents = shards.task_documents(
-            decode_job(job.raw, self.limits), job.id, tasks, size
-        )
+        documents = shards.task_documents(decode_job(job.raw, self.limits), job.id, tasks, size)
         if self.job_key is not None:
             # tasks are jobs like any other: where jobs must be signed, so are they, with
             # the parent's expiry (a day when it has none)
@@ -769,7 +779,6 @@ class WorkerService(service.Service):
             job,
             running.attempt,
             len(tasks),
-            base,
             [shards.encode(d) for d in documents],
             self.stream,
         )

@@ -17,7 +17,7 @@ What is checked here, before any socket is opened:
   resolved once and checked by the worker, before dialling;
 * ports in Nmap syntax, a per-target port cap, and a cap on addresses × ports.
 
-Replay protection needs Redis: :func:`claim_signature` (``SET seen:{id} NX``).
+Replay protection needs Redis: :func:`claim_signature` (``SET seen:{ID} NX``).
 
 Pure code apart from :func:`claim_signature`, which awaits the injected client;
 nothing here imports ``twisted.internet``.
@@ -43,7 +43,8 @@ from twisted.logger import Logger
 
 from vscand.ports import PortSpecError, ServicesTable
 from vscand.queue.commands import RedisCommands, integer
-from vscand.queue.keys import Keys
+from vscand.queue.keys import TASK_SEP, Keys, task_id
+from vscand.queue.shards import legacy_task_index, task_index
 from vscand.scan.targets import (
     DEFAULT_TOP_PORTS,
     Target,
@@ -393,6 +394,42 @@ def _job_id(obj: Mapping[str, Any]) -> str | None:
     return value
 
 
+def _identity(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(id, parent)``. A submitted id is 1-128 characters of ``A-Z a-z 0-9 . _ : -``;
+    a task of a sharded job (``parent`` set) has the id ``<parent>/t<N>``, the only ids
+    with a ``/`` (:mod:`vscand.queue.keys`). A task queued before the key layout 2 has
+    ``<base>:t<N>`` (base: the parent id or its digest): its id becomes ``<parent>/t<N>``."""
+    if obj.get("parent") is None or obj.get("stale_after") not in (None, 0):
+        return _job_id(obj), None  # a staleness rescan with a parent is refused later
+    parent = obj["parent"]
+    if not isinstance(parent, str) or not _JOB_ID.fullmatch(parent):
+        raise JobError("parent", "must be a job id (1-128 characters of A-Z a-z 0-9 . _ : -)")
+    if "id" not in obj:
+        raise JobError("id", "a task of a sharded job must carry its own id")
+    value = obj["id"]
+    if not isinstance(value, str):
+        raise JobError("id", f"must be a string, not {_json_type(value)}")
+    index = task_index(value, parent)
+    if index is None and _JOB_ID.fullmatch(value):
+        index = legacy_task_index(value, parent)
+    if index is None:
+        raise JobError(
+            "id", f"{_short(value)}: a task of job {parent!r} has the id {parent}{TASK_SEP}<N>"
+        )
+    return task_id(parent, index), parent
+
+
+def object_id_hint(obj: object) -> str | None:
+    """The id an invalid job's status is recorded under: its (task) id when well formed."""
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return _identity(obj)[0]
+    except JobError:
+        value = obj.get("id")
+        return value if isinstance(value, str) and _JOB_ID.fullmatch(value) else None
+
+
 def _string_list(obj: Mapping[str, Any], name: str, job_id: str | None) -> list[str]:
     value = obj.get(name, [])
     if not isinstance(value, list):
@@ -563,7 +600,7 @@ def parse_job(
     ``[...]`` (loaded on demand if not given); *now* is unix time (expiry).
     """
     obj = decode_job(raw, limits)
-    hint = obj.get("id") if isinstance(obj.get("id"), str) else None
+    hint = object_id_hint(obj)
     verified = verifier is None
     try:
         if verifier is not None:
@@ -572,7 +609,7 @@ def parse_job(
             verified = True
         return _parse_object(obj, raw, limits, policy, verifier is not None, now, services)
     except JobError as e:
-        if e.job_id is None and hint is not None and _JOB_ID.fullmatch(hint):
+        if e.job_id is None and hint is not None:
             e.job_id = hint
         e.id_trusted = verified
         raise
@@ -583,10 +620,9 @@ def id_hint(raw: bytes, limits: JobLimits = JobLimits()) -> str | None:
     checked before parsing; never raises), else ``None``. Only a hint: see
     :attr:`JobError.id_trusted` before writing anything under it."""
     try:
-        value = decode_job(raw, limits).get("id")
+        return object_id_hint(decode_job(raw, limits))
     except Exception:
         return None
-    return value if isinstance(value, str) and _JOB_ID.fullmatch(value) else None
 
 
 def _check_fields(obj: Mapping[str, Any]) -> None:
@@ -609,7 +645,7 @@ def _parse_object(
 ) -> Job:
     """The fields of a decoded job; *signed*: its signature was verified already."""
     _check_fields(obj)
-    job_id = _job_id(obj)
+    job_id, parent = _identity(obj)
     if signed and job_id is None:
         raise JobError("id", "a signed job must carry an id (the replay guard is keyed on it)")
     not_after = check_not_after(obj["not_after"], now) if obj.get("not_after") is not None else None
@@ -641,14 +677,6 @@ def _parse_object(
     fast = _bool(obj, "fast")
     queue = _optional_text(obj, "queue", _QUEUE, 64, job_id)
     requester = _optional_text(obj, "requester", None, MAX_REQUESTER_CHARS, job_id)
-    parent = None
-    if obj.get("parent") is not None:
-        value = obj["parent"]
-        if not isinstance(value, str) or not _JOB_ID.fullmatch(value):
-            raise JobError("parent", "must be a job id (1-128 characters of A-Z a-z 0-9 . _ : -)")
-        if job_id is None:
-            raise JobError("id", "a task of a sharded job must carry its own id")
-        parent = value
     task_ports = _int(obj, "task_ports", 0, 0, MAX_TASK_PORTS) or None
 
     # parse everything and bound the work first: a network that is not wholly inside
@@ -788,9 +816,9 @@ async def claim_signature(
 ) -> bool:
     """Record that stream entry *entry_id* carries signed job *job*; False on a replay.
 
-    ``seen:{id}`` holds the first entry id seen with this job id, until the job's
-    ``not_after`` plus *margin_s* (after which the job is refused as expired
-    anyway). A redelivery of the same entry is not a replay: True.
+    ``seen:{ID}`` (:meth:`Keys.seen_signature`) holds the first entry id seen with this
+    job id, until the job's ``not_after`` plus *margin_s* (after which the job is refused
+    as expired anyway). A redelivery of the same entry is not a replay: True.
     """
     current = time.time() if now is None else now
     until = job.not_after if job.not_after is not None else current + REPLAY_DEFAULT_TTL_S

@@ -12,11 +12,15 @@ A redelivery after the results and final status were written but before XACK
 finds the status terminal: :meth:`~ResultWriter.begin` answers ``"done"`` and the
 caller only acknowledges (reliability.md §1.9, §5 row 5).
 
-Job hash fields (``vscand:job:{id}``): ``status`` (queued/running/done/failed/
-cancelled), ``id``, ``entry`` (stream entry id), ``worker``, ``attempt``,
-``queued_at``/``started_at``/``updated_at``/``finished_at`` (ISO 8601 UTC),
-``ports_done``, ``ports_total`` (when known), ``state:<state>`` counts, ``error``,
-``cancel`` (``1`` when a cancel was requested).
+A job that ends (:meth:`~ResultWriter.finish`, :meth:`~ResultWriter.reject`) keeps its
+hash and results for *retention* seconds (``EXPIRE``; 0 keeps them); a sharded job and all
+its tasks expire together when the job's last task ends.
+
+Job hash fields (``vscand:job:{ID}``, literal braces: :mod:`vscand.queue.keys`):
+``status`` (queued/running/done/failed/cancelled), ``id``, ``entry`` (stream entry id),
+``worker``, ``attempt``, ``queued_at``/``started_at``/``updated_at``/``finished_at``
+(ISO 8601 UTC), ``ports_done``, ``ports_total`` (when known), ``state:<state>`` counts,
+``error``, ``cancel`` (``1`` when a cancel was requested).
 """
 
 from __future__ import annotations
@@ -30,28 +34,45 @@ from vscand.output.jsonl import ordered_result
 from vscand.queue.changes import normalised_service, tracks_inventory
 from vscand.queue.commands import RedisCommands, integer, text
 from vscand.queue.jobs import Job
-from vscand.queue.keys import Keys
+from vscand.queue.keys import LUA, Keys
 
 BeginState = Literal["run", "cancelled", "done", "orphan", "duplicate"]
 SplitState = Literal["split", "cancelled", "lost"]
 FINAL_STATUSES = ("done", "failed", "cancelled")
+#: seconds an ended job's hash and results are kept (daemon key ``job_retention``): 7 days
+DEFAULT_RETENTION = 7 * 24 * 3600
 
 
-# Lua shared by the scripts that can end a task of a sharded job. A task's hash has a
-# ``parent`` field (set only by _SPLIT); the parent hash aggregates: ports_done and
-# state:<state> follow every write (begin subtracts an abandoned attempt's share),
-# tasks_finished and tasks:<status> count ended tasks, and the last task to end sets
-# the parent's final status (failed if any task failed, else cancelled if any was
-# cancelled, else done). PREFIX is the key prefix (an ARGV of each script).
-_TASK_LIB = """
+# Lua shared by the scripts that can end a job. A task's hash has a ``parent`` field (set
+# only by _SPLIT); the parent hash aggregates: ports_done and state:<state> follow every
+# write (begin subtracts an abandoned attempt's share), tasks_finished and tasks:<status>
+# count ended tasks, and the last task to end sets the parent's final status (failed if any
+# task failed, else cancelled if any was cancelled, else done). PREFIX is the key prefix
+# (an ARGV of each script); keys are built by keys.LUA's functions only.
+# Retention (seconds, 0 = keep forever): a job that ends expires with its results (and any
+# written set) after it; a task waits for its parent, and when the parent ends the parent
+# and every task expire together, so a parent never outlives its results.
+_TASK_LIB = (
+    LUA
+    + """
 local function parent_key(hash, prefix)
   local parent = redis.call('HGET', hash, 'parent')
-  if parent then return prefix .. 'job:' .. parent end
+  if parent then return job_key(prefix, parent) end
   return nil
 end
-local function task_ended(hash, prefix, status, err, now)
+local function expire_job(jk, retention)
+  local seconds = tonumber(retention) or 0
+  if seconds <= 0 then return end
+  redis.call('EXPIRE', jk, seconds)
+  redis.call('EXPIRE', results_key(jk), seconds)
+  redis.call('EXPIRE', written_key(jk), seconds)
+end
+local function job_ended(hash, prefix, status, err, now, retention)
   local pk = parent_key(hash, prefix)
-  if not pk then return end
+  if not pk then
+    expire_job(hash, retention)
+    return
+  end
   local finished = redis.call('HINCRBY', pk, 'tasks_finished', 1)
   redis.call('HINCRBY', pk, 'tasks:' .. status, 1)
   redis.call('HSET', pk, 'updated_at', now)
@@ -66,8 +87,11 @@ local function task_ended(hash, prefix, status, err, now)
   end
   if final == 'done' then redis.call('HDEL', pk, 'error') end
   redis.call('HSET', pk, 'status', final, 'finished_at', now)
+  expire_job(pk, retention)
+  for i = 0, total - 1 do expire_job(task_key(pk, i), retention) end
 end
 """
+)
 
 # KEYS: job hash, job results stream, job written set
 # ARGV: entry id, attempt, worker, now, job id, prefix, claimed parent ('' for none)
@@ -188,7 +212,8 @@ return 1
 """
 _WRITE = _TASK_LIB + _WRITE
 
-# KEYS: job hash, job written set; ARGV: attempt, status, error ('' for none), now, prefix
+# KEYS: job hash, job written set
+# ARGV: attempt, status, error ('' for none), now, prefix, retention
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 local before = redis.call('HGET', KEYS[1], 'status')
@@ -200,7 +225,7 @@ else
   redis.call('HSET', KEYS[1], 'error', ARGV[3])
 end
 if before ~= 'done' and before ~= 'failed' and before ~= 'cancelled' then
-  task_ended(KEYS[1], ARGV[5], ARGV[2], ARGV[3], ARGV[4])
+  job_ended(KEYS[1], ARGV[5], ARGV[2], ARGV[3], ARGV[4], ARGV[6])
 end
 return 1
 """
@@ -213,7 +238,7 @@ redis.call('HSET', KEYS[1], 'ports_total', ARGV[2], 'updated_at', ARGV[3])
 return 1
 """
 
-# KEYS: job hash; ARGV: entry id, error, now, job id, prefix
+# KEYS: job hash; ARGV: entry id, error, now, job id, prefix, retention
 # Writes only into the hash of this very stream entry (made by its submitter with the
 # entry, by a split, or by its own start): a refused entry never creates a job hash under
 # the id it claims, nor touches one another entry owns; nor one that already ended well.
@@ -224,45 +249,50 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'done' or status == 'cancelled' then return 0 end
 redis.call('HSET', KEYS[1], 'id', ARGV[4], 'status', 'failed', 'error', ARGV[2],
            'entry', ARGV[1], 'finished_at', ARGV[3], 'updated_at', ARGV[3])
-if status ~= 'failed' then task_ended(KEYS[1], ARGV[5], 'failed', ARGV[2], ARGV[3]) end
+if status ~= 'failed' then job_ended(KEYS[1], ARGV[5], 'failed', ARGV[2], ARGV[3], ARGV[6]) end
 return 1
 """
 _REJECT = _TASK_LIB + _REJECT
 
 # KEYS: parent hash, jobs stream, parent results stream, parent written set
-# ARGV: attempt, now, total ports, prefix, queue ('' for default), parent id, task id base,
-#       then the task jobs' JSON, in order (task i's id is <base>:t<i>)
+# ARGV: attempt, now, total ports, queue ('' for default), parent id, then the task jobs'
+#       JSON, in order (task i's id is keys.task_id(parent id, i), its hash the parent
+#       hash's task_key(i): the parent's hash tag)
 # Atomic: either every task is queued and the parent marked sharded, or nothing is.
-_SPLIT = """
+_SPLIT = (
+    LUA
+    + """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 'lost' end
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'lost' end
 if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 'cancelled' end
-local n = #ARGV - 7
+local n = #ARGV - 5
 for i = 0, n - 1 do
-  local id = ARGV[7] .. ':t' .. i
-  local key = ARGV[4] .. 'job:' .. id
-  redis.call('DEL', key, key .. ':results', key .. ':written')
-  local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[8 + i])
-  redis.call('HSET', key, 'id', id, 'status', 'queued', 'entry', entry, 'parent', ARGV[6],
+  local id = task_id(ARGV[5], i)
+  local key = task_key(KEYS[1], i)
+  redis.call('DEL', key, results_key(key), written_key(key))
+  local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[6 + i])
+  redis.call('HSET', key, 'id', id, 'status', 'queued', 'entry', entry, 'parent', ARGV[5],
              'queued_at', ARGV[2], 'updated_at', ARGV[2])
-  if ARGV[5] ~= '' then redis.call('HSET', key, 'queue', ARGV[5]) end
+  if ARGV[4] ~= '' then redis.call('HSET', key, 'queue', ARGV[4]) end
 end
 redis.call('DEL', KEYS[3], KEYS[4])
-redis.call('HSET', KEYS[1], 'sharded', '1', 'task_base', ARGV[7], 'tasks_total', n,
+redis.call('HSET', KEYS[1], 'sharded', '1', 'tasks_total', n,
            'tasks_finished', '0', 'ports_total', ARGV[3], 'ports_done', '0',
            'updated_at', ARGV[2])
 return 'split'
 """
+)
 
-# KEYS: job hash; ARGV: now, prefix
+# KEYS: job hash; ARGV: now
 # A sharded job's cancel reaches every task that has not ended.
-_CANCEL = """
+_CANCEL = (
+    LUA
+    + """
 redis.call('HSET', KEYS[1], 'cancel', '1', 'cancel_requested_at', ARGV[1])
 if redis.call('HGET', KEYS[1], 'sharded') ~= '1' then return 1 end
-local base = redis.call('HGET', KEYS[1], 'task_base')
 local total = tonumber(redis.call('HGET', KEYS[1], 'tasks_total') or '0')
 for i = 0, total - 1 do
-  local key = ARGV[2] .. 'job:' .. base .. ':t' .. i
+  local key = task_key(KEYS[1], i)
   local status = redis.call('HGET', key, 'status')
   if status and status ~= 'done' and status ~= 'failed' and status ~= 'cancelled' then
     redis.call('HSET', key, 'cancel', '1', 'cancel_requested_at', ARGV[1])
@@ -270,6 +300,7 @@ for i = 0, total - 1 do
 end
 return total + 1
 """
+)
 
 # KEYS: job hash, jobs stream; ARGV: job JSON, now, job id, queue
 # A submission: the entry and the job's hash (status queued, owned by that entry) in one
@@ -320,14 +351,19 @@ class ResultWriter:
         *,
         worker: str,
         results_maxlen: int = 100_000,
+        retention: int = DEFAULT_RETENTION,
         clock: Callable[[], float] | None = None,
     ) -> None:
         if results_maxlen < 1:
             raise ValueError("results_maxlen must be at least 1")
+        if retention < 0:
+            raise ValueError("retention must be 0 (keep forever) or a number of seconds")
         self.client = client
         self.keys = keys
         self.worker = worker
         self.results_maxlen = results_maxlen
+        #: seconds an ended job's hash and results are kept (0: forever)
+        self.retention = retention
         self._clock = clock or time.time
 
     def _now(self) -> str:
@@ -430,7 +466,7 @@ class ResultWriter:
         reply = await self.client.eval(
             _FINISH,
             [self.keys.job(job_id), self.keys.job_written(job_id)],
-            [attempt, status, error or "", self._now(), self.keys.prefix],
+            [attempt, status, error or "", self._now(), self.keys.prefix, self.retention],
         )
         return integer(reply) == 1
 
@@ -447,7 +483,7 @@ class ResultWriter:
         reply = await self.client.eval(
             _REJECT,
             [self.keys.job(job_id)],
-            [entry_id, error, self._now(), job_id, self.keys.prefix],
+            [entry_id, error, self._now(), job_id, self.keys.prefix, self.retention],
         )
         return integer(reply) == 1
 
@@ -461,18 +497,17 @@ class ResultWriter:
         For a sharded job the request reaches every task that has not ended (each
         worker running one stops it; a queued one ends ``cancelled`` when taken).
         """
-        await self.client.eval(_CANCEL, [self.keys.job(job_id)], [self._now(), self.keys.prefix])
+        await self.client.eval(_CANCEL, [self.keys.job(job_id)], [self._now()])
 
     async def split(
         self,
         job: Job,
         attempt: str,
         total_ports: int,
-        task_base: str,
         tasks: list[bytes],
         stream: str,
     ) -> SplitState:
-        """Queue *tasks* (job JSON documents, ids ``<task_base>:t<i>``) on *stream* as
+        """Queue *tasks* (job JSON documents, ids ``<job id>/t<i>``) on *stream* as
         tasks of *job*, atomically, fenced by *attempt*: ``"split"`` (the caller acks
         the job's entry), ``"cancelled"`` (a cancel came first; nothing queued) or
         ``"lost"`` (another attempt owns the job)."""
@@ -488,10 +523,8 @@ class ResultWriter:
                 attempt,
                 self._now(),
                 total_ports,
-                self.keys.prefix,
                 job.queue or "",
                 job.id,
-                task_base,
                 *tasks,
             ],
         )

@@ -3,8 +3,8 @@
 A worker that takes a job of more (address, port) tasks than its ``task_ports`` does
 not scan it: it resolves and checks the targets (as for any job), cuts the ordered
 port list into runs of at most ``task_ports`` ports and queues each run as an ordinary
-job of ``endpoints`` on the same stream, with ``parent`` set to the big job's id
-(:meth:`vscand.queue.results.ResultWriter.split`, one atomic script). Tasks are
+job of ``endpoints`` on the same stream, with ``parent`` set to the big job's id and the
+id ``<parent>/t<N>`` (:meth:`vscand.queue.results.ResultWriter.split`, one atomic script). Tasks are
 claimed, leased, retried, dead-lettered and fenced exactly like jobs; their results
 carry the parent's id; the parent's hash aggregates their counts and gets its final
 status when the last task ends. Cancelling the parent reaches every task.
@@ -19,6 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vscand.queue.keys import TASK_SEP, task_id
 from vscand.scan.model import PortTask, endpoint_text
 
 #: job fields a task copies from its parent; the rest (targets, endpoints, signature,
@@ -36,19 +37,41 @@ INHERITED_FIELDS = (
     "requester",
 )
 
-#: longest parent id used as is in task ids (``<id>:t<n>`` must stay a valid job id)
-_MAX_BASE = 112
+#: before the key layout of ``queue/keys.py`` (layout 2), a parent id longer than this was
+#: replaced by a digest in its task ids ``<base>:t<n>``
+_LEGACY_MAX_BASE = 112
 
 
-def task_base(parent_id: str) -> str:
-    """The prefix of a sharded job's task ids: the job id, or a digest of a long one."""
-    if len(parent_id) <= _MAX_BASE:
+def legacy_task_base(parent_id: str) -> str:
+    """The prefix of a sharded job's task ids before layout 2 (``<base>:t<n>``): the job
+    id, or a digest of a long one. Still read: task entries queued before an upgrade
+    (:func:`legacy_task_index`)."""
+    if len(parent_id) <= _LEGACY_MAX_BASE:
         return parent_id
     return "shard-" + hashlib.sha256(parent_id.encode()).hexdigest()[:40]
 
 
-def task_id(base: str, index: int) -> str:
-    return f"{base}:t{index}"
+def legacy_task_index(task_id: str, parent_id: str) -> int | None:
+    """N if *task_id* is ``<base>:t<N>``, the pre-layout-2 id of task N of *parent_id*."""
+    base, sep, index = task_id.rpartition(":t")
+    if not sep or not index.isascii() or not index.isdigit() or index != str(int(index)):
+        return None
+    return int(index) if base == legacy_task_base(parent_id) else None
+
+
+#: a job has at most ``max_job_port_tasks`` tasks (a million by default): N < 10**9
+MAX_TASK_INDEX_DIGITS = 9
+
+
+def task_index(task_id: str, parent_id: str) -> int | None:
+    """N if *task_id* is ``<parent_id>/t<N>`` (N without leading zeros, at most
+    :data:`MAX_TASK_INDEX_DIGITS` digits), else None."""
+    base, sep, index = task_id.rpartition(TASK_SEP)
+    if base != parent_id or not sep or not index.isascii() or not index.isdigit():
+        return None
+    if len(index) > MAX_TASK_INDEX_DIGITS:
+        return None
+    return int(index) if index == str(int(index)) else None
 
 
 def endpoint(port_task: PortTask) -> str:
@@ -69,20 +92,19 @@ def chunks(tasks: Sequence[PortTask], size: int) -> list[list[PortTask]]:
 
 def task_documents(
     parent: Mapping[str, Any], parent_id: str, tasks: Sequence[PortTask], size: int
-) -> tuple[str, list[dict[str, Any]]]:
-    """The task jobs of the sharded job *parent* (its decoded JSON): ``(base, jobs)``."""
-    base = task_base(parent_id)
+) -> list[dict[str, Any]]:
+    """The task jobs of the sharded job *parent* (its decoded JSON), ids ``<parent_id>/t<N>``."""
     inherited = {name: parent[name] for name in INHERITED_FIELDS if name in parent}
     documents = []
     for index, run in enumerate(chunks(tasks, size)):
         document = {
-            "id": task_id(base, index),
+            "id": task_id(parent_id, index),
             "parent": parent_id,
             "endpoints": [endpoint(t) for t in run],
             **inherited,
         }
         documents.append(document)
-    return base, documents
+    return documents
 
 
 def encode(document: Mapping[str, Any]) -> bytes:
