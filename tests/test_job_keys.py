@@ -124,6 +124,7 @@ def test_the_per_job_scripts_run_on_a_cluster_node(cluster_node: SyncRedis) -> N
     assert run(writer.begin(job, "1-0", "a")) == "run"
     run(writer.request_cancel(job.id))
     assert run(writer.finish(job.id, "a", "cancelled")) is True
+    assert run(writer.set_queued(make_job("cl:2"), "2-0")) is True
     assert run(writer.reject("cl:2", "2-0", "invalid job: test")) is True
     assert 0 < cluster_node.call("TTL", KEYS.job("cl:1")) <= 60
     with pytest.raises(RedisReplyError, match="CROSSSLOT"):
@@ -235,7 +236,8 @@ def test_a_split_job_b1_leaves_a_submitted_job_b1_t0_alone(
     tasks = split(writer, make_job("b1"), "2-0", 2)
     assert [t.id for t in tasks] == ["b1/t0", "b1/t1"]
     for index, task in enumerate(tasks):
-        run_job(writer, task, f"3-{index}", [1000 + index])
+        # each task runs from the stream entry its split queued (its hash's owner)
+        run_job(writer, task, hash_of(redis, KEYS.task("b1", index))["entry"], [1000 + index])
     assert hash_of(redis, KEYS.job("b1:t0")) == before
     assert ports_of(redis, KEYS.job_results("b1:t0")) == [22]
     assert hash_of(redis, KEYS.job("b1"))["status"] == "done"
@@ -297,6 +299,8 @@ def test_retention_expires_an_ended_job_and_a_rejected_one(redis: SyncRedis) -> 
     assert 95 <= redis.call("TTL", KEYS.job("r1")) <= 100
     assert 95 <= redis.call("TTL", KEYS.job_results("r1")) <= 100
     assert redis.call("EXISTS", KEYS.job_written("r1")) == 0
+    # a refusal is written only into the hash its own entry owns (made by its submitter)
+    assert run(writer.set_queued(make_job("r2"), "2-0")) is True
     assert run(writer.reject("r2", "2-0", "invalid job: x")) is True
     assert 95 <= redis.call("TTL", KEYS.job("r2")) <= 100
 
@@ -310,8 +314,8 @@ def test_retention_0_keeps_ended_jobs(redis: SyncRedis, writer: ResultWriter) ->
 def test_a_sharded_job_and_its_tasks_expire_together_when_it_ends(redis: SyncRedis) -> None:
     writer = ResultWriter(redis, KEYS, worker="w", retention=200)
     tasks = split(writer, make_job("big"), "1-0", 3)
-    run_job(writer, tasks[0], "2-0", [1000])
-    run_job(writer, tasks[1], "2-1", [1001])
+    run_job(writer, tasks[0], hash_of(redis, KEYS.task("big", 0))["entry"], [1000])
+    run_job(writer, tasks[1], hash_of(redis, KEYS.task("big", 1))["entry"], [1001])
     # tasks that ended wait for their parent: nothing expires yet
     for key in [KEYS.job("big"), KEYS.task("big", 0), KEYS.job_results("big/t0")]:
         assert redis.call("TTL", key) == -1, key

@@ -24,6 +24,7 @@ import pytest
 
 from tests.daemon_harness import Daemon, Daemons, Redis, assert_loopback_job, wait_for
 from tests.redis_server import RedisServer
+from vscand.queue.keys import Keys
 
 pytestmark = pytest.mark.daemon
 
@@ -97,7 +98,7 @@ def test_outage_warnings_are_rate_limited_and_pending_writes_bounded(
     }
     assert_loopback_job(job)
     redis.xadd_job(job)
-    results_key = "vscand:job:outage:results"
+    results_key = Keys().job_results("outage")
     wait_for(lambda: int(redis("XLEN", results_key)) >= 100, 60, 0.05, "the first results")
 
     before = rss(daemon.pid)
