@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.daemon_harness import (
+    FTP_BANNER,
     SSH_BANNER,
     Daemons,
     Listeners,
@@ -237,6 +238,32 @@ def test_a_reused_job_id_is_an_explicit_outcome(
     assert redis.job("X")["entry"] != entry
 
 
+def test_ids_that_once_named_other_jobs_keys_no_longer_collide(
+    redis_server: RedisServer, redis: Redis, daemons: Daemons, listen: Listeners
+) -> None:
+    """Issue 12 case 3, through a real daemon: ``X:results`` got WRONGTYPE, ``c1`` destroyed
+    ``c1:results``'s status, a job ``b1`` split into tasks overwrote ``b1:t0``'s results."""
+    ssh = listen(banner(SSH_BANNER))
+    ftp = listen(banner(FTP_BANNER))
+    daemons.start("ids", *POLICY)
+    for job_id in ("c1:results", "b1:t0", "X:results"):
+        good_job_runs(redis, redis_server, ssh.endpoint, job_id)
+    before = {j: (redis.job(j), redis.results(j)) for j in ("c1:results", "b1:t0", "X:results")}
+    for job_id in ("c1", "X"):
+        good_job_runs(redis, redis_server, ftp.endpoint, job_id)
+    split = vscan(
+        redis_server, "submit", ftp.endpoint, f"127.0.0.1:{ssh.port}", "--id", "b1",
+        "--task-ports", "1", "--wait", "--timeout", "30",
+    )  # fmt: skip
+    assert split.returncode == 0, split.stderr
+    assert redis.job("b1")["tasks_total"] == "2"
+    assert redis.status("b1/t0") == "done" and redis.status("b1/t1") == "done"
+    after = {j: (redis.job(j), redis.results(j)) for j in before}
+    assert after == before  # no other job's keys changed
+    for job_id in ("c1", "X"):
+        assert [r["service"]["product"] for r in redis.results(job_id)] == ["vsftpd"]
+
+
 # --------------------------------------------------------------------------- fuzzed
 
 ID_CHARS = st.characters(
@@ -300,6 +327,7 @@ def test_fuzzed_entries_each_end_once_with_a_reason(
     target = listen(banner(SSH_BANNER))
     daemons.start("fuzz", *POLICY)
     rounds = iter(range(1000))
+    good: list[str] = []  # jobs that ran: no hostile entry may change their keys
 
     @settings(
         max_examples=int(os.environ.get("VSCAND_FUZZ_ROUNDS", "6")),
@@ -309,9 +337,12 @@ def test_fuzzed_entries_each_end_once_with_a_reason(
     )
     @given(batch=st.lists(entries(), min_size=5, max_size=25))
     def one_round(batch: list[list[bytes]]) -> None:
+        earlier = {j: (redis.job(j), redis.results(j)) for j in good}
         ids = [redis.xadd_fields(*fields) for fields in batch]
         ended_once(redis, ids, timeout=60)
-        good_job_runs(redis, redis_server, target.endpoint, f"good-{next(rounds)}")
+        assert {j: (redis.job(j), redis.results(j)) for j in good} == earlier
+        good.append(f"good-{next(rounds)}")
+        good_job_runs(redis, redis_server, target.endpoint, good[-1])
 
     one_round()
     assert redis.pending_count() == 0

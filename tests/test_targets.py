@@ -154,6 +154,20 @@ def test_odd_spellings_never_reach_the_resolver() -> None:
     assert resolver.asked == []
 
 
+def test_names_outside_allow_names_never_reach_the_resolver() -> None:
+    policy = TargetPolicy(allow=["127.0.0.0/8"], allow_names=["localhost", "*.lab.test"])
+    resolver = FakeResolver({"db.lab.test": ["127.0.0.5"], "evil.example": ["127.0.0.6"]})
+    d = plan_tasks(["127.0.0.1", "evil.example", "db.lab.test"], policy, resolver, {"tcp": [22]})
+    message = str(failure_of(d).value)
+    assert "hostname 'evil.example' is not allowed (allow_names: localhost, *.lab.test)" in message
+    assert resolver.asked == []  # refused before any lookup, the allowed name's included
+    plan_tasks(["db.lab.test"], policy, resolver, {"tcp": [22]})
+    assert resolver.asked == ["db.lab.test"]  # an allowed name is looked up as before
+    policy.check_name("DB.Lab.Test.")  # case-insensitive, root dot ignored
+    with pytest.raises(TargetError, match="not allowed"):
+        TargetPolicy(allow_names=[]).check_name("localhost")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
