@@ -316,3 +316,29 @@ def test_a_pel_read_after_a_failed_read_counts_nothing_for_entries_in_hand(
     a.block_ms = 200
     assert [d.entry_id for d in read(rt, a)] == [later]
     assert pending(rt, client) == {job: ("a", 2), later: ("a", 1)}
+
+
+def test_an_entry_is_acknowledged_only_once_its_job_end_is_on_the_server(
+    reactor_thread: ReactorThread, client: RedisClient
+) -> None:
+    """After a failover the new master may lack the end a worker wrote on the old one:
+    acknowledging there would lose the job (``ack_ended``)."""
+    rt = reactor_thread
+    c = consumer(rt, client, "a")
+    rt.run(c.ensure_group)
+    entry = submit(rt, client, b'{"id": "f1"}')
+    [d] = read(rt, c)
+    job = KEYS.job("f1")
+    # the hash as a failover may leave it: no end, or another attempt's
+    assert rt.run(lambda: c.ack_ended(entry, job, "att-1")) is False
+    rt.call(lambda: client.execute("HSET", job, "attempt", "att-1", "status", "running"))
+    assert rt.run(lambda: c.ack_ended(entry, job, "att-1")) is False
+    rt.call(lambda: client.execute("HSET", job, "status", "done"))
+    assert rt.run(lambda: c.ack_ended(entry, job, "att-0")) is False
+    assert pending(rt, client) == {entry: ("a", 1)}
+    assert d.entry_id in c.in_hand
+    # the end is there: acknowledged, and again harmlessly on a retry
+    assert rt.run(lambda: c.ack_ended(entry, job, "att-1")) is True
+    assert rt.run(lambda: c.ack_ended(entry, job, "att-1")) is True
+    assert pending(rt, client) == {}
+    assert c.in_hand == frozenset()
