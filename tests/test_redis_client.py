@@ -88,6 +88,32 @@ def test_parse_urls() -> None:
             parse_redis_url(bad)
 
 
+def test_parse_sentinel_urls() -> None:
+    url = parse_redis_url(
+        "redis+sentinel://:s%40cret@127.0.0.1:26379,[::1]:26380,sentinel-3/vscand/2"
+        "?sentinel_password=sp"
+    )
+    assert url.sentinels == (("127.0.0.1", 26379), ("::1", 26380), ("sentinel-3", 26379))
+    assert (url.service, url.db, url.password, url.sentinel_password, url.ssl) == (
+        "vscand", 2, "s@cret", "sp", False,
+    )  # fmt: skip
+    assert url.sentinel
+    assert str(url) == "redis+sentinel://:***@127.0.0.1:26379,[::1]:26380,sentinel-3:26379/vscand/2"
+    assert "cret" not in repr(url) and "sp'" not in repr(url)
+    tls = parse_redis_url("rediss+sentinel://h1:1,h2:2/mymaster")
+    assert (tls.ssl, tls.db, tls.service) == (True, 0, "mymaster")
+    for bad in (
+        "redis+sentinel://h:1/",  # no service
+        "redis+sentinel://h:1,,h:2/s",  # an empty address
+        "redis+sentinel://h:99999/s",
+        "redis+sentinel://h:x/s",
+        "redis+sentinel://h:1/s/x",  # db not a number
+        "redis+sentinel://h:1/s/0/more",
+    ):
+        with pytest.raises(ValueError):
+            parse_redis_url(bad)
+
+
 def test_password_never_shown() -> None:
     url = parse_redis_url("redis://bob:hunter2@10.0.0.1:6379/0")
     assert "hunter2" not in repr(url) and "hunter2" not in str(url)

@@ -60,6 +60,11 @@ Keys the daemon needs beyond DESIGN's list:
     sanity caps: a larger job document, or a job expanding to more (address, port)
     tasks, is rejected to the dead-letter stream. A stream entry's values over
     ``max_job_bytes`` are not even read (:mod:`vscand.queue.resp`).
+``replica_confirm``, ``replica_confirm_timeout_ms``
+    replicas (``WAIT``) that must hold a finished job's results and status before its entry
+    is acknowledged (0 = off, the default); how long one ``WAIT`` waits before it is tried
+    again. With Sentinel and ``replica_confirm = 1`` a master that dies loses no finished
+    job's end (DESIGN.md: "Redis failover").
 ``dead_maxlen``, ``dead_payload_bytes``
     the dead-letter stream is trimmed to about ``dead_maxlen`` entries (default 10000);
     each keeps the first ``dead_payload_bytes`` (default 4096) of the refused job and of
@@ -104,6 +109,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, cast
 from urllib.parse import urlsplit
+
+from vscand.queue.redis_url import parse_redis_url
 
 DEFAULT_CONFIG_PATH = "/etc/vscand/vscand.conf"
 SECTION = "vscand"
@@ -171,6 +178,8 @@ class DaemonConfig:
     job_key_file: str | None = None
     max_job_bytes: int = 65_536
     max_job_port_tasks: int = 1_000_000
+    replica_confirm: int = 0
+    replica_confirm_timeout_ms: int = 5000
     dead_maxlen: int = 10_000
     dead_payload_bytes: int = 4096
     drain_timeout: float = 25.0
@@ -204,13 +213,22 @@ class DaemonConfig:
         return redact_url(self.redis_url)
 
 
+_SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:sentinel_)?password=)[^&]*")
+
+
 def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(a Redis URL that cannot be parsed)"
+    if parts.query:
+        parts = parts._replace(query=_SECRET_QUERY.sub(r"\1***", parts.query))
+    if password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    return parts.geturl()
 
 
 # --- value parsers: accept the text of the file or of an option, or an already typed value
@@ -365,6 +383,12 @@ def _redis_url(value: object) -> str:
     if scheme not in REDIS_URL_SCHEMES:
         allowed = ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
         raise _Invalid(f"must be a URL starting with {allowed}, not {redact_url(text)!r}")
+    if scheme.endswith("+sentinel"):
+        try:
+            parse_redis_url(text)
+        except ValueError as e:
+            raise _Invalid(f"{e}: {redact_url(text)!r}") from None
+        return text
     parts = urlsplit(text)
     if scheme == "unix":
         if not parts.path:
@@ -423,6 +447,8 @@ _KEYS: dict[str, Callable[[object], object]] = {
     "job_key_file": _optional_path,
     "max_job_bytes": _int(1, None, "a positive integer"),
     "max_job_port_tasks": _int(1, None, "a positive integer"),
+    "replica_confirm": _int(0, 64, "an integer from 0 to 64 (0 = off)"),
+    "replica_confirm_timeout_ms": _int(1, 600_000, "an integer from 1 to 600000"),
     "dead_maxlen": _int(1, None, "a positive integer"),
     "dead_payload_bytes": _int(0, 1_048_576, "an integer from 0 to 1048576"),
     "drain_timeout": _float(0.0, False, "a non-negative number of seconds"),

@@ -85,6 +85,14 @@ def add_fleet_commands(sub: Any) -> None:
     )
     submit.add_argument("--sign-key", metavar="FILE", help="HMAC key file: sign the job")
     submit.add_argument("--ttl", type=float, default=3600, help="signed job lifetime (s)")
+    submit.add_argument(
+        "--replica-confirm",
+        type=int,
+        default=0,
+        metavar="N",
+        help="exit only once N replicas hold the submission (WAIT), so a Redis failover "
+        "cannot lose it; exit 1 if they do not within 5 s [default: 0]",
+    )
     submit.add_argument("--wait", action="store_true", help="wait for the job to end")
     submit.add_argument("--timeout", type=float, default=0, help="with --wait: give up after")
     common(submit)
@@ -281,6 +289,21 @@ async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace
             f"job id {parsed.id!r} is taken (a job with it exists, status {status or '?'}); "
             "submit under another --id"
         )
+    if args.replica_confirm > 0:
+        # the same connection made the submission: WAIT covers it
+        reached = int(await client.execute("WAIT", args.replica_confirm, 5000, timeout=10))
+        # and it is on the server WAIT answered for (a reconnection in between, to a new
+        # master, would make WAIT count nothing of ours)
+        owner = await client.execute("HGET", keys.job(parsed.id), "entry")
+        if _text(owner or b"") != status:
+            reached = 0
+        if reached < args.replica_confirm:
+            raise FleetError(
+                f"job {parsed.id} was queued (entry {status}) but only {reached} of "
+                f"{args.replica_confirm} replicas confirmed it within 5 s: a failover now "
+                "could lose it",
+                EXIT_FAILED,
+            )
     print(parsed.id)
     sys.stdout.flush()
     if args.wait:

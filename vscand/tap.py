@@ -59,6 +59,10 @@ _HELP: dict[str, str] = {
     "max_job_port_tasks": "most (address, port) tasks one job may expand to [default: 1000000]",
     "allow_names": "hostnames jobs may name: shell patterns, comma separated (* = any); "
     "others are refused before any lookup [default: localhost]",
+    "replica_confirm": "replicas that must hold a finished job's writes (WAIT) before its "
+    "entry is acknowledged, 0 = off [default: 0]",
+    "replica_confirm_timeout_ms": "milliseconds one WAIT waits before it is tried again "
+    "[default: 5000]",
     "dead_maxlen": "approximate length of the dead-letter stream [default: 10000]",
     "dead_payload_bytes": "bytes of a refused job a dead letter keeps [default: 4096]",
     "drain_timeout": "seconds to finish in-flight work on stop before releasing it [default: 25]",

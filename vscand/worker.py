@@ -722,7 +722,8 @@ class WorkerService(service.Service):
         if not finished:
             self._lost(running, "the final status write was fenced off")
             return
-        await self._retrying("ack a job", self.consumer.ack, running.delivery.entry_id)
+        if not await self._acknowledge(running):
+            return
         self.metrics.job_ended(status)  # metrics
         if job.parent is not None:
             self.metrics.task_event(status)  # metrics
@@ -800,7 +801,67 @@ class WorkerService(service.Service):
                 n=len(documents),
                 size=size,
             )
-        await self._retrying("ack a job", self.consumer.ack, running.delivery.entry_id)
+        await self._acknowledge(running)
+
+    async def _acknowledge(self, running: RunningJob) -> bool:
+        """XACK *running*'s entry once its end is safe: on ``replica_confirm`` replicas
+        (``WAIT``; one per job: replication is ordered, so it covers every result and the
+        status written before it) and present, with this attempt, on the server that takes
+        the XACK. Where a failover lost the end, the job is handed back for another run
+        instead (``False``): acknowledging it would lose it."""
+        assert self.consumer is not None
+        job = running.job
+        if self.config.replica_confirm:
+            await self._confirm_replicas(job.id)
+        acked = await self._retrying(
+            "ack a job",
+            self.consumer.ack_ended,
+            running.delivery.entry_id,
+            self.keys.job(job.id),
+            running.attempt,
+        )
+        if acked:
+            return True
+        log.warn(
+            "job {job}: its end is not on the Redis master (lost in a failover?); "
+            "handing it back for another run",
+            job=job.id,
+        )
+        self._lost(running, "its end was not on the master")
+        await self._release(running)
+        return False
+
+    async def _confirm_replicas(self, job_id: str) -> None:
+        """``WAIT`` until ``replica_confirm`` replicas have every write this connection made
+        (the job's results and final status among them); retried while they lag or are
+        away: a job is not acknowledged before its end would survive a failover."""
+        assert self.client is not None
+        wanted = self.config.replica_confirm
+        timeout_ms = self.config.replica_confirm_timeout_ms
+        delays = _retry_delays()
+        attempt = 0
+        while True:
+            try:
+                bound = timeout_ms / 1000.0 + self.config.command_timeout
+                reached = int(await self.client.execute("WAIT", wanted, timeout_ms, timeout=bound))
+            except RedisUnavailable as exc:
+                if self._stopping and attempt > 3:
+                    raise
+                reached, why = -1, str(exc)
+            else:
+                if reached >= wanted:
+                    return
+                why = f"{reached} of {wanted} replicas confirmed within {timeout_ms} ms"
+            self.warnings.warn(
+                "replica_confirm",
+                "job {job}: not acknowledged yet: {why}",
+                job=job_id,
+                why=why,
+            )
+            if self._stopping and attempt > 3:
+                raise RedisUnavailable(f"replicas did not confirm job {job_id}: {why}")
+            await task.deferLater(self.reactor, delays[min(attempt, len(delays) - 1)])
+            attempt += 1
 
     def _lost(self, running: RunningJob, why: str) -> None:
         """*running*'s attempt was superseded by another worker's: never ack it here."""

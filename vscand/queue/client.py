@@ -29,9 +29,7 @@ import hashlib
 import random
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.application.internet import ClientService
 from twisted.internet import defer
@@ -41,7 +39,14 @@ from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from vscand.queue.redis_url import (
+    DEFAULT_PORT,
+    DEFAULT_SENTINEL_PORT,
+    RedisURL,
+    parse_redis_url,
+)
 from vscand.queue.resp import ReplyCap, ReplyCapError, ReplyLimits, cut_size, new_token
 
 with warnings.catch_warnings():
@@ -52,8 +57,6 @@ with warnings.catch_warnings():
 log = Logger(namespace="vscand.redis")
 
 Arg = str | bytes | int | float
-
-DEFAULT_PORT = 6379
 
 
 class RedisUnavailable(Exception):
@@ -77,92 +80,73 @@ class RedisReplyError(Exception):
         return self.message.split(" ", 1)[0] if self.message else ""
 
 
-# -- URLs -------------------------------------------------------------------------------------
+__all__ = ["DEFAULT_PORT", "DEFAULT_SENTINEL_PORT", "RedisURL", "parse_redis_url"]
 
 
-@dataclass(frozen=True)
-class RedisURL:
-    """Where Redis is and how to log in. ``str()`` and ``repr()`` never show the password."""
-
-    host: str | None = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    db: int = 0
-    password: str | None = field(default=None, repr=False)
-    username: str | None = None
-    ssl: bool = False
-    unix_path: str | None = None
-
-    def __str__(self) -> str:
-        user = ""
-        if self.username or self.password is not None:
-            user = f"{self.username or ''}{':***' if self.password is not None else ''}@"
-        if self.unix_path is not None:
-            return f"unix://{user}{self.unix_path}?db={self.db}"
-        scheme = "rediss" if self.ssl else "redis"
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"{scheme}://{user}{host}:{self.port}/{self.db}"
-
-    @property
-    def address(self) -> str:
-        """Host and port (or socket path), for log lines."""
-        if self.unix_path is not None:
-            return self.unix_path
-        return f"{self.host}:{self.port}"
-
-
-def parse_redis_url(url: str) -> RedisURL:
-    """``redis://[user:pass@]host[:port][/db]``, ``rediss://...`` (TLS), ``unix:///path?db=N``.
-
-    ``db``, ``password`` and ``username`` may also be given as query parameters.
-    Errors never quote the password.
+@implementer(IStreamClientEndpoint)
+class SentinelEndpoint:
+    """Asks the sentinels for the current master of a service before every connection
+    (txredisapi's ``Sentinel.discover_master``: the first sentinel that answers with a
+    master it sees up), then connects there. Each link's :class:`ClientService` reconnects
+    through it, so a failover is followed by itself: the old master's connection drops
+    (or answers ``READONLY``, which drops it too), and the next attempt finds the new one.
     """
-    try:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password is not None else None
-        port_text = parts.port
-        hostname = parts.hostname
-    except ValueError as exc:
-        raise ValueError(f"invalid Redis URL: {exc}") from None
-    if "password" in query:
-        password = query["password"]
-    if "username" in query:
-        username = query["username"]
-    db_text = query.get("db", "")
-    if scheme in ("redis", "rediss"):
-        path = parts.path.strip("/")
-        if path:
-            db_text = path
-        if not hostname:
-            raise ValueError(f"invalid Redis URL: no host in {scheme}://...")
-        host: str | None = hostname
-        unix_path = None
-        port = port_text or DEFAULT_PORT
-    elif scheme == "unix":
-        if not parts.path:
-            raise ValueError("invalid Redis URL: no socket path in unix://...")
-        host, unix_path, port = None, unquote(parts.path), DEFAULT_PORT
-    else:
-        raise ValueError(
-            f"invalid Redis URL: scheme {scheme or '(none)'!r} is not redis, rediss or unix"
+
+    def __init__(
+        self,
+        reactor: Any,
+        url: RedisURL,
+        *,
+        timeout: float,
+        sentinel: Any | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self.url = url
+        self.timeout = timeout
+        if sentinel is None:
+            extra = {} if url.sentinel_password is None else {"password": url.sentinel_password}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", BytesWarning)
+                sentinel = txredisapi.Sentinel(list(url.sentinels), **extra)
+            sentinel.discovery_timeout = timeout
+        self.sentinel = sentinel
+        #: the master the last connection went to (for logs and tests)
+        self.master: tuple[str, int] | None = None
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._connect(protocolFactory))
+
+    async def _connect(self, protocolFactory: Any) -> Any:
+        assert self.url.service is not None
+        try:
+            host, port = await self.sentinel.discover_master(self.url.service)
+        except txredisapi.MasterNotFoundError as exc:
+            raise RedisUnavailable(f"Sentinel: {exc}") from None
+        address = (_text_host(host), int(port))
+        if address != self.master:
+            log.info(
+                "Sentinel: the master of {service} is {host}:{port}",
+                service=self.url.service,
+                host=address[0],
+                port=address[1],
+            )
+            self.master = address
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self._reactor, address[0], address[1], timeout=self.timeout
         )
-    try:
-        db = int(db_text) if db_text else 0
-    except ValueError:
-        raise ValueError(f"invalid Redis URL: database {db_text!r} is not a number") from None
-    if db < 0:
-        raise ValueError(f"invalid Redis URL: database {db} is negative")
-    return RedisURL(
-        host=host,
-        port=port,
-        db=db,
-        password=password,
-        username=username,
-        ssl=scheme == "rediss",
-        unix_path=unix_path,
-    )
+        if self.url.ssl:
+            from twisted.internet.ssl import optionsForClientTLS  # noqa: PLC0415
+
+            endpoint = wrapClientTLS(optionsForClientTLS(address[0]), endpoint)
+        return await endpoint.connect(protocolFactory)
+
+    def close(self) -> Deferred[Any]:
+        """Close the connections to the sentinels."""
+        return defer.maybeDeferred(self.sentinel.disconnect)
+
+
+def _text_host(host: Any) -> str:
+    return host.decode() if isinstance(host, bytes) else str(host)
 
 
 # -- reconnection policy ----------------------------------------------------------------------
@@ -389,6 +373,33 @@ class _Link:
             self.drop(proto)
 
     def _authenticated(self, proto: _RedisProtocol) -> None:
+        if self.url.sentinel:
+            # Sentinel named it the master a moment ago; make sure it still is (a failover
+            # may be under way): a replica is dropped and the sentinels asked again
+            try:
+                role = proto.execute_command("ROLE")
+            except txredisapi.ConnectionError:
+                return
+            role.addCallbacks(
+                lambda reply: self._role(proto, reply), lambda f: self._role(proto, None)
+            )
+            return
+        self._setname(proto)
+
+    def _role(self, proto: _RedisProtocol, reply: Any) -> None:
+        role = reply[0] if isinstance(reply, list) and reply else None
+        if role in (b"master", "master"):
+            self._setname(proto)
+            return
+        log.warn(
+            "Redis at {peer} is not the master ({role!r}); asking the sentinels again",
+            peer=_peer(proto),
+            role=role,
+        )
+        self._rejected += 1
+        self.drop(proto)
+
+    def _setname(self, proto: _RedisProtocol) -> None:
         try:
             d = proto.execute_command("CLIENT", "SETNAME", self.name)
         except txredisapi.ConnectionError:
@@ -459,6 +470,14 @@ def _map_error(failure: Failure) -> Failure:
     return failure
 
 
+def _peer(proto: Any) -> str:
+    try:
+        peer = proto.transport.getPeer()
+        return f"{peer.host}:{peer.port}"
+    except Exception:
+        return "?"
+
+
 def _safe_name(name: str) -> str:
     return "".join(c if c.isprintable() and not c.isspace() else "_" for c in name) or "vscand"
 
@@ -503,6 +522,7 @@ class RedisClient:
         self.client_name = _safe_name(client_name)
         self._policy = retry or retry_policy()
         self._endpoint = endpoint
+        self._sentinel: SentinelEndpoint | None = None
         self._commands = self._make_link(self.client_name)
         self._reader: _Link | None = None
         self._reader_lock = DeferredLock()
@@ -515,6 +535,10 @@ class RedisClient:
         if self._endpoint is not None:
             return self._endpoint
         url = self.url
+        if url.sentinel:
+            if self._sentinel is None:  # one set of sentinel connections for both links
+                self._sentinel = SentinelEndpoint(self._reactor, url, timeout=self.connect_timeout)
+            return self._sentinel
         if url.unix_path is not None:
             return UNIXClientEndpoint(  # type: ignore[no-untyped-call]
                 self._reactor, url.unix_path, timeout=self.connect_timeout
@@ -585,7 +609,10 @@ class RedisClient:
         """Close both connections and stop reconnecting; pending waits fail."""
         self._disconnected = True
         links = [self._commands, *([self._reader] if self._reader is not None else [])]
-        stopped = defer.gatherResults([link.stop() for link in links], consumeErrors=True)
+        stops = [link.stop() for link in links]
+        if self._sentinel is not None:
+            stops.append(self._sentinel.close())
+        stopped = defer.gatherResults(stops, consumeErrors=True)
         return stopped.addCallback(lambda _: None)
 
     # implementation
@@ -608,6 +635,15 @@ class RedisClient:
         reply.addTimeout(remaining, clock)
         try:
             return await reply
+        except RedisRefused as exc:
+            if self.url.sentinel and "READONLY" in str(exc):
+                # a master demoted by a failover: ask the sentinels again
+                log.warn(
+                    "Redis at {address} is a replica now; finding the new master",
+                    address=self.url.address,
+                )
+                self._commands.drop(proto)
+            raise
         except defer.TimeoutError:
             log.warn(
                 "Redis at {address} did not answer {command} within {timeout} s; "

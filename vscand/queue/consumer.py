@@ -112,6 +112,20 @@ return r
 """
 )
 
+# XACK only once the job's end is on this server. KEYS: stream, job hash; ARGV: group,
+# entry, attempt. 1 when the hash names the attempt and its end (a final status, or the
+# split into tasks): the entry is acknowledged (again, harmlessly, on a retry). 0 when it
+# does not: after a Redis failover the new master may lack writes the old one took, and
+# acknowledging there would lose the job; the caller hands it back for another run.
+_ACK_ENDED = """
+if redis.call('HGET', KEYS[2], 'attempt') ~= ARGV[3] then return 0 end
+local status = redis.call('HGET', KEYS[2], 'status')
+if status ~= 'done' and status ~= 'failed' and status ~= 'cancelled'
+   and redis.call('HGET', KEYS[2], 'sharded') ~= '1' then return 0 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 # Delivery counts of entries of the PEL (0 for an entry no longer pending).
 _COUNTS = """
 local out = {}
@@ -455,6 +469,17 @@ class JobConsumer:
         """Done with *entry_id*: acknowledge it (after its results are written)."""
         await self.client.execute("XACK", self.stream, self.group, entry_id)
         self._in_hand.discard(entry_id)
+
+    async def ack_ended(self, entry_id: str, job_key: str, attempt: str) -> bool:
+        """Acknowledge *entry_id* only if the job hash *job_key* records *attempt*'s end
+        (see ``_ACK_ENDED``); ``False`` (nothing acknowledged) when it does not."""
+        done = await self.client.eval(
+            _ACK_ENDED, [self.stream, job_key], [self.group, entry_id, attempt]
+        )
+        if int(done) == 1:
+            self._in_hand.discard(entry_id)
+            return True
+        return False
 
     async def dead_letter(
         self, delivery: Delivery, reason: str, *, only_if_pending: bool = True
