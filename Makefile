@@ -163,9 +163,12 @@ bench-fast: venv
 
 # the long chaos variants (tests/test_chaos.py with VSCAND_SOAK=1: 8,000 jobs under a
 # kill -9 loop, 3,000 under Redis restarts, 3,500 under stalls/disconnects/OOM), ~5 min;
-# then the hostile targets' soak variant (every case at intensity 7), ~4 min
+# then the hostile targets' soak variant (every case at intensity 7), ~4 min; then the
+# Redis failover soak (tests/test_failover.py: 1,200 jobs through three Sentinel failovers
+# per run, kill -9 and DEBUG SLEEP, with and without replica_confirm), ~6 min
 soak: venv
 	VSCAND_SOAK=1 $(PY) -b -m pytest -q -s tests/test_chaos.py
+	VSCAND_SOAK=1 $(PY) -b -m pytest -q -s -m soak tests/test_failover.py
 	VSCAND_SOAK=1 $(PY) -b -m pytest -q -m soak tests/hostile
 
 clean:

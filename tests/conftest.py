@@ -18,7 +18,12 @@ from vscand.probes.parser import find_probe_file
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.redis_server", "tests.reactor_thread", "tests.daemon_fixtures"]
+pytest_plugins = [
+    "tests.redis_server",
+    "tests.sentinel_cluster",
+    "tests.reactor_thread",
+    "tests.daemon_fixtures",
+]
 
 settings.register_profile(
     "vscand",

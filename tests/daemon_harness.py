@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -309,10 +309,18 @@ class Daemon:
         return "\n".join(self.messages()[-lines:])
 
 
+class RedisEndpoint(Protocol):
+    """What the daemons are pointed at: a ``RedisServer``, or a ``SentinelCluster``
+    (``tests/sentinel_cluster.py``), whose ``url`` is ``redis+sentinel://...``."""
+
+    @property
+    def url(self) -> str: ...
+
+
 class Daemons:
     """Starts daemons against one Redis; kills every one still running at teardown."""
 
-    def __init__(self, redis: RedisServer, directory: Path) -> None:
+    def __init__(self, redis: RedisEndpoint, directory: Path) -> None:
         self.redis = redis
         self.directory = directory
         self.started: list[Daemon] = []
@@ -391,7 +399,7 @@ def warm_prefilter_cache() -> None:
         _cache_warm = True
 
 
-def daemons_fixture(redis_server: RedisServer, tmp_path: Path) -> Iterator[Daemons]:
+def daemons_fixture(redis_server: RedisEndpoint, tmp_path: Path) -> Iterator[Daemons]:
     warm_prefilter_cache()
     pool = Daemons(redis_server, tmp_path)
     try:
