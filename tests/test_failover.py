@@ -40,7 +40,9 @@ from tests.daemon_harness import (
     Redis,
     banner,
     daemons_fixture,
+    vscan,
 )
+from tests.redis_server import RedisServer
 from tests.sentinel_cluster import SentinelCluster, info
 from tests.sync_redis import RedisReplyError, SyncRedis
 from tests.test_chaos import Count, Ledger, _all_ended, account, check_acknowledged
@@ -363,3 +365,36 @@ def test_failover_without_replica_confirm_measures_the_loss(
     assert count.submitted == jobs
     assert count.completed + count.dead_lettered + len(outcome.lost) <= count.submitted
     assert count.completed > 0
+
+
+# --------------------------------------------------------------------------- fleet commands
+
+
+def test_fleet_commands_work_through_sentinel(
+    cluster: SentinelCluster, daemons: Daemons, targets: list[str], redis_server: RedisServer
+) -> None:
+    """``vscan`` on the ``redis+sentinel://`` URL: submit (confirmed on the replica), wait,
+    status, results, workers; and the same submission confirmation refused where there is
+    no replica to confirm it (a plain redis-server)."""
+    cluster.wait_monitoring(replicas=1)
+    daemons.start("fleet:1", "--replica-confirm", "1")
+    url = ["--redis-url", cluster.url]
+    done = vscan(
+        None, "submit", targets[0], "--id", "via-sentinel", "--replica-confirm", "1",
+        "--wait", "--timeout", "30", *url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "via-sentinel"
+    status = vscan(None, "status", "via-sentinel", "--json", *url)
+    assert '"status": "done"' in status.stdout, status.stdout
+    results = vscan(None, "results", "via-sentinel", *url)
+    assert "OpenSSH" in results.stdout, results.stdout
+    workers = vscan(None, "workers", *url)
+    assert "fleet:1" in workers.stdout, workers.stdout
+
+    lonely = vscan(
+        redis_server, "submit", targets[0], "--id", "no-replica", "--replica-confirm", "1",
+        check=False,
+    )  # fmt: skip
+    assert lonely.returncode == 1, lonely
+    assert "only 0 of 1 replicas confirmed it" in lonely.stderr
