@@ -110,8 +110,6 @@ from pathlib import Path
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
-from vscand.queue.redis_url import parse_redis_url
-
 DEFAULT_CONFIG_PATH = "/etc/vscand/vscand.conf"
 SECTION = "vscand"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -384,6 +382,9 @@ def _redis_url(value: object) -> str:
         allowed = ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
         raise _Invalid(f"must be a URL starting with {allowed}, not {redact_url(text)!r}")
     if scheme.endswith("+sentinel"):
+        # imported here: `import vscand.tap` (twistd's plugin scan) must stay light
+        from vscand.queue.redis_url import parse_redis_url  # noqa: PLC0415
+
         try:
             parse_redis_url(text)
         except ValueError as e:
