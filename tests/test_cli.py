@@ -297,3 +297,37 @@ def test_probes_listing(capsys: pytest.CaptureFixture[str]) -> None:
     assert rows[("TCP", "DNSVersionBindReqTCP")]["fallback"] == ["DNSVersionBindReq", "NULL"]
     assert rows[("TCP", "NULL")]["totalwaitms"] == 6000
     assert rows[("TCP", "NULL")]["lines"] == want["null"]
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["scan", "127.0.0.1", "--concurrency", "0"], ["--concurrency", "'0'"]),
+        (["scan", "127.0.0.1", "--concurrency", "x"], ["--concurrency", "'x'"]),
+        (["scan", "127.0.0.1", "--per-host", "-1"], ["--per-host"]),
+        (["scan", "127.0.0.1", "--connect-rate", "nan"], ["--connect-rate"]),
+        (["scan", "127.0.0.1", "--connect-rate", "inf"], ["--connect-rate"]),
+        (["scan", "127.0.0.1", "--fast-lanes", "0"], ["--fast-lanes"]),
+        (["scan", "127.0.0.1", "--fast-wait", "-5"], ["--fast-wait"]),
+        (["scan", "127.0.0.1", "--bogus"], ["unrecognized arguments: --bogus"]),
+        ([], ["required: COMMAND"]),
+        (["nonsense"], ["invalid choice"]),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    args: list[str], words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert_one_line_error(err, *words, "--help)")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith("vscan 0.") and "Twisted" in out

@@ -12,9 +12,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from vscand.output.table import service_column, service_info_line, version_column
 from vscand.probes import engine as engine_mod
@@ -84,10 +84,59 @@ def _regex_engine(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``vscan: error: ...``, exit 2), like every
+    other error of the command; ``--help`` still shows the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("vscan").strip()
+        hint = f"vscan {command} --help" if command else "vscan --help"
+        self.exit(EXIT_USAGE, f"vscan: error: {message} (see {hint})\n")
+
+
+def _count(low: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer of at least *low*."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate (a number, 0 = unlimited)")
+    return value
+
+
+def _version() -> str:
+    import platform  # noqa: PLC0415
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        ours = version("vscand")
+    except PackageNotFoundError:
+        ours = "(not installed)"
+    import twisted  # noqa: PLC0415
+
+    return f"vscan {ours} (Python {platform.python_version()}, Twisted {twisted.__version__})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vscan", description="Service and version detection, answer for answer as nmap -sV."
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     match = sub.add_parser(
@@ -128,14 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scan.add_argument(
         "--fast-wait",
-        type=int,
+        type=_count(0, "a number of milliseconds"),
         default=1000,
         metavar="MS",
         help="fast mode's quiet window floor (default 1000; 0: full probe waits)",
     )
     scan.add_argument(
         "--fast-lanes",
-        type=int,
+        type=_count(1, "a positive number of lanes"),
         default=32,
         metavar="N",
         help="fast mode: parallel probe connections per port (default 32)",
@@ -148,12 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--json", action="store_true", help="JSON lines on stdout instead of the table"
     )
-    scan.add_argument("--concurrency", type=int, default=1000, metavar="N", help="ports in flight")
     scan.add_argument(
-        "--per-host", type=int, default=0, metavar="N", help="ports in flight per host"
+        "--concurrency",
+        type=_count(1, "a positive number of ports"),
+        default=1000,
+        metavar="N",
+        help="ports in flight",
     )
     scan.add_argument(
-        "--connect-rate", type=float, default=0, metavar="R", help="new connections per second"
+        "--per-host",
+        type=_count(0, "a number of ports (0 = unlimited)"),
+        default=0,
+        metavar="N",
+        help="ports in flight per host (0 = unlimited)",
+    )
+    scan.add_argument(
+        "--connect-rate", type=_rate, default=0, metavar="R", help="new connections per second"
     )
     scan.add_argument(
         "--allow",
