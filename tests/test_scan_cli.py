@@ -103,6 +103,26 @@ def test_scan_banner_and_closed_ports_with_all_outputs(tmp_path: Path) -> None:
     assert row in normal_out.read_text()
 
 
+@pytest.mark.parametrize("option", ["-oX", "-oN", "-oJ"])
+def test_an_output_to_stdout_is_all_stdout_carries(option: str) -> None:
+    """As with nmap: ``-oX -`` writes the XML alone (a pipe to xmllint works), no table;
+    the recorded command line is the one typed, so it can be run again."""
+    banner = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
+    with BannerServer(banner) as server:
+        proc = run("127.0.0.1", "-p", str(server.port), option, "-", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    if option == "-oX":
+        root = ET.fromstring(proc.stdout)  # the whole of stdout is one XML document
+        assert root.get("args") == f"vscan scan 127.0.0.1 -p {server.port} -oX - --no-progress"
+        assert root.find(f".//port[@portid='{server.port}']") is not None
+    elif option == "-oJ":
+        [result] = map(json.loads, proc.stdout.splitlines())
+        assert result["port"] == server.port
+    else:
+        assert proc.stdout.startswith("# vscan scan initiated"), proc.stdout[:200]
+        assert proc.stdout.count(f"{server.port}/tcp") == 1  # the -oN text, not also the table
+
+
 def test_json_streams_results() -> None:
     with BannerServer(b"220 zzhost FTP server ready\r\n") as server:
         proc = run("127.0.0.1", "-p", str(server.port), "--json")

@@ -435,6 +435,7 @@ COMMANDS.update(dict.fromkeys(FLEET_COMMANDS, cmd_fleet))
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, as typed
     logging.basicConfig(level=logging.WARNING, format="vscan: %(message)s")
     try:
         code = COMMANDS[args.command](args)

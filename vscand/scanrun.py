@@ -263,12 +263,15 @@ async def _scan(
         progress.close()
     ended = time.time()
     meta = ScanMeta(
-        args=" ".join(shlex.quote(a) for a in ["vscan", *sys.argv[2:]]) if sys.argv else "vscan",
+        # the command as typed, re-runnable (cli.main records it)
+        args=" ".join(shlex.quote(a) for a in ["vscan", *getattr(args, "argv", sys.argv[1:])]),
         start=started,
         end=ended,
         ports=prepared.ports,
     )
-    if not args.json:
+    # like nmap: an output written to stdout (-oX -, -oN -, -oJ -) is all stdout carries
+    to_stdout = "-" in (args.xml_out, args.normal_out, args.json_out)
+    if not args.json and not to_stdout:
         sys.stdout.write(format_hosts(results))
     _write(args.xml_out, lambda: format_xml(results, meta))
     _write(args.normal_out, lambda: format_normal(results, meta))
