@@ -759,3 +759,23 @@ def test_cancel_keeps_partial_results(
     assert len(results) <= 2
     assert redis.pending_count() == 0
     gate.set()
+
+
+def test_a_clean_stop_logs_no_warning(
+    redis_server: RedisServer, redis: Redis, daemons: Daemons, listen: Listeners
+) -> None:
+    """SIGTERM of an idle daemon after a job: no warning or error in its log (closing the
+    blocking reader used to log "reading jobs: Redis unavailable")."""
+    server = listen(banner(SSH_BANNER))
+    daemon = daemons.start("clean:1")
+    submit(redis, {"id": "before-stop", "endpoints": [server.endpoint]})
+    wait_for(lambda: final(redis, "before-stop"), 15, 0.1, "the job")
+    daemon.signal(signal.SIGTERM)
+    daemon.wait_exit(30)
+    assert daemon.logged("vscand stopped"), daemon.tail()
+    levels = [
+        (e["log_level"].get("name"), e.get("log_format"))
+        for e in daemon.events()
+        if isinstance(e.get("log_level"), dict)
+    ]
+    assert [entry for entry in levels if entry[0] in ("warn", "error", "critical")] == []

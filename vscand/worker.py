@@ -375,6 +375,8 @@ class WorkerService(service.Service):
                 deliveries = await self.consumer.read(free)
                 failures = 0
             except RedisUnavailable as exc:
+                if self._stopping:
+                    break  # a clean stop closed the reader: no outage to report
                 delay = delays[min(failures, len(delays) - 1)]
                 failures += 1
                 self.warnings.warn(
