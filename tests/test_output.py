@@ -577,3 +577,23 @@ def test_write_jsonl() -> None:
     assert write_jsonl([result(1), result(2)], out) == 2
     rows = out.getvalue().splitlines()
     assert [json.loads(r)["port"] for r in rows] == [1, 2]
+
+
+def test_host_times_end_at_scanned_at_and_lie_inside_the_run() -> None:
+    """``scanned_at`` is when a port's scan ended: the host ends at the last one and starts at
+    the first one's start (``scanned_at - duration``), within the run's own times (the host's
+    endtime used to be scanned_at + duration: later than the run's end)."""
+    from vscand.output.report import Host, parse_time  # noqa: PLC0415
+
+    at = parse_time("2026-11-22T10:00:00Z")
+    assert at is not None
+    ports = (
+        {**result(22), "scanned_at": "2026-11-22T10:00:50Z", "duration_ms": 4000},
+        {**result(80), "scanned_at": "2026-11-22T10:00:52Z", "duration_ms": 9000},
+    )
+    host = Host(address="127.0.0.1", hostname=None, ports=ports)  # type: ignore[arg-type]
+    run = ScanMeta(args="vscan scan", start=at + 40.2, end=at + 52.7)
+    assert host.times(run) == (int(at + 43), int(at + 52))
+    # whole-second scanned_at could put the start before the run's own: clamped
+    late_start = ScanMeta(args="vscan scan", start=at + 48.5, end=at + 52.7)
+    assert host.times(late_start) == (int(at + 48.5), int(at + 52))

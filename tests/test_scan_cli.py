@@ -114,6 +114,13 @@ def test_an_output_to_stdout_is_all_stdout_carries(option: str) -> None:
     if option == "-oX":
         root = ET.fromstring(proc.stdout)  # the whole of stdout is one XML document
         assert root.get("args") == f"vscan scan 127.0.0.1 -p {server.port} -oX - --no-progress"
+        # the host's times lie inside the run's (endtime was scanned_at + duration: late)
+        finished = root.find("runstats/finished")
+        host = root.find("host")
+        assert finished is not None and host is not None
+        run_start, run_end = int(root.get("start") or 0), int(finished.get("time") or 0)
+        assert run_start <= int(host.get("starttime") or 0) <= int(host.get("endtime") or 0)
+        assert int(host.get("endtime") or 0) <= run_end
         assert root.find(f".//port[@portid='{server.port}']") is not None
     elif option == "-oJ":
         [result] = map(json.loads, proc.stdout.splitlines())

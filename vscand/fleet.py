@@ -525,10 +525,17 @@ async def cmd_export_inventory(reactor: Any, client: RedisClient, args: argparse
     results: list[dict[str, Any]] = []
     for host in hosts:
         results.extend(await _inventory_results(client, keys, host))
-    times = [t for t in (parse_time(r.get("scanned_at")) for r in results) if t is not None]
+    ends = {id(r): parse_time(r.get("scanned_at")) for r in results}  # when each port ended
+    starts = [
+        end - (r.get("duration_ms") or 0) / 1000.0
+        for r in results
+        if (end := ends[id(r)]) is not None
+    ]
     now = time.time()
     meta = ScanMeta(
-        args="vscan export --inventory", start=min(times, default=now), end=max(times, default=now)
+        args="vscan export --inventory",
+        start=min(starts, default=now),
+        end=max((t for t in ends.values() if t is not None), default=now),
     )
     text = format_xml(results, meta)
     if args.xml_out == "-":

@@ -65,11 +65,16 @@ class Host:
             when = parse_time(result.get("scanned_at"))
             if when is None:
                 continue
-            starts.append(when)
-            ends.append(when + (result.get("duration_ms") or 0) / 1000.0)
+            # scanned_at is when the port's scan ended (DESIGN's result format)
+            starts.append(when - (result.get("duration_ms") or 0) / 1000.0)
+            ends.append(when)
         start = min(starts) if starts else meta.start
         end = max(ends) if ends else meta.end
-        return int(start), int(max(start, end))
+        # inside the run's own times (scanned_at has whole seconds: a port that ended at
+        # .9 s would otherwise seem to start before the run did)
+        start = min(max(start, meta.start), meta.end)
+        end = max(min(end, meta.end), start)
+        return int(start), int(end)
 
 
 @dataclass(frozen=True)
