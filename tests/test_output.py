@@ -583,7 +583,7 @@ def test_host_times_end_at_scanned_at_and_lie_inside_the_run() -> None:
     """``scanned_at`` is when a port's scan ended: the host ends at the last one and starts at
     the first one's start (``scanned_at - duration``), within the run's own times (the host's
     endtime used to be scanned_at + duration: later than the run's end)."""
-    from vscand.output.report import Host, parse_time  # noqa: PLC0415
+    from vscand.output.report import Host, parse_time
 
     at = parse_time("2026-11-22T10:00:00Z")
     assert at is not None
