@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.loopback import BannerServer, free_port
+from tests.test_output import DTD, xmllint_or_skip
 
 VSCAN = str(Path(sys.executable).with_name("vscan"))
 
@@ -197,3 +198,43 @@ def test_name_resolving_ipv6_first_is_scanned_over_ipv4(tmp_path: Path) -> None:
         ["::1"],
     )
     assert (result["state"], result["service"]["product"]) == ("open", "OpenSSH")
+
+
+def test_ctrl_c_writes_the_finished_ports_and_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C ends the ports in flight, writes every finished port to each requested output
+    (valid XML marked interrupted, JSON lines) and exits 130, saying so on stderr."""
+    import signal
+    import socket
+
+    banner = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
+    silent = socket.socket()  # accepts (the kernel's backlog) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    xml_out, json_out = tmp_path / "out.xml", tmp_path / "out.jsonl"
+    with silent, BannerServer(banner) as server:
+        proc = subprocess.Popen(
+            [VSCAN, "scan", "127.0.0.1", "-p", f"{server.port},{silent.getsockname()[1]}",
+             "--json", "-oX", str(xml_out), "-oJ", str(json_out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        first = json.loads(proc.stdout.readline())  # the banner port has ended
+        assert first["port"] == server.port
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+        err = proc.stderr.read()
+    assert code == 130, err
+    assert "interrupted by the user (SIGINT): 1 of 2 ports finished" in err
+    [result] = map(json.loads, json_out.read_text().splitlines())
+    assert (result["port"], result["service"]["product"]) == (server.port, "OpenSSH")
+    root = ET.parse(xml_out).getroot()
+    assert [p.get("portid") for p in root.iter("port")] == [str(server.port)]
+    finished = root.find("runstats/finished")
+    assert finished is not None
+    assert finished.get("exit") == "error"
+    assert "interrupted" in (finished.get("errormsg") or "")
+    checked = subprocess.run(
+        [xmllint_or_skip(), "--noout", "--dtdvalid", str(DTD), str(xml_out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr

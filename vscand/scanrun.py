@@ -12,6 +12,7 @@ import json
 import os
 import resource
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from vscand.scripts.registry import ScriptSettings, make_phase
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
+#: Ctrl-C, as shells report a SIGINT death (128 + 2)
+EXIT_INTERRUPTED = 130
 
 
 class ScanUsageError(Exception):
@@ -254,13 +257,31 @@ async def _scan(
         sink = phase.on_result
     lag = ReactorLagMonitor(reactor, interval=0.02)
     lag.start()
+    interrupted: list[str] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        # Ctrl-C: start nothing more, end the ports in flight, write what has finished.
+        # A second Ctrl-C stops at once (the outputs are not written then).
+        if interrupted:
+            reactor.callFromThread(reactor.stop)
+            return
+        interrupted.append("interrupted by the user (SIGINT)")
+        if engine.scheduler is not None:
+            reactor.callFromThread(engine.scheduler.stop)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         results = await engine.run(tasks, sink)
         if phase is not None:
+            phase.skip_scripts = bool(interrupted)
             await phase.flush()
     finally:
+        signal.signal(signal.SIGINT, previous)
         lag.stop()
         progress.close()
+    if interrupted:
+        # the ports the interruption ended are not findings: only the finished ones go out
+        results = [r for r in results if not r.get("interrupted")]
     ended = time.time()
     meta = ScanMeta(
         # the command as typed, re-runnable (cli.main records it)
@@ -268,6 +289,11 @@ async def _scan(
         start=started,
         end=ended,
         ports=prepared.ports,
+        interrupted=(
+            f"{interrupted[0]}: {len(results)} of {len(tasks)} ports finished"
+            if interrupted
+            else None
+        ),
     )
     # like nmap: an output written to stdout (-oX -, -oN -, -oJ -) is all stdout carries
     to_stdout = "-" in (args.xml_out, args.normal_out, args.json_out)
@@ -290,6 +316,9 @@ async def _scan(
             file=sys.stderr,
         )
     outcome["code"] = EXIT_SOME_FAILED if failed else EXIT_OK
+    if interrupted:
+        print(f"vscan: {meta.interrupted}; the outputs hold them", file=sys.stderr)
+        outcome["code"] = EXIT_INTERRUPTED
 
 
 def _write(name: str | None, render: Callable[[], str]) -> None:

@@ -199,7 +199,8 @@ def format_xml(
                 ("timestr", endstr),
                 ("summary", summary),
                 ("elapsed", f"{elapsed:.2f}"),
-                ("exit", "success"),
+                ("exit", "error" if meta.interrupted else "success"),
+                *((("errormsg", meta.interrupted),) if meta.interrupted else ()),
             )
         )
         + f'/><hosts up="{len(hosts)}" down="{meta.hosts_down}" '

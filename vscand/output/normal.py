@@ -191,5 +191,7 @@ def format_normal(
     if meta.version_scan:
         lines.append(FOOTER)
     summary = done_summary(len(hosts), meta.hosts_down, meta.end - meta.start)
+    if meta.interrupted:
+        lines.append(f"# {meta.program} interrupted at {ctime(meta.end)}: {meta.interrupted}")
     lines.append(f"# {meta.program} done at {ctime(meta.end)} -- {summary}")
     return "\n".join(lines) + "\n"

@@ -37,6 +37,8 @@ class ScanMeta:
     hosts_down: int = 0
     program: str = "vscan"
     nmap_version: str = "7.93"
+    #: the run was interrupted (Ctrl-C): the reports hold the ports that had ended, and say so
+    interrupted: str | None = None
 
 
 @dataclass
