@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.releases import debian13, probe_file_facts, require
-from vscand.cli import main
+from vscand.cli import REFUSED_NMAP_OPTIONS, apply_timing, build_parser, main
 from vscand.probes.engine import installed_release
 
 REPO = Path(__file__).resolve().parent.parent
@@ -331,3 +331,36 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert exited.value.code == 0
     out, _ = capsys.readouterr()
     assert out.startswith("vscan 0.") and "Twisted" in out
+
+
+@pytest.mark.parametrize("option", sorted(REFUSED_NMAP_OPTIONS))
+def test_nmap_options_vscan_does_not_take_are_refused_with_the_reason(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nargs, reason = REFUSED_NMAP_OPTIONS[option]
+    with pytest.raises(SystemExit) as exited:
+        main(["scan", "127.0.0.1", option, *(["base"] * nargs)])
+    assert exited.value.code == 2
+    _, err = capsys.readouterr()
+    assert_one_line_error(err, f"{option}: {reason}")
+
+
+@pytest.mark.parametrize(
+    ("given", "template", "expected"),
+    [
+        ((1000, 0.0), "0", (1, 1 / 300)),
+        ((1000, 0.0), "sneaky", (1, 1 / 15)),
+        ((1000, 0.0), "2", (1, 2.5)),
+        ((1000, 1.0), "2", (1, 1.0)),  # a stricter rate given stays
+        ((50, 0.0), "4", (50, 0.0)),
+        ((1000, 0.0), "5", (1000, 0.0)),
+    ],
+)
+def test_timing_templates_set_the_documented_limits(
+    given: tuple[int, float], template: str, expected: tuple[int, float]
+) -> None:
+    timing = [f"-T{template}"] if len(template) == 1 else ["-T", template]
+    limits = ["--concurrency", str(given[0]), "--connect-rate", str(given[1])]
+    args = build_parser().parse_args(["scan", "127.0.0.1", *timing, *limits])
+    apply_timing(args)
+    assert (args.concurrency, args.connect_rate) == expected

@@ -238,3 +238,17 @@ def test_ctrl_c_writes_the_finished_ports_and_exits_130(tmp_path: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stderr
+
+
+def test_nmap_habits_that_mean_what_vscan_does_are_taken() -> None:
+    """``-sV -sT -Pn -n -T4 -v -d``: the same scan, the same answer."""
+    banner = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
+    with BannerServer(banner) as server:
+        plain = run("127.0.0.1", "-p", str(server.port), "--json")
+        habits = run(
+            "-sV", "-sT", "-Pn", "-n", "-T4", "-vv", "-d", "127.0.0.1", "-p", str(server.port),
+            "--json",
+        )  # fmt: skip
+    assert plain.returncode == habits.returncode == 0, habits.stderr
+    [a], [b] = (list(map(json.loads, p.stdout.splitlines())) for p in (plain, habits))
+    assert a["service"] == b["service"]

@@ -132,6 +132,58 @@ def _version() -> str:
     return f"vscan {ours} (Python {platform.python_version()}, Twisted {twisted.__version__})"
 
 
+#: nmap options vscan does not take, with the reason (one line, exit 2)
+REFUSED_NMAP_OPTIONS: dict[str, tuple[int, str]] = {
+    "-sS": (0, "SYN scans need raw sockets; vscan connects (-sT), as nmap -sV does unprivileged"),
+    "-sU": (0, "UDP ports are given in -p: -p U:53,161 (or T:22,U:53)"),
+    "-sN": (0, "only connect scans (-sT) with version detection (-sV)"),
+    "-sF": (0, "only connect scans (-sT) with version detection (-sV)"),
+    "-sX": (0, "only connect scans (-sT) with version detection (-sV)"),
+    "-sA": (0, "only connect scans (-sT) with version detection (-sV)"),
+    "-sW": (0, "only connect scans (-sT) with version detection (-sV)"),
+    "-sM": (0, "only connect scans (-sT) with version detection (-sV)"),
+    "-sO": (0, "IP protocol scans are not supported"),
+    "-sn": (0, "vscan does no host discovery: every target is scanned (as with -Pn)"),
+    "-sL": (0, "vscan does no list scan"),
+    "-sC": (0, "vscan runs the version scripts -sV runs, no others"),
+    "-O": (0, "no OS detection beyond what -sV's matches say (the OS column and CPEs)"),
+    "-A": (0, "-A means -O -sC --traceroute too; vscan does -sV only"),
+    "-6": (0, "IPv6 targets are given as addresses (::1) or bracketed endpoints"),
+    "-oG": (1, "no grepable output: -oN, -oX or -oJ"),
+    "-oA": (1, "no grepable output to go with it: give -oN BASE.nmap -oX BASE.xml"),
+    "-oS": (1, "no script kiddie output"),
+}
+
+#: nmap's timing templates, as vscan's limits: (ports in flight, new connections per second;
+#: 0 = unlimited). -T0..-T2 pace the scan as nmap's scan delays do (5 min, 15 s, 0.4 s);
+#: -T3..-T5 change no limit (version probes wait what the probe file says in every template).
+TIMING_TEMPLATES: dict[str, tuple[int | None, float]] = {
+    "0": (1, 1 / 300), "1": (1, 1 / 15), "2": (1, 2.5), "3": (None, 0.0), "4": (None, 0.0),
+    "5": (None, 0.0), "paranoid": (1, 1 / 300), "sneaky": (1, 1 / 15), "polite": (1, 2.5),
+    "normal": (None, 0.0), "aggressive": (None, 0.0), "insane": (None, 0.0),
+}  # fmt: skip
+
+
+class _Refused(argparse.Action):
+    """An nmap option vscan does not take: a one-line usage error with the reason."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        option = kwargs.get("option_string") or (args[2] if len(args) > 2 else self.dest)
+        parser.error(f"{option}: {(self.help or '').removeprefix('refused: ')}")
+
+
+def apply_timing(args: argparse.Namespace) -> None:
+    """-T: the template's limits, where they are stricter than those given."""
+    template = getattr(args, "timing", None)
+    if template is None:
+        return
+    ports, rate = TIMING_TEMPLATES[template]
+    if ports is not None:
+        args.concurrency = min(args.concurrency, ports)
+    if rate:
+        args.connect_rate = rate if not args.connect_rate else min(args.connect_rate, rate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vscan", description="Service and version detection, answer for answer as nmap -sV."
@@ -161,6 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Version detection of TARGETs, answer for answer as nmap -sV.",
     )
     scan.add_argument("targets", metavar="TARGET", nargs="*", help="IP, hostname, CIDR, HOST:PORT")
+    habits = scan.add_argument_group(
+        "nmap's options", "taken where they mean what vscan does; others refused with the reason"
+    )
+    habits.add_argument("-sV", action="store_true", help="version detection: what vscan does")
+    habits.add_argument("-sT", action="store_true", help="connect scan: how vscan scans")
+    habits.add_argument("-Pn", action="store_true", help="no ping: vscan never pings")
+    habits.add_argument("-n", action="store_true", help="no DNS: vscan never resolves addresses")
+    habits.add_argument(
+        "-T",
+        dest="timing",
+        choices=list(TIMING_TEMPLATES),
+        metavar="0-5",
+        help="timing template: -T0..-T2 pace the scan (one port at a time; a connection per "
+        "300 s, 15 s, 0.4 s); -T3..-T5 change nothing",
+    )
+    habits.add_argument("-v", action="count", default=0, help="accepted (vscan prints the same)")
+    habits.add_argument("-d", action="count", default=0, help="accepted (vscan prints the same)")
+    for option, (nargs, reason) in REFUSED_NMAP_OPTIONS.items():
+        habits.add_argument(option, nargs=nargs, action=_Refused, help=f"refused: {reason}")
     scan.add_argument("-iL", dest="input_list", metavar="FILE", help="read targets (- = stdin)")
     scan.add_argument(
         "-p", dest="ports", metavar="PORTS", help="Nmap port syntax (default: top 1000 TCP)"
@@ -436,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, as typed
+    if args.command == "scan":
+        apply_timing(args)
     logging.basicConfig(level=logging.WARNING, format="vscan: %(message)s")
     try:
         code = COMMANDS[args.command](args)
