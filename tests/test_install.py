@@ -131,7 +131,17 @@ def make_env(destdir: Path, wheelhouse: Path) -> dict[str, str]:
     env["DESTDIR"] = str(destdir)
     env["PYTHON"] = sys._base_executable  # type: ignore[attr-defined]
     env["VSCAND_PIP_ARGS"] = f"--no-index --find-links {wheelhouse}"
+    # a systemctl that records being called: with DESTDIR set it never is
+    fake = destdir.parent / "fake-bin"
+    fake.mkdir(parents=True, exist_ok=True)
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "$@" >>{fake}/systemctl.called\n')
+    (fake / "systemctl").chmod(0o755)
+    env["PATH"] = f"{fake}{os.pathsep}{env['PATH']}"
     return env
+
+
+def systemctl_called(destdir: Path) -> bool:
+    return (destdir.parent / "fake-bin/systemctl.called").exists()
 
 
 def directive(path: Path, key: str) -> list[str]:
@@ -163,6 +173,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Pat
     assert first.returncode == 0, first.stdout + first.stderr
     print(f"first install: {time.monotonic() - started:.1f} s")
     assert "systemctl" not in first.stdout + first.stderr
+    assert not systemctl_called(root)
     assert "did not install" not in first.stdout + first.stderr  # the accel extra installed
     return root
 
@@ -266,3 +277,4 @@ def test_reinstall_keeps_config_then_uninstall(installed: Path, wheelhouse: Path
     assert not conf.exists() and not conf.parent.exists()
     leftovers = sorted(str(p.relative_to(installed)) for p in installed.rglob("*") if p.is_file())
     assert leftovers == ["etc/systemd/system/vscand.service.d/networks.conf"]
+    assert not systemctl_called(installed)
