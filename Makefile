@@ -28,7 +28,7 @@ TEST_APT_PACKAGES := nmap ndiff libxml2-utils \
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
-.PHONY: all system-deps demo-deps venv demo-venv debian12-root debian13-root other-root demo test test-debian13 test-oracle-other test-repeat lint bench bench-engines bench-scan bench-fast soak clean
+.PHONY: all install uninstall system-deps demo-deps venv demo-venv debian12-root debian13-root other-root demo test test-debian13 test-oracle-other test-repeat lint bench bench-engines bench-scan bench-fast soak clean
 
 all: test
 
@@ -105,6 +105,20 @@ other-root: debian$(OTHER_DEBIAN)-root
 # everything it started is stopped.
 demo: demo-venv
 	$(PY) scripts/demo.py
+
+# Install on this machine (README, "Install"): tools/install puts a virtualenv in
+# $(DESTDIR)/opt/vscand, the config in $(DESTDIR)/etc/vscand (never overwritten), the units in
+# $(DESTDIR)/etc/systemd/system. With DESTDIR set (a scratch root: the tests) it touches
+# nothing else: no apt, no systemctl. Without it, the runtime packages first: Nmap's probe
+# database, the regex libraries, python3-venv. PURGE=1 uninstalls the config too;
+# VSCAND_PIP_ARGS adds pip arguments (e.g. --no-index --find-links DIR).
+INSTALL_APT_PACKAGES := nmap-common $(PCRE_PACKAGES) python3-venv
+install:
+	$(if $(DESTDIR),,$(call apt_install,$(INSTALL_APT_PACKAGES)))
+	DESTDIR="$(DESTDIR)" PYTHON="$(PYTHON)" tools/install install
+
+uninstall:
+	DESTDIR="$(DESTDIR)" PURGE="$(PURGE)" tools/install uninstall
 
 # TEST_WORKERS=0 runs the suite in one process
 TEST_WORKERS ?= 3
