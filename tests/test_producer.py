@@ -17,6 +17,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import redis
 
 from tests.daemon_harness import (
     CACHE_DIR,
@@ -30,6 +31,7 @@ from tests.daemon_harness import (
     wait_for,
 )
 from tests.redis_server import RedisServer
+from tests.sentinel_cluster import SentinelCluster
 from vscand.producer import Client, JobIdTaken, NoSuchJob, ReplicaConfirmError, WaitTimeout
 
 pytestmark = pytest.mark.daemon
@@ -256,3 +258,27 @@ def test_the_readme_node_example_runs_as_written(
     first, second = run.stdout.splitlines()
     assert re.fullmatch(r"[0-9a-f-]{36} done ", first)
     assert second == f"127.0.0.1 {target.port} open ssh"
+
+
+def test_through_sentinel_a_confirmed_submission_survives_a_failover(
+    sentinel_cluster: SentinelCluster,
+) -> None:
+    cluster = sentinel_cluster
+    with Client(cluster.url) as sentinel_client:
+        job_id = sentinel_client.submit({"endpoints": ["127.0.0.1:1"]}, replica_confirm=1)
+        assert sentinel_client.status(job_id)["status"] == "queued"
+        old = cluster.kill_master()
+        new = cluster.wait_failover(old)
+        assert new != old
+        # the client asks the sentinels again: the new master holds the confirmed job
+        status = wait_for(lambda: _status_or_none(sentinel_client, job_id), 30, what="status")
+        assert status["status"] == "queued"
+        with pytest.raises(JobIdTaken):
+            sentinel_client.submit({"endpoints": ["127.0.0.1:1"]}, id=job_id)
+
+
+def _status_or_none(client: Client, job_id: str) -> dict[str, str] | None:
+    try:
+        return client.status(job_id)
+    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
+        return None
