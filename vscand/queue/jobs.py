@@ -43,7 +43,7 @@ from twisted.logger import Logger
 
 from vscand.ports import PortSpecError, ServicesTable
 from vscand.queue.commands import RedisCommands, integer
-from vscand.queue.keys import TASK_SEP, Keys, task_id
+from vscand.queue.keys import JOB_ID_PATTERN, TASK_SEP, Keys, task_id
 from vscand.queue.shards import legacy_task_index, task_index
 from vscand.scan.targets import (
     DEFAULT_TOP_PORTS,
@@ -101,7 +101,7 @@ REPLAY_DEFAULT_TTL_S = 7 * 24 * 3600.0
 #: a job's not_after may lie at most this far ahead (the replay guard lives that long)
 MAX_NOT_AFTER_AHEAD_S = 366 * 86400.0
 
-_JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 _QUEUE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HEX_SIG = re.compile(r"[0-9a-fA-F]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 GROUP = "vscand"
 
+#: a submitted job id (and a sharded job's ``parent``): no ``{``, ``}`` nor ``/``
+JOB_ID_PATTERN = r"[A-Za-z0-9._:-]{1,128}"
 #: between a sharded job's id and its task's index: task ``N`` of job ``P`` is ``P/tN``
 TASK_SEP = "/t"
 RESULTS_SUFFIX = ":results"
