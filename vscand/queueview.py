@@ -45,10 +45,17 @@ JOB_FIELDS = (
     "parent",
 )
 
-# KEYS: job hashes; ARGV: field names. One HMGET per key, in one round trip.
+# KEYS: job hashes; ARGV: field names. One HMGET per key, in one round trip; nil for a key
+# gone since SCAN saw it (expired, deleted), so it is not shown as a damaged job.
 _HMGET_MANY = """
 local out = {}
-for i = 1, #KEYS do out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV)) end
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV))
+  else
+    out[i] = false
+  end
+end
 return out
 """
 
@@ -164,7 +171,9 @@ async def _scan_jobs(client: RedisClient, keys: Keys, tasks: bool) -> list[dict[
         if wanted:
             values = await client.eval(_HMGET_MANY, wanted, list(JOB_FIELDS))
             rows.extend(
-                _job_row(k, prefix, list(v or [])) for k, v in zip(wanted, values, strict=False)
+                _job_row(k, prefix, list(v))
+                for k, v in zip(wanted, values, strict=False)
+                if v is not None
             )
         if cursor == "0":
             return rows
