@@ -165,13 +165,15 @@ async def _scan_jobs(client: RedisClient, keys: Keys, tasks: bool) -> list[dict[
             "SCAN", cursor, "MATCH", pattern, "COUNT", 1000, "TYPE", "hash"
         )
         cursor = _text(reply[0])
-        names = [_text(k) for k in reply[1] or []]
-        # a job's hash ends with its tag's '}'; a task's with '}/t<N>'
-        wanted = [k for k in names if k.endswith("}") or (tasks and "}/t" in k)]
+        # a job's hash ends with its tag's '}'; a task's with '}/t<N>'. The names go back to
+        # Redis as they came (bytes): a name that is not UTF-8 still names its key
+        wanted = [
+            k for k in reply[1] or [] if bytes(k).endswith(b"}") or (tasks and b"}/t" in bytes(k))
+        ]
         if wanted:
-            values = await client.eval(_HMGET_MANY, wanted, list(JOB_FIELDS))
+            values = await client.execute("EVAL", _HMGET_MANY, len(wanted), *wanted, *JOB_FIELDS)
             rows.extend(
-                _job_row(k, prefix, list(v))
+                _job_row(_text(k), prefix, list(v))
                 for k, v in zip(wanted, values, strict=False)
                 if v is not None
             )
