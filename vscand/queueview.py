@@ -105,6 +105,9 @@ def add_queue_commands(sub: Any, common: Callable[[argparse.ArgumentParser], Non
     jobs = sub.add_parser(
         "jobs",
         help="recent jobs: status, progress, worker (SCANs the keyspace: O(keys), see DESIGN)",
+        description="Recent jobs, newest queued first. Cost: no job index exists, so this "
+        "SCANs the whole keyspace for job hashes (COUNT 1000, one read per batch): O(keys in "
+        "the database) whatever --limit.",
     )
     jobs.add_argument("--limit", type=int, default=20, metavar="N", help="at most N [20]")
     jobs.add_argument("--status", metavar="S", help="only jobs in status S (queued, running...)")
