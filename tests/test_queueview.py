@@ -125,6 +125,19 @@ def test_queue_shows_a_running_daemon(
     done = lines(vscan(redis_server, "jobs", "--json").stdout)
     assert [(r["id"], r["status"], r["ports_done"]) for r in done] == [("seen", "done", 1)]
     assert done[0]["worker"] and done[0]["finished_at"]
+    # a sharded job: one row, its tasks counted; --tasks lists them too
+    other = listen(banner(SSH_BANNER))
+    vscan(
+        redis_server, "submit", target.endpoint, other.endpoint, "--id", "split",
+        "--task-ports", "1", "--wait", "--timeout", "30",
+    )  # fmt: skip
+    rows = {r["id"]: r for r in lines(vscan(redis_server, "jobs", "--json").stdout)}
+    assert set(rows) == {"seen", "split"}
+    assert rows["split"]["tasks_total"] == 2 and rows["split"]["tasks_finished"] == 2
+    split_line = next(x for x in vscan(redis_server, "jobs").stdout.splitlines() if "split" in x)
+    assert " 2/2 " in split_line, split_line
+    tasks = {r["id"] for r in lines(vscan(redis_server, "jobs", "--tasks", "--json").stdout)}
+    assert tasks == {"seen", "split", "split/t0", "split/t1"}
 
 
 # --------------------------------------------------------------------------- vscan dead
