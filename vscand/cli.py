@@ -498,6 +498,9 @@ FLEET_COMMANDS = (
     "inventory",
     "changes",
     "schedule",
+    "jobs",
+    "queue",
+    "dead",
 )
 COMMANDS = {"match": cmd_match, "probes": cmd_probes, "scan": cmd_scan}
 COMMANDS.update(dict.fromkeys(FLEET_COMMANDS, cmd_fleet))

@@ -1,8 +1,9 @@
 """Fleet commands of ``vscan``: submit jobs to Redis and read what the daemons wrote.
 
 ``submit | status | wait | results | export | cancel | migrate | workers | inventory |
-changes`` — each a short ``task.react`` run over our Redis client (the daemon's own), so
-the job format, key names and status rules live in one place.
+changes | schedule``, and from ``queueview.py`` ``jobs | queue | dead`` — each a short
+``task.react`` run over our Redis client (the daemon's own), so the job format, key names
+and status rules live in one place.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
+from vscand import queueview
 from vscand.output.jsonl import dumps
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
@@ -95,6 +97,12 @@ def add_fleet_commands(sub: Any) -> None:
     )
     submit.add_argument("--wait", action="store_true", help="wait for the job to end")
     submit.add_argument("--timeout", type=float, default=0, help="with --wait: give up after")
+    submit.add_argument(
+        "--show",
+        action="store_true",
+        help="with --wait: after the id, print the ended job's results (as vscan results)",
+    )
+    submit.add_argument("--json", action="store_true", help="with --show: JSON lines")
     common(submit)
 
     for name, text in (
@@ -140,6 +148,7 @@ def add_fleet_commands(sub: Any) -> None:
 
     add_change_commands(sub, common)
     add_schedule_commands(sub, common)
+    queueview.add_queue_commands(sub, common)
 
 
 def _redis_url(args: argparse.Namespace) -> str:
@@ -174,7 +183,7 @@ def run_fleet_command(args: argparse.Namespace) -> int:
         d = defer.Deferred.fromCoroutine(main(reactor))
 
         def report(failure: Any) -> None:
-            if failure.check(FleetError):
+            if failure.check(FleetError, queueview.QueueViewError):
                 print(f"vscan: error: {failure.value}", file=sys.stderr)
                 outcome["code"] = failure.value.code
                 return None
@@ -268,6 +277,8 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
     keys = _keys(args)
+    if (args.show and not args.wait) or (args.json and not args.show):
+        raise FleetError("--show needs --wait, and --json needs --show")
     job: dict[str, Any] = {"id": args.job_id or str(uuid.uuid4()), **_job_fields(args)}
     if args.queue:
         job["queue"] = args.queue
@@ -306,9 +317,13 @@ async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace
             )
     print(parsed.id)
     sys.stdout.flush()
-    if args.wait:
-        return await _wait(reactor, client, keys, parsed.id, args.timeout)
-    return EXIT_OK
+    if not args.wait:
+        return EXIT_OK
+    code = await _wait(reactor, client, keys, parsed.id, args.timeout)
+    if args.show and (await _job_hash(client, keys, parsed.id)).get("status") in FINAL:
+        # a failed or cancelled job's partial results too; the exit code stays the job's
+        _print_results(await _results(client, keys, parsed.id), args.json)
+    return code
 
 
 async def _wait(reactor: Any, client: RedisClient, keys: Keys, job_id: str, timeout: float) -> int:
@@ -390,13 +405,16 @@ async def _stream_results(client: RedisClient, stream: str) -> list[dict[str, An
 async def cmd_results(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
     keys = _keys(args)
     await _job_hash(client, keys, args.job)
-    results = await _results(client, keys, args.job)
-    if args.json:
+    _print_results(await _results(client, keys, args.job), args.json)
+    return EXIT_OK
+
+
+def _print_results(results: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
         for result in results:
             print(dumps(result))
     else:
         sys.stdout.write(format_hosts(results))
-    return EXIT_OK
 
 
 async def cmd_export(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
@@ -482,7 +500,10 @@ async def cmd_inventory(reactor: Any, client: RedisClient, args: argparse.Namesp
         hosts = sorted(_text(h) for h in await client.execute("SMEMBERS", keys.inventory_hosts))
         for host in hosts:
             count = await client.execute("HLEN", keys.inventory(host))
-            print(f"{host}\t{count} ports")
+            if args.json:
+                print(json.dumps({"host": host, "ports": int(count)}))
+            else:
+                print(f"{host}\t{count} ports")
         return EXIT_OK
     reply = list(await client.execute("HGETALL", keys.inventory(args.host)) or [])
     results = [json.loads(reply[i + 1]) for i in range(0, len(reply), 2)]
@@ -783,4 +804,5 @@ HANDLERS: dict[str, Handler] = {
     "inventory": cmd_inventory,
     "changes": cmd_changes,
     "schedule": cmd_schedule,
+    **queueview.HANDLERS,
 }
