@@ -364,3 +364,51 @@ def test_timing_templates_set_the_documented_limits(
     args = build_parser().parse_args(["scan", "127.0.0.1", *timing, *limits])
     apply_timing(args)
     assert (args.concurrency, args.connect_rate) == expected
+
+
+def test_a_person_is_told_why_the_first_run_waits(tmp_path: Path) -> None:
+    """On a terminal, building the prefilter (a cold cache: ~20 s with the full probe file)
+    says so on stderr; a second run (cached) and a pipe stay quiet."""
+    import pty
+    import subprocess
+    import sys as system
+
+    from vscand.probes import prefilter
+
+    if not prefilter.available():
+        pytest.skip("no prefilter library (hyperscan) here")
+    probes = tmp_path / "probes"
+    probes.write_text(
+        "Probe TCP NULL q||\ntotalwaitms 6000\n"
+        "match ssh m|^SSH-2\\.0-OpenSSH_(\\S+)\\r\\n| p/OpenSSH/ v/$1/\n"
+    )
+    response = tmp_path / "r.bin"
+    response.write_bytes(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+    vscan = str(Path(system.executable).with_name("vscan"))
+    command = [vscan, "match", "NULL", str(response), "--probes", str(probes),
+               "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+
+    def on_a_terminal() -> str:
+        leader, follower = pty.openpty()
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower) as proc:
+            os.close(follower)
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # EIO: the child closed its end
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            proc.wait(60)
+        os.close(leader)
+        return b"".join(chunks).decode()
+
+    first = on_a_terminal()
+    assert "vscan: compiling the prefilter of 1 match lines (once; it is kept in" in first
+    assert on_a_terminal() == ""  # cached now
+    piped = subprocess.run(
+        [*command[:-1], str(tmp_path / "other-cache")], capture_output=True, text=True, check=False
+    )
+    assert piped.stderr == ""

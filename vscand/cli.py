@@ -331,6 +331,10 @@ def _load(args: argparse.Namespace) -> Matcher:
             cache_dir=args.cache_dir,
             release=args.nmap_release,
             regex_engine=args.regex_engine,
+            # a person at a terminal is told why the first run waits; pipes stay quiet
+            notice=(lambda text: print(f"vscan: {text}", file=sys.stderr, flush=True))
+            if sys.stderr.isatty()
+            else None,
         )
     except ProbeFileError as exc:
         raise UsageError(f"probe file error: {exc}") from None

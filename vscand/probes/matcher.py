@@ -161,6 +161,7 @@ def load_matcher(
     *,
     use_prefilter: bool | None = None,
     cache_dir: Path | None = None,
+    notice: Callable[[str], None] | None = None,
     release: str | None = None,
     regex_engine: str = "auto",
 ) -> Matcher:
@@ -186,7 +187,7 @@ def load_matcher(
     if wanted and prefilter_mod.available():
         directory = cache_dir if cache_dir is not None else prefilter_mod.default_cache_dir()
         pf, how = prefilter_mod.load_or_build(
-            db.lines, db.digest, directory, engine_tag=engine.cache_tag
+            db.lines, db.digest, directory, engine_tag=engine.cache_tag, notice=notice
         )
     elif wanted:
         how = "unavailable"

@@ -27,7 +27,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,7 @@ def load_or_build(
     cache_dir: Path | None,
     *,
     engine_tag: str = "",
+    notice: Callable[[str], None] | None = None,
 ) -> tuple[Prefilter, str]:
     """The prefilter for these lines, from the cache when possible.
 
@@ -216,6 +217,9 @@ def load_or_build(
                 return Prefilter.from_bytes(payload, lines), "cache"
             except Exception as exc:  # a corrupt or foreign cache file: rebuild it
                 log.warning("prefilter cache %s unusable (%s); rebuilding", path, exc)
+    if notice is not None:  # a person waits: say why (a cold build takes ~20 s)
+        where = f"; it is kept in {path.parent} for later runs" if path is not None else ""
+        notice(f"compiling the prefilter of {len(lines)} match lines (once{where})")
     prefilter, payload = Prefilter.build(lines, always)
     if path is not None:
         try:
