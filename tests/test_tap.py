@@ -234,3 +234,13 @@ def test_no_init_in_the_plugin_directories() -> None:
     source = (REPO / "twisted" / "plugins" / "vscand_plugin.py").read_text()
     imports = [line for line in source.splitlines() if line.startswith(("import", "from"))]
     assert imports == ["from twisted.application.service import ServiceMaker"]
+
+
+def test_version_option() -> None:
+    """``twist vscand --version`` (and ``twistd vscand --version``) print vscand's version."""
+    twist = str(Path(sys.executable).with_name("twist"))
+    result = subprocess.run(
+        [twist, "vscand", "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("vscand 0."), result.stdout

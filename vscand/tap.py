@@ -121,6 +121,17 @@ class Options(usage.Options):
         """extra probe files layered on the database, repeatable [default: none]"""
         self._append("extra_probes", paths)
 
+    def opt_version(self) -> None:
+        """print vscand's version and exit"""
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        try:
+            ours = version("vscand")
+        except PackageNotFoundError:
+            ours = "(not installed)"
+        print(f"vscand {ours}")
+        raise SystemExit(0)
+
     def overrides(self) -> dict[str, object]:
         """The config keys given on the command line (``None``: not given)."""
         return _overrides(self)
