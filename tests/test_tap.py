@@ -4,6 +4,9 @@ plugin module stays light."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import types
@@ -16,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 
+from tests.redis_server import RedisServer
 from vscand import config as config_mod
 from vscand import tap
 from vscand.config import KEYS, DaemonConfig
@@ -244,3 +248,42 @@ def test_version_option() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("vscand 0."), result.stdout
+
+
+def test_twist_logs_json_lines_a_pipeline_reads_as_they_are(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """``twist vscand`` with stdout not a terminal: one JSON object per line, no RFC 7464
+    separator, with ``time`` (ISO 8601 UTC), ``level`` (its name) and the rendered
+    ``message`` first; a clean stop adds no warning."""
+    from tests.daemon_harness import CACHE_DIR, warm_prefilter_cache
+
+    warm_prefilter_cache()
+    config = tmp_path / "vscand.conf"
+    config.write_text("[vscand]\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "VSCAND_REDIS_URL")}
+    env["VSCAND_CACHE_DIR"] = CACHE_DIR
+    twist = str(Path(sys.executable).with_name("twist"))
+    proc = subprocess.Popen(
+        [twist, "vscand", "--config", str(config), "--redis-url", redis_server.url,
+         "--consumer", "logs:1", "--block-ms", "200"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = []
+    for raw in proc.stdout:
+        lines.append(raw)
+        if b"vscand ready" in raw:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    lines += rest.splitlines(keepends=True)
+    events = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
+    assert not any(line.startswith(b"\x1e") for line in lines)
+    for event in events:
+        assert list(event)[:4] == ["time", "level", "message", "namespace"], event
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["time"]), event
+    assert {"level": "info", "message": "vscand ready: consumer logs:1"}.items() <= next(
+        e for e in events if e["message"].startswith("vscand ready")
+    ).items()
+    assert [e["message"] for e in events if e["level"] in ("warn", "error", "critical")] == []

@@ -301,6 +301,8 @@ class WorkerService(service.Service):
 
     def _loop_error(self, failure: Any, name: str) -> None:
         if failure.check(RedisUnavailable):
+            if self._stopping:
+                return None  # a clean stop closed the connection under it: no outage
             self.warnings.warn(
                 f"loop:{name}",
                 "{loop}: Redis unavailable: {error}",
