@@ -597,3 +597,18 @@ def test_host_times_end_at_scanned_at_and_lie_inside_the_run() -> None:
     # whole-second scanned_at could put the start before the run's own: clamped
     late_start = ScanMeta(args="vscan scan", start=at + 48.5, end=at + 52.7)
     assert host.times(late_start) == (int(at + 48.5), int(at + 52))
+
+
+def test_interrupted_ports_are_marked_after_the_table() -> None:
+    """A cancelled job's ports that the cancel stopped print like the others (Nmap's
+    columns have no place for it); a note after the table names them."""
+    from vscand.output.normal import format_hosts
+
+    plain = [result(22, product="OpenSSH"), result(80, state="closed", reason="conn-refused")]
+    stopped = {**result(443, state="open"), "interrupted": True}
+    assert "Interrupted" not in format_hosts(plain)
+    text = format_hosts([*plain, stopped])
+    assert text.splitlines()[-1] == (
+        "Interrupted before their scan ended (1; not findings): 127.0.0.1 443/tcp"
+    )
+    assert "\n443/tcp open" in text.split("Interrupted")[0]  # its row is in the table as ever

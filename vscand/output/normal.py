@@ -173,11 +173,29 @@ def format_hosts(
 ) -> str:
     """The per-host reports (the table vscan prints on stdout) plus the footer."""
     lines: list[str] = []
+    results = list(results)
     for host in group_hosts(results):
         lines.extend(format_host(host, version_scan, (ptr_names or {}).get(host.address)))
     if version_scan:
         lines.append(FOOTER)
+    lines.extend(interrupted_lines(results))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def interrupted_lines(results: Iterable[Result], shown: int = 20) -> list[str]:
+    """A note after the table for ports a cancel, a job timeout or a shutdown stopped before
+    their scan ended (results with ``interrupted``): they print like the others in the
+    table (Nmap's columns have no place for it), and are not findings."""
+    stopped = [r for r in results if r.get("interrupted")]
+    if not stopped:
+        return []
+    names = [f"{r['host']} {r['port']}/{r.get('protocol') or 'tcp'}" for r in stopped[:shown]]
+    more = f" and {len(stopped) - shown} more" if len(stopped) > shown else ""
+    return [
+        f"Interrupted before their scan ended ({len(stopped)}; not findings): "
+        + ", ".join(names)
+        + more
+    ]
 
 
 def format_normal(
