@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -252,3 +255,42 @@ def test_nmap_habits_that_mean_what_vscan_does_are_taken() -> None:
     assert plain.returncode == habits.returncode == 0, habits.stderr
     [a], [b] = (list(map(json.loads, p.stdout.splitlines())) for p in (plain, habits))
     assert a["service"] == b["service"]
+
+
+def test_the_progress_display_keeps_moving_on_a_terminal(tmp_path: Path) -> None:
+    """In a real terminal (tmux): the display changes every second while a slow port runs
+    (its elapsed time), and names it as the slowest port in flight."""
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        pytest.skip("tmux is not installed")
+    banner = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
+    silent = socket.socket()  # accepts (the kernel's backlog) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    slow = silent.getsockname()[1]
+    server_name = f"vscan-progress-{os.getpid()}"
+    base = [tmux, "-L", server_name]
+    with silent, BannerServer(banner) as server:
+        command = f"{VSCAN} scan 127.0.0.1 -p {server.port},{slow}"
+        env_args = [f"VSCAND_CACHE_DIR={os.environ.get('VSCAND_CACHE_DIR', '')}"]
+        subprocess.run(
+            [*base, "new-session", "-d", "-x", "160", "-y", "12", "env", *env_args,
+             "sh", "-c", command + "; sleep 30"],
+            check=True, timeout=30,
+        )  # fmt: skip
+        try:
+            screens = []
+            deadline = time.monotonic() + 60
+            while len(screens) < 4 and time.monotonic() < deadline:
+                time.sleep(1.0)
+                screen = subprocess.run(
+                    [*base, "capture-pane", "-p"], capture_output=True, text=True, check=True
+                ).stdout
+                if f"slowest 127.0.0.1:{slow}" in screen:
+                    screens.append(screen)
+            assert len(screens) == 4, screens
+            # one port done, one in flight, and the display changed at every look
+            assert all("1/2" in s and "1 in flight" in s for s in screens), screens
+            assert len(set(screens)) == 4, screens
+        finally:
+            subprocess.run([*base, "kill-server"], check=False, timeout=30)

@@ -85,19 +85,51 @@ def raise_fd_limit() -> int:
 
 
 class Progress:
-    """A progress bar on stderr when it is a terminal (tqdm), else nothing."""
+    """A live progress display on stderr when it is a terminal (tqdm), else nothing: ports
+    done of all, refreshed every second whether or not a port ended (:meth:`tick`), with how
+    many are in flight and the slowest ones still running, with their elapsed time."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    #: how many of the slowest running ports are named
+    SLOWEST = 3
+
+    def __init__(self, total: int, enabled: bool, clock: Callable[[], float] = time.monotonic):
         self._bar: Any = None
+        self._clock = clock
+        #: (address, port, protocol) → when its scan started
+        self.running: dict[tuple[str, int, str], float] = {}
         if enabled and total > 1 and sys.stderr.isatty():
             from tqdm import tqdm  # noqa: PLC0415 - only for a terminal
 
             self._bar = tqdm(total=total, unit="port", file=sys.stderr, leave=False)
 
+    def started(self, task: PortTask) -> None:
+        self.running[(task.address, task.port, task.protocol)] = self._clock()
+
     def update(self, result: Result) -> None:
+        self.running.pop(
+            (str(result["host"]), int(result["port"]), str(result.get("protocol") or "tcp")), None
+        )
         if self._bar is not None:
-            self._bar.set_postfix_str(f"{result['host']}:{result['port']}", refresh=False)
+            self._bar.set_postfix_str(self.status(), refresh=False)
             self._bar.update(1)
+
+    def status(self) -> str:
+        """``N in flight; slowest HOST:PORT Ts, ...`` (empty when nothing runs)."""
+        if not self.running:
+            return ""
+        now = self._clock()
+        slowest = sorted(self.running.items(), key=lambda item: item[1])[: self.SLOWEST]
+        named = ", ".join(
+            f"{host}:{port}{'/udp' if proto == 'udp' else ''} {now - since:.0f}s"
+            for (host, port, proto), since in slowest
+        )
+        return f"{len(self.running)} in flight; slowest {named}"
+
+    def tick(self) -> None:
+        """Redraw (elapsed times and tqdm's own clock move on with no port ending)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(self.status(), refresh=False)
+            self._bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:
@@ -234,6 +266,16 @@ async def _scan(
         connect_rate=max(0.0, args.connect_rate),
     )
     progress = Progress(len(tasks), enabled=not args.no_progress and not args.json)
+    scan_one = engine.scan_port
+
+    def scan_port_watched(port_task: PortTask, options: ScanOptions | None = None) -> Any:
+        progress.started(port_task)  # the display names the slowest ports still running
+        return scan_one(port_task, options)
+
+    engine.scan_port = scan_port_watched  # type: ignore[method-assign,assignment]
+    redraw = task.LoopingCall(progress.tick)
+    redraw.clock = reactor
+    redraw.start(1.0, now=False)
 
     def on_result(result: Result) -> None:
         progress.update(result)
@@ -278,6 +320,8 @@ async def _scan(
     finally:
         signal.signal(signal.SIGINT, previous)
         lag.stop()
+        if redraw.running:
+            redraw.stop()
         progress.close()
     if interrupted:
         # the ports the interruption ended are not findings: only the finished ones go out
