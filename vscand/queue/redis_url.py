@@ -128,12 +128,7 @@ def parse_redis_url(url: str) -> RedisURL:
         raise ValueError(
             f"invalid Redis URL: scheme {scheme or '(none)'!r} is not redis, rediss or unix"
         )
-    try:
-        db = int(db_text) if db_text else 0
-    except ValueError:
-        raise ValueError(f"invalid Redis URL: database {db_text!r} is not a number") from None
-    if db < 0:
-        raise ValueError(f"invalid Redis URL: database {db} is negative")
+    db = _database(db_text)
     return RedisURL(
         host=host,
         port=port,
@@ -143,6 +138,17 @@ def parse_redis_url(url: str) -> RedisURL:
         ssl=scheme == "rediss",
         unix_path=unix_path,
     )
+
+
+def _database(text: str) -> int:
+    """The database number of a URL (empty: 0)."""
+    try:
+        db = int(text) if text else 0
+    except ValueError:
+        raise ValueError(f"invalid Redis URL: database {text!r} is not a number") from None
+    if db < 0:
+        raise ValueError(f"invalid Redis URL: database {db} is negative")
+    return db
 
 
 def _parse_sentinel_url(url: str) -> RedisURL:
@@ -166,12 +172,7 @@ def _parse_sentinel_url(url: str) -> RedisURL:
         raise ValueError("invalid Redis URL: redis+sentinel://HOSTS/SERVICE[/DB], not more")
     service = unquote(parts[0])
     db_text = parts[1] if len(parts) == 2 else query.get("db", "")
-    try:
-        db = int(db_text) if db_text else 0
-    except ValueError:
-        raise ValueError(f"invalid Redis URL: database {db_text!r} is not a number") from None
-    if db < 0:
-        raise ValueError(f"invalid Redis URL: database {db} is negative")
+    db = _database(db_text)
     return RedisURL(
         host=None,
         port=DEFAULT_PORT,
