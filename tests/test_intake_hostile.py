@@ -151,12 +151,13 @@ def _vm(pid: int, field: str) -> int:
 
 
 def _lag_over(port: int, bound: float) -> int:
-    """Reactor lag samples over *bound* seconds so far (the daemon's own histogram)."""
+    """Blocked reactor-lag samples over *bound* seconds so far (the daemon's own histogram
+    of the lag less the reactor thread's waits for a CPU: the part its work caused)."""
     page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     buckets = {
         float(m.group(1)) if m.group(1) != "+Inf" else float("inf"): float(m.group(2))
         for m in re.finditer(
-            r'^vscand_reactor_lag_samples_seconds_bucket\{le="([^"]+)"\} (\S+)$', page, re.M
+            r'^vscand_reactor_blocked_samples_seconds_bucket\{le="([^"]+)"\} (\S+)$', page, re.M
         )
     }
     return int(buckets[float("inf")] - buckets[bound])

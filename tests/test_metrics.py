@@ -113,7 +113,9 @@ def test_exposition_counts_jobs_ports_matches_timeouts_and_writes() -> None:
 
 def test_gauges_and_lag_histogram_take_only_new_samples() -> None:
     clock = Clock()
-    lag = ReactorLagMonitor(clock, interval=0.02)
+    # the reactor thread's CPU wait so far: 20 ms of the second tick's 30 ms lag
+    waits = iter([0.5, 0.5, 0.52, 0.52])
+    lag = ReactorLagMonitor(clock, interval=0.02, cpu_wait=lambda: next(waits))
     lag.start()
     clock.advance(0.02)  # on time
     clock.advance(0.05)  # 30 ms late
@@ -136,6 +138,12 @@ def test_gauges_and_lag_histogram_take_only_new_samples() -> None:
     assert got[("vscand_reactor_lag_seconds", ())] == pytest.approx(0.03)
     assert got[("vscand_reactor_lag_samples_seconds_count", ())] == 2
     assert got[("vscand_reactor_lag_samples_seconds_bucket", (("le", "0.001"),))] == 1
+    assert got[("vscand_reactor_lag_samples_seconds_bucket", (("le", "0.02"),))] == 1
+    # the blocked lag: 30 ms less the 20 ms the thread waited for a CPU
+    assert got[("vscand_reactor_blocked_samples_seconds_count", ())] == 2
+    assert got[("vscand_reactor_blocked_samples_seconds_bucket", (("le", "0.001"),))] == 1
+    assert got[("vscand_reactor_blocked_samples_seconds_bucket", (("le", "0.02"),))] == 2
+    assert got[("vscand_reactor_cpu_wait_seconds", ())] == pytest.approx(0.02)
 
     # a second refresh with no tick in between observes nothing twice
     m.observe_local(

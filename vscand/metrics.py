@@ -147,6 +147,22 @@ class DaemonMetrics:
             registry=r,
             buckets=LAG_BUCKETS,
         )
+        self.reactor_blocked_samples = Histogram(
+            "reactor_blocked_samples_seconds",
+            "Every reactor lag sample less the time the reactor thread waited for a CPU "
+            "since the previous one (run queue, hypervisor steal): the lag the daemon's own "
+            "work caused (equal to the lag where Linux does not tell the wait)",
+            namespace=PREFIX,
+            registry=r,
+            buckets=LAG_BUCKETS,
+        )
+        self.reactor_cpu_wait = Gauge(
+            "reactor_cpu_wait_seconds",
+            "Seconds the reactor thread has waited for a CPU since it started "
+            "(run queue, hypervisor steal; -1 where Linux does not tell)",
+            namespace=PREFIX,
+            registry=r,
+        )
         self.last_progress_age = Gauge(
             "last_progress_age_seconds",
             "Seconds since the consumer last completed a read of the jobs stream",
@@ -212,9 +228,12 @@ class DaemonMetrics:
         self.reactor_lag.set(lag.last())
         new = lag.ticks - self._lag_ticks_seen
         self._lag_ticks_seen = lag.ticks
+        self.reactor_cpu_wait.set(-1 if lag.cpu_waited is None else lag.cpu_waited)
         if new > 0:
             for sample in lag.samples[-new:]:
                 self.reactor_lag_samples.observe(sample)
+            for sample in lag.blocked_samples[-new:]:
+                self.reactor_blocked_samples.observe(sample)
 
     def observe_queue(self, depth: int, pending: int) -> None:
         self.queue_depth.set(depth)

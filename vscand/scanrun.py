@@ -227,14 +227,17 @@ def run_stats(lag: ReactorLagMonitor, started: float, ended: float) -> dict[str,
     """``--run-stats``: what the run cost this process (hostile-target checks, benchmarks).
 
     Lag is how late a 20 ms sampling timer ran (``vscand.scan.lag``) from the first
-    port to the last version script; the peak resident set is the kernel's
-    (``ru_maxrss``, KiB on Linux).
+    port to the last version script; blocked lag is that less the time the reactor
+    thread waited for a CPU (``null`` where Linux does not tell the wait); the peak
+    resident set is the kernel's (``ru_maxrss``, KiB on Linux).
     """
     return {
         "seconds": round(ended - started, 3),
         "reactor_lag_max_seconds": round(lag.worst, 6),
         "reactor_lag_p99_seconds": round(lag.percentile(99), 6),
         "reactor_lag_ticks": lag.ticks,
+        "reactor_blocked_max_seconds": round(lag.worst_blocked, 6) if lag.splits_lag else None,
+        "reactor_cpu_wait_seconds": None if lag.cpu_waited is None else round(lag.cpu_waited, 6),
         "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
 

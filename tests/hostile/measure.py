@@ -10,7 +10,12 @@
 * :class:`PeakRSS`: the peak resident set (``VmHWM``) of a process, read from
   ``/proc/PID/status`` every 50 ms by a thread, the last value kept.
 * :func:`lag_samples_over`: how many reactor-lag samples a daemon's metrics page
-  counts above a threshold (the ``vscand_reactor_lag_samples_seconds`` histogram).
+  counts above a threshold. The bound is on the *blocked* lag
+  (``vscand_reactor_blocked_samples_seconds``): the lag less the time the reactor
+  thread waited for a CPU, which on a shared 2-core machine (a full ``make test``:
+  another test worker, two daemons, the flood and 64 MiB senders; or a hypervisor's
+  steal) is the machine's, not our code's. One 100-250 ms sample per daemon, in both
+  daemons of a CI run, was such a wait. The raw lag is still reported.
 * :func:`error_events`: the JSON log events of a daemon that carry a failure or are
   logged at level error/critical.
 """
@@ -111,12 +116,20 @@ def scrape(port: int) -> str:
         return text
 
 
-def lag_samples_over(text: str, threshold: float = LAG_LIMIT_S) -> tuple[int, int]:
-    """(samples above ``threshold``, all samples) of the daemon's lag histogram."""
+#: the daemon's histograms of reactor lag: all of it, and the part its own work caused
+LAG_HISTOGRAM = "vscand_reactor_lag_samples_seconds"
+BLOCKED_HISTOGRAM = "vscand_reactor_blocked_samples_seconds"
+
+
+def lag_samples_over(
+    text: str, threshold: float = LAG_LIMIT_S, histogram: str = BLOCKED_HISTOGRAM
+) -> tuple[int, int]:
+    """(samples above ``threshold``, all samples) of one of the daemon's lag histograms
+    (by default the blocked lag)."""
     count = 0.0
     under = None
     for family in text_string_to_metric_families(text):
-        if family.name != "vscand_reactor_lag_samples_seconds":
+        if family.name != histogram:
             continue
         for sample in family.samples:
             if sample.name.endswith("_count"):
@@ -127,11 +140,11 @@ def lag_samples_over(text: str, threshold: float = LAG_LIMIT_S) -> tuple[int, in
     return int(count - under), int(count)
 
 
-def lag_buckets(text: str) -> dict[str, float]:
-    """The daemon's lag histogram as ``{le: cumulative count}`` (for failure messages)."""
+def lag_buckets(text: str, histogram: str = BLOCKED_HISTOGRAM) -> dict[str, float]:
+    """A lag histogram of the daemon as ``{le: cumulative count}`` (for failure messages)."""
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name == "vscand_reactor_lag_samples_seconds":
+        if family.name == histogram:
             for sample in family.samples:
                 if sample.name.endswith("_bucket"):
                     out[sample.labels["le"]] = sample.value

@@ -7,8 +7,9 @@ intensity 7, where the grinder runs; the rest at ``--version-light``, intensity 
 then ``vscan scan`` scans the same endpoints with ``--run-stats``. Then, per case and
 for both scanners: the port ends within its faithful bound (``measure.faithful_bound``,
 allowed x1.5 + 30 s). For every scanning process: peak RSS below 600 MiB (from
-``/proc``), no reactor-lag sample over 100 ms (the daemon's histogram, the CLI's
-``--run-stats``), nothing logged as a failure. For the jobs: never delivered twice nor
+``/proc``), no reactor-lag sample over 100 ms that the process's own work caused
+(the blocked lag: the lag less the thread's wait for a CPU; the daemon's histogram, the
+CLI's ``--run-stats``), nothing logged as a failure. For the jobs: never delivered twice nor
 held by another consumer (XPENDING sampled throughout), no "lease lost".
 
 ``make soak`` (``VSCAND_SOAK=1``) runs the ``soak`` variant: every case at intensity
@@ -39,6 +40,7 @@ from tests.daemon_harness import (
     warm_prefilter_cache,
 )
 from tests.hostile.measure import (
+    LAG_HISTOGRAM,
     LAG_LIMIT_S,
     RSS_CEILING_MIB,
     PeakRSS,
@@ -78,8 +80,10 @@ class Scan:
 
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     rss_kib: int = 0
-    lag_over: int = 0  # samples over LAG_LIMIT_S
-    lag_max_s: float | None = None
+    lag_over: int = 0  # blocked-lag samples over LAG_LIMIT_S
+    lag_max_s: float | None = None  # the CLI's largest blocked-lag sample
+    raw_lag_over: int = 0  # lag samples over LAG_LIMIT_S, the machine's waits included
+    raw_lag_max_s: float | None = None
     wall_s: dict[int, float] = field(default_factory=dict)  # by intensity group
     errors: list[Any] = field(default_factory=list)
     #: the daemons whose lag histogram gained samples over the limit, with its buckets
@@ -133,7 +137,11 @@ def _run_cli(
     rss.stop()
     stats = json.loads(stats_path.read_text())
     scan.rss_kib = max(scan.rss_kib, rss.kib, int(stats["max_rss_kib"]))
-    lag = float(stats["reactor_lag_max_seconds"])
+    raw = float(stats["reactor_lag_max_seconds"])
+    scan.raw_lag_max_s = max(scan.raw_lag_max_s or 0.0, raw)
+    scan.raw_lag_over += int(raw > LAG_LIMIT_S)
+    blocked = stats["reactor_blocked_max_seconds"]
+    lag = raw if blocked is None else float(blocked)
     scan.lag_max_s = max(scan.lag_max_s or 0.0, lag)
     scan.lag_over += int(lag > LAG_LIMIT_S)
     if proc.returncode != 0 or "Traceback" in err:
@@ -176,6 +184,9 @@ def hostile_run(
         ]
         rss = [PeakRSS(d.pid) for d in daemons]
         lag_before = [lag_samples_over(scrape(port))[0] for port in metrics]
+        raw_before = [
+            lag_samples_over(scrape(port), histogram=LAG_HISTOGRAM)[0] for port in metrics
+        ]
 
         groups: dict[int, list[str]] = {}
         for case in CASES:
@@ -222,18 +233,25 @@ def hostile_run(
             for result in redis.results(job_id):
                 daemon.results.setdefault(names[int(result["port"])], []).append(result)
         time.sleep(6)  # one heartbeat: the histogram takes the last samples
-        for port, before, sampler, d in zip(metrics, lag_before, rss, daemons, strict=True):
+        for port, before, raw_at_start, sampler, d in zip(
+            metrics, lag_before, raw_before, rss, daemons, strict=True
+        ):
             text = scrape(port)
             over = lag_samples_over(text)[0] - before
             daemon.lag_over += over
+            daemon.raw_lag_over += lag_samples_over(text, histogram=LAG_HISTOGRAM)[0] - raw_at_start
             if over:
-                daemon.errors_lag.append((d.name, lag_buckets(text)))
+                daemon.errors_lag.append(
+                    (d.name, lag_buckets(text), lag_buckets(text, histogram=LAG_HISTOGRAM))
+                )
             daemon.rss_kib = max(daemon.rss_kib, sampler.stop())
             daemon.errors += error_events(d.events())
         for label, scan in (("daemon", daemon), ("vscan scan", cli)):  # shown with -s
             print(
                 f"hostile {request.param} {label}: peak RSS {scan.rss_kib / 1024:.0f} MiB, "
-                f"lag samples > {LAG_LIMIT_S} s: {scan.lag_over} (CLI max {scan.lag_max_s}), "
+                f"blocked-lag samples > {LAG_LIMIT_S} s: {scan.lag_over} (CLI max "
+                f"{scan.lag_max_s}), lag samples (CPU waits included) > {LAG_LIMIT_S} s: "
+                f"{scan.raw_lag_over} (CLI max {scan.raw_lag_max_s}), "
                 f"wall {', '.join(f'i{i} {w:.1f} s' for i, w in sorted(scan.wall_s.items()))}"
             )
             for name, results in sorted(scan.results.items()):
@@ -305,8 +323,10 @@ def test_memory_stays_under_the_ceiling(hostile_run: HostileRun, scanner: str) -
 @pytest.mark.parametrize("scanner", SCANNERS)
 def test_reactor_lag_stays_under_100_ms(hostile_run: HostileRun, scanner: str) -> None:
     scan = _scan(hostile_run, scanner)
+    # the blocked lag (the thread's waits for a CPU taken out): the part our code caused
     assert scan.lag_over == 0, (
-        f"{scan.lag_over} lag samples over {LAG_LIMIT_S} s ({scan.lag_max_s}; {scan.errors_lag})"
+        f"{scan.lag_over} blocked-lag samples over {LAG_LIMIT_S} s ({scan.lag_max_s}; "
+        f"{scan.raw_lag_over} with the CPU waits; {scan.errors_lag})"
     )
 
 
