@@ -28,6 +28,7 @@ from vscand.queue.jobs import (
     JobVerifier,
     canonical_json,
     claim_signature,
+    entry_job_id,
     load_key,
     parse_job,
 )
@@ -416,6 +417,24 @@ def test_defaults_and_a_fresh_id() -> None:
     assert (first.connect_ms, first.host_ms, first.tags, first.priority) == (5000, None, {}, 0)
     assert (first.fast, first.queue, first.not_after, first.requester) == (False, None, None, None)
     assert first.estimated_tasks == 1000  # the top 1000 TCP ports, counted without the table
+
+
+def test_a_job_without_id_is_named_by_its_stream_entry() -> None:
+    # the daemon's default: the entry, the same at every delivery, known to the producer
+    assert entry_job_id("1733370000000-0") == "entry:1733370000000-0"
+    assert entry_job_id("1733370000000-0", "default") == "entry:1733370000000-0"
+    assert entry_job_id("1733370000000-0", "dc1") == "entry:dc1:1733370000000-0"
+    named = entry_job_id("1733370000000-7", "edge-2")
+    first = parse(job(), default_id=named)
+    again = parse(job(), default_id=named)  # a redelivery of the same entry
+    assert first.id == again.id == "entry:edge-2:1733370000000-7"
+    assert parse(encode({"id": "mine", "targets": ["127.0.0.1"]}), default_id=named).id == "mine"
+    for bad in (job(intensity=10), job(ports=22)):
+        with pytest.raises(JobError) as caught:
+            parse(bad, default_id=named)
+        assert caught.value.job_id is None  # an invalid job is recorded by its entry, not here
+    # the id passes the job's own id rules (a task of it is <id>/t<N>)
+    assert parse(encode({"id": named, "targets": ["127.0.0.1"]})).id == named
 
 
 def test_explicit_nulls_mean_defaults() -> None:

@@ -157,6 +157,46 @@ def test_a_bare_xadd_refusal_shows_in_status_of_a_submitted_job(
         client.status("bare")  # no hash under the id it claimed
 
 
+def test_a_bare_xadd_without_id_is_named_by_its_entry_at_every_delivery(
+    redis_server: RedisServer, daemons: Daemons, listen: Listeners
+) -> None:
+    # the producer knows the entry (XADD's reply); the job is entry:<ENTRY>, and a worker
+    # killed mid-job leaves the same id to the one that takes the entry over
+    gate = threading.Event()
+    held = listen(gated_banner(SSH_BANNER, gate))
+    redis = Redis(redis_server)
+    entry = redis.xadd_job({"endpoints": [held.endpoint]})
+    job_id = f"entry:{entry}"
+    a = daemons.start("bare:a", *POLICY, job_idle_ms=3000)
+    wait_for(lambda: redis.status(job_id) == "running", 30, what="A to start the entry's job")
+    a.kill()
+    daemons.start("bare:b", *POLICY, job_idle_ms=3000)
+    wait_for(
+        lambda: redis.job(job_id).get("worker") == "bare:b", 30, what="B to take the entry over"
+    )
+    gate.set()
+    with Client(redis_server.url) as client:
+        status = client.wait(job_id, timeout=60)
+        results = client.results(job_id)
+    assert status["status"] == "done" and status["entry"] == entry, status
+    assert [(r["port"], r["service"]["name"]) for r in results] == [(held.port, "ssh")]
+    # one job for the entry: no second hash under another id
+    hashes = [
+        key
+        for key in (k.decode() for k in redis("KEYS", "vscand:job:*"))
+        if redis("TYPE", key) in (b"hash", "hash")
+    ]
+    assert [k for k in hashes if redis.job(k[len("vscand:job:{") : -1]).get("entry") == entry] == [
+        f"vscand:job:{{{job_id}}}"
+    ]
+    # off the default queue, the queue's name is in the id (entry ids repeat across streams)
+    other = listen(banner(SSH_BANNER))
+    edge_entry = redis.xadd_job({"endpoints": [other.endpoint]}, queue="edge")
+    daemons.start("bare:edge", *POLICY, "--queue", "edge")
+    with Client(redis_server.url) as client:
+        assert client.wait(f"entry:edge:{edge_entry}", timeout=60)["status"] == "done"
+
+
 def test_cancel_and_a_sharded_jobs_results(
     redis_server: RedisServer, client: Client, daemons: Daemons, listen: Listeners
 ) -> None:

@@ -53,6 +53,7 @@ from vscand.queue.jobs import (
     JobVerifier,
     claim_signature,
     decode_job,
+    entry_job_id,
     id_hint,
     load_key,
     parse_job,
@@ -525,6 +526,7 @@ class WorkerService(service.Service):
                 verifier=self.verifier,
                 now=time.time(),
                 services=self.services,
+                default_id=entry_job_id(delivery.entry_id, self.config.queue),
             )
         except JobError as exc:
             await self._reject(delivery, exc.job_id, f"invalid job: {exc}", trusted=exc.id_trusted)

@@ -34,7 +34,7 @@ import stat
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -593,11 +593,15 @@ def parse_job(
     verifier: JobVerifier | None = None,
     now: float,
     services: ServicesTable | None = None,
+    default_id: str | None = None,
 ) -> Job:
     """Check every field of a submitted job; :class:`JobError` names the first bad one.
 
     *services* is the ``nmap-services`` table for port specs with service names or
     ``[...]`` (loaded on demand if not given); *now* is unix time (expiry).
+    *default_id* names a valid job that carries no ``id`` (the daemon passes
+    :func:`entry_job_id`: the same id at every delivery of the entry, one its producer
+    knows); without one such a job gets a new uuid4.
     """
     obj = decode_job(raw, limits)
     hint = object_id_hint(obj)
@@ -607,12 +611,25 @@ def parse_job(
             _check_fields(obj)
             verifier.verify(obj, now)
             verified = True
-        return _parse_object(obj, raw, limits, policy, verifier is not None, now, services)
+        job = _parse_object(obj, raw, limits, policy, verifier is not None, now, services)
+        if default_id is not None and isinstance(obj, dict) and obj.get("id") is None:
+            job = replace(job, id=default_id)
+        return job
     except JobError as e:
         if e.job_id is None and hint is not None:
             e.job_id = hint
         e.id_trusted = verified
         raise
+
+
+def entry_job_id(entry_id: str, queue: str | None = None) -> str:
+    """The id of a job submitted without one: named by its stream entry, which its
+    producer learns from ``XADD`` — ``entry:<ENTRY>`` on the default queue,
+    ``entry:<QUEUE>:<ENTRY>`` on another (entry ids repeat across streams). Every
+    delivery of the entry gets the same id, so a redelivered job resumes its own hash."""
+    if not queue or queue == "default":
+        return f"entry:{entry_id}"
+    return f"entry:{queue}:{entry_id}"
 
 
 def id_hint(raw: bytes, limits: JobLimits = JobLimits()) -> str | None:
