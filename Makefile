@@ -26,7 +26,6 @@ TEST_APT_PACKAGES := nmap ndiff libxml2-utils \
 	openssh-server nginx vsftpd prometheus rpcbind iproute2 util-linux dnsmasq-base snmpd \
 	stunnel4 openssl mosquitto prosody coturn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-export VSCAND_CACHE_DIR ?= $(CURDIR)/.cache/vscand
 
 .PHONY: all install uninstall system-deps demo-deps venv demo-venv debian12-root debian13-root other-root demo test test-debian13 test-oracle-other test-repeat lint bench bench-engines bench-scan bench-fast soak clean
 

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vscand.cachedir import user_cache_dir
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
 
 def cache_dir() -> Path:
-    configured = os.environ.get("VSCAND_CACHE_DIR")
-    return Path(configured) if configured else REPO / ".cache" / "vscand"
+    return user_cache_dir()
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -6,7 +6,8 @@
    banner, an FTP server greeting, an HTTP server, a MySQL-style handshake — plus
    the private Redis itself.
 3. The daemon: ``twist vscand`` as a subprocess.
-4. ``vscan submit 127.0.0.1 -p <those ports> --wait``, then ``vscan results``.
+4. ``vscan submit 127.0.0.1 -p <those ports>``, ``vscan wait JOB``, then ``vscan results``
+   (``vscan submit --wait`` does the three in one).
 5. Everything it started is stopped, whatever happens.
 
 Traffic goes to 127.0.0.1 only.
@@ -27,6 +28,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from vscand.cachedir import user_cache_dir
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -167,7 +170,9 @@ def private_redis() -> Iterator[str]:
 @contextlib.contextmanager
 def daemon(redis_url: str, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = dict(os.environ)
-    env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
+    # the user's cache directory, the one `vscan` uses (the daemon alone would prefer
+    # /var/cache/vscand where that is writable)
+    env.setdefault("VSCAND_CACHE_DIR", str(user_cache_dir()))
     args = [
         str(BIN / "twist"),
         "vscand",
@@ -237,10 +242,11 @@ def main() -> int:
             if redis_url.startswith("redis://127.0.0.1:") and redis_port.isdigit():
                 ports.append(int(redis_port))
             port_list = ",".join(str(p) for p in sorted(ports))
-            say(f"vscan submit 127.0.0.1 -p {port_list} --wait")
+            say(f"vscan submit 127.0.0.1 -p {port_list}")
             job = vscan(
                 "submit", "127.0.0.1", "-p", port_list, redis_url=redis_url, capture=True
             ).split()[0]
+            say(f"vscan wait {job} --timeout 120")
             vscan("wait", job, "--timeout", "120", redis_url=redis_url)
             say(f"vscan results {job}")
             print(vscan("results", job, redis_url=redis_url, capture=True), end="")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from vscand.cachedir import user_cache_dir
 from vscand.probes import prefilter as prefilter_mod
 from vscand.probes.matcher import Matcher, load_matcher
 from vscand.probes.parser import find_probe_file
@@ -37,7 +38,7 @@ settings.load_profile("vscand")
 
 def cache_dir() -> Path:
     configured = os.environ.get("VSCAND_CACHE_DIR")
-    return Path(configured) if configured else REPO / ".cache" / "vscand"
+    return Path(configured) if configured else user_cache_dir()
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ import pytest
 from tests.e2e.servers import Handler, ThreadedServer, _drain
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis
+from vscand.cachedir import user_cache_dir
 from vscand.queue.keys import Keys
 from vscand.worker import SCHEDULE_TICK
 
@@ -43,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TWIST = str(BIN / "twist")
 VSCAN = str(BIN / "vscan")
-CACHE_DIR = os.environ.get("VSCAND_CACHE_DIR") or str(REPO / ".cache" / "vscand")
+CACHE_DIR = str(user_cache_dir())  # the user's, as `make` and `vscan` use
 
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
 FTP_BANNER = b"220 (vsFTPd 3.0.3)\r\n"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.releases import debian13, probe_file_facts, require
+from vscand.cachedir import user_cache_dir
 from vscand.cli import REFUSED_NMAP_OPTIONS, apply_timing, build_parser, main
 from vscand.probes.engine import installed_release
 
@@ -39,7 +40,7 @@ SSH_SERVICE = {
 
 def cache_dir() -> str:
     configured = os.environ.get("VSCAND_CACHE_DIR")
-    return configured if configured else str(REPO / ".cache" / "vscand")
+    return configured if configured else str(user_cache_dir())
 
 
 def run_script(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:

@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from scan_vs_nmap import Targets  # noqa: E402
 
 from tests.e2e.oracle_run import vscan_command  # noqa: E402
+from vscand.cachedir import user_cache_dir  # noqa: E402
 
 SCAN_TIMEOUT = 330.0
 
@@ -77,7 +78,7 @@ def scans() -> Any:
         try:
             portlist = ",".join(str(p) for p in targets.ports)
             env = dict(os.environ)
-            env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
+            env.setdefault("VSCAND_CACHE_DIR", str(user_cache_dir()))
             outputs = {"faithful": workdir / "faithful.jsonl", "fast": workdir / "fast.jsonl"}
             procs = {}
             for name, out in outputs.items():

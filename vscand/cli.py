@@ -64,8 +64,8 @@ def _add_probe_options(parser: argparse.ArgumentParser) -> None:
         "--cache-dir",
         metavar="DIR",
         type=Path,
-        help="where the compiled prefilter is cached (default: $VSCAND_CACHE_DIR "
-        "or ~/.cache/vscand)",
+        help="where the compiled prefilter is cached (default: $VSCAND_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/vscand or ~/.cache/vscand)",
     )
     parser.add_argument(
         "--regex-engine",

@@ -106,9 +106,10 @@ import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Literal, cast
 from urllib.parse import urlsplit
+
+from vscand.cachedir import user_cache_dir
 
 DEFAULT_CONFIG_PATH = "/etc/vscand/vscand.conf"
 SECTION = "vscand"
@@ -141,9 +142,7 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> str:
         return systemd.split(":")[0]
     if os.path.isdir(SYSTEM_CACHE_DIR) and os.access(SYSTEM_CACHE_DIR, os.W_OK | os.X_OK):
         return SYSTEM_CACHE_DIR
-    xdg = env.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return str(base / "vscand")
+    return str(user_cache_dir(env))
 
 
 @dataclass(frozen=True)

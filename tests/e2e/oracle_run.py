@@ -28,6 +28,7 @@ from tests import releases
 from tests.e2e.compare import parse_jsonl, parse_xml
 from tests.e2e.daemons import DaemonFailed, Unavailable
 from tests.loopback import nmap_or_skip
+from vscand.cachedir import user_cache_dir
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -90,7 +91,7 @@ def vscan_command() -> list[str]:
 def scan_env() -> dict[str, str]:
     """The environment of both scanners (vscan's prefilter cache in the checkout)."""
     env = dict(os.environ)
-    env.setdefault("VSCAND_CACHE_DIR", str(REPO / ".cache" / "vscand"))
+    env.setdefault("VSCAND_CACHE_DIR", str(user_cache_dir()))
     return env
 
 

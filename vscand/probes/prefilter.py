@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from vscand.cachedir import user_cache_dir
 from vscand.probes.model import MatchLine
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,8 @@ def available() -> bool:
 
 
 def default_cache_dir() -> Path:
-    configured = os.environ.get("VSCAND_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "vscand"
+    """The user's cache directory (:func:`vscand.cachedir.user_cache_dir`)."""
+    return user_cache_dir()
 
 
 def _flags(line: MatchLine) -> int:
