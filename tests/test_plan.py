@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from vscand.probes.matcher import Matcher
 from vscand.probes.model import ProbeDatabase
-from vscand.scan.plan import ProbePlan
+from vscand.scan.plan import ProbePlan, plan_wait_seconds
+
+#: ports some probe lists (plain or sslports), where the plan's order differs
+LISTED_PORTS = [21, 22, 25, 53, 80, 111, 123, 137, 161, 443, 993, 1433, 3306, 5060, 6379, 8080]
 
 # SPEC §3.1 (verified with nmap 7.93): a TCP port with no port-listed probe, intensity 7
 TCP_ORDER_I7 = [
@@ -129,3 +135,22 @@ def test_version_light_and_zero_on_udp(matcher: Matcher) -> None:
     ]
     # intensity 0 on an unlisted UDP port: no probe at all (SPEC §3.3)
     assert walk(db, "UDP", port, 0) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    protocol=st.sampled_from(["TCP", "UDP", "tcp", "udp"]),
+    port=st.one_of(st.integers(1, 65535), st.sampled_from(LISTED_PORTS)),
+    intensity=st.integers(-1, 10),
+    tunnel_ssl=st.booleans(),
+)
+def test_the_plans_wait_is_the_walks_sum(
+    matcher: Matcher, protocol: str, port: int, intensity: int, tunnel_ssl: bool
+) -> None:
+    # the progress display's ETA and the hostile bounds: no walk, the same seconds
+    plan = ProbePlan(matcher.db, protocol, port, intensity, tunnel_ssl=tunnel_ssl)
+    walked = 0
+    while (probe := plan.next()) is not None:
+        walked += probe.totalwaitms
+    got = plan_wait_seconds(matcher.db, protocol, port, intensity, tunnel_ssl=tunnel_ssl)
+    assert got == walked / 1000.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -292,5 +293,11 @@ def test_the_progress_display_keeps_moving_on_a_terminal(tmp_path: Path) -> None
             # one port done, one in flight, and the display changed at every look
             assert all("1/2" in s and "1 in flight" in s for s in screens), screens
             assert len(set(screens)) == 4, screens
+            # the worst case left by the probe plan (a silent port: every probe's whole
+            # wait), counting down
+            left = [re.search(r"worst case (?:(\d+)m)?(\d+)s left", s) for s in screens]
+            assert all(left), screens
+            seconds = [int(m.group(1) or 0) * 60 + int(m.group(2)) for m in left if m]
+            assert seconds == sorted(seconds, reverse=True) and seconds[0] > seconds[-1], seconds
         finally:
             subprocess.run([*base, "kill-server"], check=False, timeout=30)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import resource
 import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,6 +31,7 @@ from vscand.probes.matcher import Matcher
 from vscand.scan.engine import ScanEngine
 from vscand.scan.lag import ReactorLagMonitor
 from vscand.scan.model import PortTask, Result, ScanOptions
+from vscand.scan.plan import plan_wait_seconds
 from vscand.scan.targets import (
     Target,
     TargetError,
@@ -40,6 +42,7 @@ from vscand.scan.targets import (
     select_ports,
     system_resolver,
 )
+from vscand.scan.udp import CHECK_WAIT
 from vscand.scripts.options import script_settings
 from vscand.scripts.registry import ScriptSettings, make_phase
 
@@ -84,46 +87,105 @@ def raise_fd_limit() -> int:
     return soft
 
 
+def _duration(seconds: float) -> str:
+    """``45s``, ``2m05s``, ``1h02m``."""
+    whole = math.ceil(max(0.0, seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 class Progress:
     """A live progress display on stderr when it is a terminal (tqdm), else nothing: ports
     done of all, refreshed every second whether or not a port ended (:meth:`tick`), with how
-    many are in flight and the slowest ones still running, with their elapsed time."""
+    many are in flight, the slowest ones still running with their elapsed time, and the
+    worst case left by the probe plan.
+
+    The worst case: *bound* gives a port's longest scan (:func:`plan_wait_seconds`: every
+    probe its plan can send, each waiting its whole ``totalwaitms``, as a silent peer makes
+    them); what is left is the ports not started at their bound plus the running ones' bound
+    less their elapsed time, spread over *concurrency* slots, and never less than the longest
+    single port left. Ports that answer end far sooner: it is the figure that does not lie
+    about a scan of silent ports (tqdm's own rate-based estimate sits beside it).
+    """
 
     #: how many of the slowest running ports are named
     SLOWEST = 3
 
-    def __init__(self, total: int, enabled: bool, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        tasks: Sequence[PortTask],
+        enabled: bool,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        bound: Callable[[PortTask], float] | None = None,
+        concurrency: int = 1,
+    ) -> None:
         self._bar: Any = None
         self._clock = clock
-        #: (address, port, protocol) → when its scan started
-        self.running: dict[tuple[str, int, str], float] = {}
-        if enabled and total > 1 and sys.stderr.isatty():
+        self._bound = bound
+        self._concurrency = max(1, concurrency)
+        #: (address, port, protocol) → (when its scan started, its bound)
+        self.running: dict[tuple[str, int, str], tuple[float, float]] = {}
+        #: the bounds of the ports not started yet, largest kept apart
+        self._waiting: dict[tuple[str, int, str], float] = {}
+        if bound is not None:
+            memo: dict[tuple[int, str], float] = {}
+            for t in tasks:
+                key = (t.port, t.protocol)
+                if key not in memo:
+                    memo[key] = bound(t)
+                self._waiting[(t.address, t.port, t.protocol)] = memo[key]
+        self._waiting_sum = sum(self._waiting.values())
+        if enabled and len(tasks) > 1 and sys.stderr.isatty():
             from tqdm import tqdm  # noqa: PLC0415 - only for a terminal
 
-            self._bar = tqdm(total=total, unit="port", file=sys.stderr, leave=False)
+            self._bar = tqdm(total=len(tasks), unit="port", file=sys.stderr, leave=False)
 
     def started(self, task: PortTask) -> None:
-        self.running[(task.address, task.port, task.protocol)] = self._clock()
+        key = (task.address, task.port, task.protocol)
+        bound = self._waiting.pop(key, 0.0)
+        self._waiting_sum = max(0.0, self._waiting_sum - bound)
+        self.running[key] = (self._clock(), bound)
 
     def update(self, result: Result) -> None:
-        self.running.pop(
-            (str(result["host"]), int(result["port"]), str(result.get("protocol") or "tcp")), None
-        )
+        key = (str(result["host"]), int(result["port"]), str(result.get("protocol") or "tcp"))
+        self.running.pop(key, None)
+        bound = self._waiting.pop(key, None)  # ended without starting (refused, interrupted)
+        if bound is not None:
+            self._waiting_sum = max(0.0, self._waiting_sum - bound)
         if self._bar is not None:
             self._bar.set_postfix_str(self.status(), refresh=False)
             self._bar.update(1)
 
+    def worst_case_left(self) -> float | None:
+        """Seconds the rest of the scan takes at worst by the probe plan (``None``: no
+        bound was given)."""
+        if self._bound is None:
+            return None
+        now = self._clock()
+        running = [max(0.0, bound - (now - since)) for since, bound in self.running.values()]
+        longest = max([*running, *self._waiting.values()], default=0.0)
+        return max(longest, (sum(running) + self._waiting_sum) / self._concurrency)
+
     def status(self) -> str:
-        """``N in flight; slowest HOST:PORT Ts, ...`` (empty when nothing runs)."""
+        """``N in flight; slowest HOST:PORT Ts, ...; worst case 2m05s left`` (empty when
+        nothing runs)."""
         if not self.running:
             return ""
         now = self._clock()
-        slowest = sorted(self.running.items(), key=lambda item: item[1])[: self.SLOWEST]
+        slowest = sorted(self.running.items(), key=lambda item: item[1][0])[: self.SLOWEST]
         named = ", ".join(
             f"{host}:{port}{'/udp' if proto == 'udp' else ''} {now - since:.0f}s"
-            for (host, port, proto), since in slowest
+            for (host, port, proto), (since, _bound) in slowest
         )
-        return f"{len(self.running)} in flight; slowest {named}"
+        text = f"{len(self.running)} in flight; slowest {named}"
+        left = self.worst_case_left()
+        if left is not None:
+            text += f"; worst case {_duration(left)} left"
+        return text
 
     def tick(self) -> None:
         """Redraw (elapsed times and tqdm's own clock move on with no port ending)."""
@@ -268,7 +330,22 @@ async def _scan(
         per_host_concurrency=max(0, args.per_host),
         connect_rate=max(0.0, args.connect_rate),
     )
-    progress = Progress(len(tasks), enabled=not args.no_progress and not args.json)
+    intensity = prepared.options.intensity
+    db = prepared.matcher.db
+
+    def bound(port_task: PortTask) -> float:
+        seconds = plan_wait_seconds(db, port_task.protocol, port_task.port, intensity)
+        return seconds + (CHECK_WAIT if port_task.protocol == "udp" else 0.0)
+
+    slots = max(1, args.concurrency)
+    if args.per_host > 0:
+        slots = min(slots, args.per_host * len({t.address for t in tasks}))
+    progress = Progress(
+        tasks,
+        enabled=not args.no_progress and not args.json,
+        bound=bound,
+        concurrency=slots,
+    )
     scan_one = engine.scan_port
 
     def scan_port_watched(port_task: PortTask, options: ScanOptions | None = None) -> Any:

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vscand.probes.model import ProbeDatabase
 from vscand.scan.model import ScanOptions
-from vscand.scan.plan import ProbePlan
+from vscand.scan.plan import plan_wait_seconds
 from vscand.scan.udp import CHECK_WAIT
 
 #: tests allow this much over the faithful bound (times, then plus seconds)
@@ -48,11 +48,7 @@ LAG_LIMIT_S = 0.1
 
 
 def _plan_seconds(db: ProbeDatabase, protocol: str, port: int, intensity: int, ssl: bool) -> float:
-    plan = ProbePlan(db, protocol, port, intensity, tunnel_ssl=ssl)
-    total = 0.0
-    while (probe := plan.next()) is not None:
-        total += probe.totalwaitms / 1000.0
-    return total
+    return plan_wait_seconds(db, protocol, port, intensity, tunnel_ssl=ssl)
 
 
 def faithful_bound(

@@ -23,6 +23,8 @@ class _ProtocolIndex:
     listed: tuple[dict[int, tuple[int, ...]], dict[int, tuple[int, ...]]]
     #: intensity → positions of the probes whose rarity is within it
     by_intensity: tuple[tuple[int, ...], ...]
+    #: intensity → the sum of those probes' ``totalwaitms``
+    wait_ms_by_intensity: tuple[int, ...]
 
 
 _INDEXES: dict[int, tuple[ProbeDatabase, dict[str, _ProtocolIndex]]] = {}
@@ -57,6 +59,9 @@ def _index(db: ProbeDatabase) -> dict[str, _ProtocolIndex]:
                 by_intensity=tuple(
                     tuple(i for i, p in enumerate(probes) if p.rarity <= level)
                     for level in range(10)
+                ),
+                wait_ms_by_intensity=tuple(
+                    sum(p.totalwaitms for p in probes if p.rarity <= level) for level in range(10)
                 ),
             )
         _INDEXES[id(db)] = (db, index)
@@ -136,3 +141,27 @@ class ProbePlan:
                         return probes[position]
             self._stage = 3
         return None
+
+
+def plan_wait_seconds(
+    db: ProbeDatabase, protocol: str, port: int, intensity: int, *, tunnel_ssl: bool = False
+) -> float:
+    """The longest a port's probes can take: every probe its plan can send (no soft match
+    prunes the walk), each waiting its whole ``totalwaitms``, as a silent or dripping peer
+    makes them. The same sum as walking :meth:`ProbePlan.next` to its end, without the
+    walk: the NULL probe (TCP), the probes listing the port, the rest within the intensity.
+    """
+    proto = protocol.upper()
+    null = db.null_probe
+    ms = null.totalwaitms if proto == "TCP" and null is not None else 0
+    index = _index(db).get(proto)
+    if index is None:
+        return ms / 1000.0
+    level = max(0, min(9, intensity))
+    eligible = index.by_intensity[level]
+    ms += index.wait_ms_by_intensity[level]
+    for position in index.listed[1 if tunnel_ssl else 0].get(port, ()):
+        at = bisect.bisect_left(eligible, position)
+        if at == len(eligible) or eligible[at] != position:  # listed, beyond the intensity
+            ms += index.probes[position].totalwaitms
+    return ms / 1000.0
