@@ -234,9 +234,15 @@ def test_read_commands_speak_json_and_submit_shows_results(
     assert first == "shown-json"
     [result] = [json.loads(line) for line in rest]
     assert result["port"] == target.port and result["service"]["name"] == "ssh", result
-    plain = vscan(redis_server, "submit", target.endpoint, "--id", "plain", "--wait")
-    assert plain.stdout == "plain\n"  # without --show: the id only, as before
-    for bad in (["--show"], ["--json"], ["--wait", "--json"]):
+    plain = vscan(
+        redis_server, "submit", target.endpoint, "--id", "plain", "--wait", "--no-results"
+    )
+    assert plain.stdout == "plain\n"  # for scripts: the id only
+    table = vscan(redis_server, "submit", target.endpoint, "--id", "table", "--wait")
+    first, *rest = table.stdout.splitlines()  # --show is the default with --wait
+    assert first == "table"
+    assert "ssh" in "\n".join(rest) and "OpenSSH" in "\n".join(rest), table.stdout
+    for bad in (["--show"], ["--json"], ["--no-results"], ["--wait", "--json", "--no-results"]):
         one_line_error(
             vscan(redis_server, "submit", target.endpoint, *bad, check=False), 2, "--show"
         )

@@ -95,14 +95,23 @@ def add_fleet_commands(sub: Any) -> None:
         help="exit only once N replicas hold the submission (WAIT), so a Redis failover "
         "cannot lose it; exit 1 if they do not within 5 s [default: 0]",
     )
-    submit.add_argument("--wait", action="store_true", help="wait for the job to end")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the job to end, then print its results after the id (as vscan results)",
+    )
     submit.add_argument("--timeout", type=float, default=0, help="with --wait: give up after")
     submit.add_argument(
         "--show",
         action="store_true",
-        help="with --wait: after the id, print the ended job's results (as vscan results)",
+        help="with --wait: print the results (the default; accepted for older scripts)",
     )
-    submit.add_argument("--json", action="store_true", help="with --show: JSON lines")
+    submit.add_argument(
+        "--no-results",
+        action="store_true",
+        help="with --wait: print only the id (scripts); the exit code tells the outcome",
+    )
+    submit.add_argument("--json", action="store_true", help="with --wait: results as JSON lines")
     common(submit)
 
     for name, text in (
@@ -277,8 +286,10 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
     keys = _keys(args)
-    if (args.show and not args.wait) or (args.json and not args.show):
-        raise FleetError("--show needs --wait, and --json needs --show")
+    if (args.show or args.json or args.no_results) and not args.wait:
+        raise FleetError("--show, --json and --no-results need --wait")
+    if args.no_results and (args.json or args.show):
+        raise FleetError("--no-results prints only the id: not with --show or --json")
     job: dict[str, Any] = {"id": args.job_id or str(uuid.uuid4()), **_job_fields(args)}
     if args.queue:
         job["queue"] = args.queue
@@ -320,7 +331,7 @@ async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace
     if not args.wait:
         return EXIT_OK
     code = await _wait(reactor, client, keys, parsed.id, args.timeout)
-    if args.show and (await _job_hash(client, keys, parsed.id)).get("status") in FINAL:
+    if not args.no_results and (await _job_hash(client, keys, parsed.id)).get("status") in FINAL:
         # a failed or cancelled job's partial results too; the exit code stays the job's
         _print_results(await _results(client, keys, parsed.id), args.json)
     return code
