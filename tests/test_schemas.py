@@ -32,7 +32,7 @@ JOBS = jsonschema.Draft202012Validator(JOB_SCHEMA)
 RESULTS = jsonschema.Draft202012Validator(RESULT_SCHEMA)
 
 # jobs accepted by parse_job in the suites (tests/test_jobs.py, the fleet, the daemon tests),
-# and the contract's example (../shared/DESIGN.md "Job format"), targets kept on loopback
+# and the contract's example (CONTRACTS.md "Job format"), targets kept on loopback
 VALID: list[dict[str, Any]] = [
     {"targets": ["127.0.0.1"]},
     {"endpoints": ["127.0.0.1:22"]},

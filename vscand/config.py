@@ -4,7 +4,7 @@ Every key can be overridden by a twistd option whose name is the key with ``-`` 
 (``concurrency`` → ``--concurrency``). Precedence, strongest first: the option, then (for
 ``redis_url`` only) ``$VSCAND_REDIS_URL``, then the file, then the default below.
 
-Keys from ``../shared/DESIGN.md`` ("Daemon configuration"):
+Keys from ``CONTRACTS.md`` ("Daemon configuration"):
 
 ``redis_url``
     ``redis://``, ``rediss://`` (TLS), ``unix://`` (socket path), optionally with a
@@ -30,7 +30,7 @@ Keys from ``../shared/DESIGN.md`` ("Daemon configuration"):
     layered on top.
 ``services_file``
     the nmap-services file (empty: the one beside ``probes_file`` when that is set and has
-    one, else search the usual places); ``../shared/DESIGN.md``: "Same for nmap-services".
+    one, else search the usual places); ``CONTRACTS.md``: "Same for nmap-services".
 ``regex_engine``
     the regex library and limits patterns are matched with: ``auto`` (default: those of the
     Nmap release the probe file belongs to), ``pcre`` (PCRE 8, Nmap 7.93), ``pcre2`` (PCRE2,

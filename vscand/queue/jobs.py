@@ -1,6 +1,6 @@
 """Scan jobs from the Redis stream: strict parsing, limits, signatures, replay guard.
 
-A job is the JSON object of ``../shared/DESIGN.md`` ("Job format"). :func:`parse_job`
+A job is the JSON object of ``CONTRACTS.md`` ("Job format"). :func:`parse_job`
 checks every field and raises :class:`JobError` with one precise line naming the
 field (``ports: bad port list '99999': port 99999 is out of range (0-65535)``), so an
 invalid job can be marked failed, dead-lettered and acknowledged, never dropped.

@@ -1,4 +1,4 @@
-"""Redis key names (``../shared/DESIGN.md``), all under a configurable prefix.
+"""Redis key names (``CONTRACTS.md``), all under a configurable prefix.
 
 Every key of one job carries the job's id in a Redis Cluster *hash tag* (literal braces):
 ``vscand:job:{ID}`` (status hash), ``vscand:job:{ID}:results``, ``vscand:job:{ID}:written``,

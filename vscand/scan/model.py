@@ -2,7 +2,7 @@
 
 Pure code: nothing here imports Twisted.
 
-A port's result is a plain dict in the result format of ``../shared/DESIGN.md``
+A port's result is a plain dict in the result format of ``CONTRACTS.md``
 (one per port: JSON lines, Redis stream entries, ``-oJ``)::
 
     {"job": None, "host": "127.0.0.1", "hostname": None, "port": 22, "protocol": "tcp",
