@@ -1,9 +1,10 @@
 """`make install` / `make uninstall` (tools/install) into a scratch DESTDIR, offline.
 
 The scratch venv gets its packages from a wheelhouse made here from this test's own venv:
-each installed distribution vscand needs (with the `accel` extra, and setuptools and wheel to
-build vscand itself) is zipped back into a wheel from its RECORD, and the install runs with
-VSCAND_PIP_ARGS="--no-index --find-links WHEELHOUSE": no network, the same versions."""
+each installed distribution vscand needs (with the `accel` and `producer` extras, and
+setuptools and wheel to build vscand itself) is zipped back into a wheel from its RECORD, and
+the install runs with VSCAND_PIP_ARGS="--no-index --find-links WHEELHOUSE": no network, the
+same versions. tests/test_new_user_walk.py builds its wheelhouse the same way."""
 
 from __future__ import annotations
 
@@ -91,18 +92,26 @@ def _repack(dist: metadata.Distribution, into: Path) -> Path:
     return wheel
 
 
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    into = tmp_path_factory.mktemp("wheelhouse")
-    roots = ["vscand[accel]", "setuptools", "wheel"]
+#: what tools/install installs (vscand with both extras) and builds it with
+WHEELHOUSE_ROOTS = ["vscand[accel,producer]", "setuptools", "wheel"]
+
+
+def build_wheelhouse(into: Path) -> Path:
+    """*into* filled with wheels of WHEELHOUSE_ROOTS' closure from this venv (vscand itself
+    is built from the checkout); skips the test when this venv lacks one of them."""
     try:
-        dists = _closure(roots)
+        dists = _closure(WHEELHOUSE_ROOTS)
     except metadata.PackageNotFoundError as missing:
         pytest.skip(f"not installed in this venv (make venv): {missing}")
     for dist in dists:
         if canonicalize_name(dist.metadata["Name"]) != "vscand":  # built from the checkout
             _repack(dist, into)
     return into
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
 
 
 def run(
@@ -192,6 +201,7 @@ def test_installed_venv_runs_vscand(installed: Path, wheelhouse: Path) -> None:
     assert (site / "twisted/plugins/vscand_plugin.py").exists()
     assert (site / "twisted/plugins/dropin.cache").exists()
     assert (site / "hyperscan").is_dir()  # the accel extra
+    assert (site / "redis").is_dir()  # the producer extra (vscand/producer.py's redis-py)
     code = "import vscand; print(vscand.__file__)"
     imported = run(venv / "bin/python", "-c", code, env=env, cwd=installed)
     assert imported.stdout.startswith(str(site)), imported.stdout + imported.stderr
@@ -221,13 +231,19 @@ def test_installed_units_verify(installed: Path, tmp_path: Path) -> None:
     """The installed units pass systemd-analyze verify, with the example drop-in enabled.
     verify checks that ExecStart's binary exists: the copies verified point at the scratch
     venv's twistd instead of /opt/vscand/bin/twistd (as tests/test_systemd_units.py does)."""
+    verify_installed_units(installed, tmp_path)
+
+
+def verify_installed_units(installed: Path, into: Path) -> None:
+    """systemd-analyze verify of the units installed under *installed* (copies in *into*,
+    ExecStart pointing at the scratch venv's twistd, the example drop-in enabled)."""
     twistd = installed / "opt/vscand/bin/twistd"
     assert twistd.exists()
     for name, as_name in (
         ("vscand.service", "vscand.service"),
         ("vscand@.service", "vscand@dc1.service"),
     ):
-        directory = tmp_path / name
+        directory = into / name
         directory.mkdir()
         text = (installed / UNITDIR / name).read_text()
         unit = directory / as_name

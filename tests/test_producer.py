@@ -43,9 +43,10 @@ RESULT_SCHEMA = jsonschema.Draft202012Validator(
 )
 
 
-def readme_example(language: str) -> str:
-    """The code block after ``<!-- example: LANGUAGE ...-->`` in README.md."""
-    text = (REPO / "README.md").read_text()
+def readme_example(language: str, readme: Path = REPO / "README.md") -> str:
+    """The code block after ``<!-- example: LANGUAGE ...-->`` in *readme* (this checkout's
+    README.md; tests/test_new_user_walk.py reads a fresh clone's)."""
+    text = readme.read_text()
     found = re.search(
         rf"<!-- example: {language}\b[^>]*-->\n```\w+\n(.*?)\n```", text, flags=re.DOTALL
     )
