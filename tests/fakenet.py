@@ -6,6 +6,11 @@ each dial becomes, one ``LATENCY`` later, a :class:`PeerConnection` whose behavi
 on the same clock.  The same peer can be scanned by the faithful machine and by
 the fast one, which is how their answers are compared deterministically.
 
+A peer with ``serial = True`` serves one connection at a time, as ``openssl s_server``
+does: the kernel completes every connect (the client sees it connected and may write),
+but the service only sees a connection — its connect, then the bytes written meanwhile
+— once every earlier one has closed.
+
 Every action a peer schedules belongs to its connection and is cancelled when the
 connection closes, so once a machine has closed its connections the clock holds
 only what the machine itself left behind.
@@ -40,6 +45,9 @@ class PeerConnection:
         self.received = b""
         self.open = True
         self.sent_first = False
+        #: the service has taken this connection (always, unless the peer is serial)
+        self.served = True
+        self.backlog = b""  # written by the client before the service took it
         self._calls: list[IDelayedCall] = []
         self.transport = _ClientTransport(self)
 
@@ -78,9 +86,13 @@ class PeerConnection:
             if call.active():
                 call.cancel()
         self._calls.clear()
+        self.net.closed(self)
 
     def client_wrote(self, data: bytes) -> None:
         def arrive() -> None:
+            if not self.served:
+                self.backlog += data
+                return
             self.received += data
             self.net.peer.received(self, data)
 
@@ -131,6 +143,8 @@ class Peer:
     max_open = 0
     #: refuse every connection (a closed port)
     refuse = False
+    #: serve one connection at a time (the others wait, connected, in the accept queue)
+    serial = False
 
     def connected(self, conn: PeerConnection) -> None:
         pass
@@ -150,6 +164,15 @@ class FakeNetwork:
         self.open_now = 0
         self.max_open = 0
         self.refused = 0
+        self.serving: PeerConnection | None = None
+        self.queue: list[PeerConnection] = []
+
+    def closed(self, conn: PeerConnection) -> None:
+        if conn in self.queue:
+            self.queue.remove(conn)  # closed while queued: the service never sees it
+        if self.serving is conn:
+            self.serving = None
+            _serve_next(self)
 
     def __call__(
         self, task: PortTask, protocol: Protocol, timeout: float, tls: bool
@@ -170,11 +193,31 @@ class FakeNetwork:
             self.max_open = max(self.max_open, self.open_now)
             protocol.makeConnection(conn.transport)  # type: ignore[arg-type]
             d.callback(protocol)
-            if conn.open:
-                peer.connected(conn)
+            if not conn.open:
+                return
+            if peer.serial and self.serving is not None:
+                conn.served = False
+                self.queue.append(conn)
+                return
+            self.serving = conn
+            peer.connected(conn)
 
         call.append(self.clock.callLater(LATENCY, complete))
         return d
+
+
+def _serve_next(net: FakeNetwork) -> None:
+    while net.queue and net.serving is None:
+        conn = net.queue.pop(0)
+        if not conn.open:
+            continue
+        conn.served = True
+        net.serving = conn
+        net.peer.connected(conn)
+        if conn.open and conn.backlog:
+            data, conn.backlog = conn.backlog, b""
+            conn.received += data
+            net.peer.received(conn, data)
 
 
 def peer(

@@ -244,14 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--fast",
         action="store_true",
-        help="fast mode: probes in parallel, adaptive waits (DESIGN.md, Fast mode)",
+        help="fast mode: the same answers sooner, probes in parallel (DESIGN.md, Fast mode)",
     )
     scan.add_argument(
         "--fast-wait",
         type=_count(0, "a number of milliseconds"),
-        default=1000,
+        default=0,
         metavar="MS",
-        help="fast mode's quiet window floor (default 1000; 0: full probe waits)",
+        help="fast mode: also end a probe after MS of silence (default 0: never; above 0 "
+        "answers may differ from nmap's: DESIGN.md, Fast mode exceptions)",
     )
     scan.add_argument(
         "--fast-lanes",

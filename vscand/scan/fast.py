@@ -15,19 +15,23 @@ each waiting out its ``totalwaitms``.  Fast mode gets the same answer by
    as they arrive, so the port ends as soon as every probe *before* the one
    where faithful mode would stop has its full answer: the answer cannot change
    any more;
-3. **adaptive waits** (``fast_wait`` > 0): a probe also ends once its
-   connection has been quiet for the *quiet window* ``Q = max(fast_wait,
-   QUIET_FACTOR x (srtt + 4 rttvar))`` (never more than its ``totalwaitms``),
-   where srtt/rttvar are learnt from this port's connects and first replies.
-   This is the one place where an answer can differ from faithful mode's: a
-   service that speaks after a silence longer than Q (a late banner, a pause
-   inside a reply, a close on its own timer) is read differently.  With
-   ``fast_wait`` = 0 every probe waits its full time: only the parallelism is
-   left, and the answer is faithful mode's for every service whose connections
-   do not influence one another.
+3. **no shortened waits** by default: every probe, the NULL probe first, waits its
+   whole ``totalwaitms``, so the answer is faithful mode's by construction
+   (DESIGN.md, "Fast mode: the guarantee"). The opt-in quiet window
+   (``fast_wait`` > 0) ends a probe once its connection has been quiet for
+   ``Q = max(fast_wait, QUIET_FACTOR x (srtt + 4 rttvar))``: sooner, and outside the
+   guarantee (a late banner, a pause inside a reply, a close on the service's own
+   timer are read differently);
+4. **one connection at a time**: a server that takes the next connection only when
+   the current one closes leaves lanes connected and silent in its accept queue.
+   A lane's silence is trusted once another lane was answered while C0 was open,
+   or ``SETTLE_FLOOR`` (and 4 round-trip bounds) after C0 closed; a silent lane
+   stays open until then, and a byte or a close on it afterwards turns the port
+   sequential: the walk dials every probe it still needs alone.
 
-A probe sent on a fresh connection produces, for such a service, exactly what
-faithful mode would have seen on the fresh connection it opens for that probe;
+A probe sent on a fresh connection produces, for a service whose connections do
+not influence one another, exactly what faithful mode would have seen on the fresh
+connection it opens for that probe;
 the one probe faithful mode sends on a *reused* connection (the first after a
 NULL probe that ended by timeout or read cap) is sent on ``C0`` itself, as
 faithful mode does.  Speculative lanes whose probe the plan does not reach are
@@ -63,6 +67,10 @@ QUIET_FACTOR = 4.0
 #: lanes start this long after C0 connects (unless the NULL probe's first reply
 #: did not hard-match earlier): a banner that hard-matches at once costs no lane
 GRACE_FLOOR = 0.1
+#: before the walk trusts a lane's silence, at least this long (and 4 round-trip bounds)
+#: after C0 closed, unless the port served another connection while C0 was open: a
+#: server that serves one connection at a time answers the next queued one then
+SETTLE_FLOOR = 0.5
 #: float slack when comparing a Clock's time with a computed deadline
 _EPSILON = 1e-9
 
@@ -120,7 +128,19 @@ class ProbeRecord:
         self.events: list[Read | End] = []
         #: dialled on the walk's demand (its connect failure is the port's)
         self.on_demand = False
+        #: run by a speculative lane (before the walk asked for it)
+        self.speculative = False
         self.lane: Lane | None = None
+
+    @property
+    def silent(self) -> bool:
+        """Ended by its deadline without a byte: what a queued connection looks like."""
+        return (
+            not self.buffer
+            and bool(self.events)
+            and isinstance(self.events[-1], End)
+            and self.events[-1].kind is EndKind.DEADLINE
+        )
 
     @property
     def complete(self) -> bool:
@@ -202,6 +222,9 @@ class Lane(Protocol):
         self.probe_start = 0.0
         self.last_activity = 0.0
         self.dialled_at = 0.0
+        #: a speculative lane whose probe ended in silence stays open, watched: a byte
+        #: or a close now means the server had not served it yet (one at a time)
+        self.watching = False
 
     # -- the connection ---------------------------------------------------------
 
@@ -230,8 +253,14 @@ class Lane(Protocol):
         self.scan.lane_connect_failed(self, failure)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.watching and data:
+            self.watching = False
+            self.scan.late_event(self)
+            return
         if self.finished or not self.connected or self.capped or not data:
             return
+        if not self.first:
+            self.scan.lane_answered(self)
         record = self.record
         now = self.scan.clock.seconds()
         if not self._replied:
@@ -247,9 +276,18 @@ class Lane(Protocol):
             self._match_next()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        ours = self.closed  # we closed it (close, abort, stop) before the loss
         self.closed = True
+        if self.first:
+            self.scan.c0_closed()
+        if self.watching and not ours:
+            self.watching = False
+            self.scan.late_event(self)
+            return
         if self.finished or not self.connected:
             return
+        if not self.first and not ours:
+            self.scan.lane_answered(self)
         kind = _FROM_LOST[_classify(reason)]
         if self.matching is not None or self.pending:
             self.lost = kind  # what arrived before the close is matched first
@@ -368,7 +406,9 @@ class Lane(Protocol):
         record = self.record
         elapsed = (self.scan.clock.seconds() - self.probe_start) * 1000.0
         record.events.append(End(kind, elapsed))
-        if not (self.first and kind in (EndKind.DEADLINE, EndKind.CAP)):
+        if record.speculative and record.silent and not self.closed:
+            self.watching = True  # kept open: is it silent, or not served yet?
+        elif not (self.first and kind in (EndKind.DEADLINE, EndKind.CAP)):
             # only C0 after its NULL probe's timeout or cap may go on (reuse)
             self.close()
         self.scan.record_updated(record)
@@ -381,14 +421,18 @@ class Lane(Protocol):
         self.timer = None
 
     def close(self) -> None:
+        self.watching = False
         if self.budgeted:
             self.budgeted = False
             self.scan.budget.release()
         if not self.closed and self.transport is not None and self.connected:
             self.closed = True
+            if self.first:
+                self.scan.c0_closed()
             self.transport.loseConnection()
 
     def abort(self) -> None:
+        self.watching = False
         if self.budgeted:
             self.budgeted = False
             self.scan.budget.release()
@@ -403,6 +447,7 @@ class Lane(Protocol):
     def stop(self) -> None:
         """The port ended: cancel everything this lane owns and close it."""
         self.finished = True
+        self.watching = False
         self._cancel_timer()
         self.pending.clear()
         if self.connecting is not None:
@@ -446,6 +491,11 @@ class FastTCPPortScan(TCPPortScan):
         self._lanes_open = False
         self._grace: IDelayedCall | None = None
         self._first_record: ProbeRecord | None = None
+        #: this phase's evidence on how the server takes parallel connections
+        self._concurrent = False  # a lane was answered while C0 was open
+        self._serial = False  # a lane's silence ended late: one connection at a time
+        self._c0_closed_at: float | None = None
+        self._settle: IDelayedCall | None = None
 
     # -- public ---------------------------------------------------------------
 
@@ -470,6 +520,10 @@ class FastTCPPortScan(TCPPortScan):
         probe = self._plan.next()
         self._probe = probe
         self._lanes_open = False
+        self._concurrent = False
+        self._serial = False
+        self._c0_closed_at = None
+        self._cancel_settle()
         if probe is None:
             # no probe at all: connect (the port scan), then NOMATCH as faithful mode
             probe_record = None
@@ -490,6 +544,65 @@ class FastTCPPortScan(TCPPortScan):
 
     def lane_gone(self, lane: Lane) -> bool:
         return self._state is _State.DONE or lane not in self._lanes
+
+    # -- one connection at a time? --------------------------------------------------
+
+    def c0_closed(self) -> None:
+        """C0 closed (either side): a one-at-a-time server turns to a queued lane now."""
+        if self._c0_closed_at is None:
+            self._c0_closed_at = self._clock.seconds()
+
+    def lane_answered(self, lane: Lane) -> None:
+        """A lane got a byte or a close while running its probe: served, and if C0 is
+        still open, served alongside it."""
+        c0 = self._c0
+        if self._concurrent or c0 is None or lane is c0 or not c0.connected or c0.closed:
+            return
+        self._concurrent = True
+        for other in self._lanes:
+            if other.watching:
+                other.close()  # silence from a server that serves in parallel
+
+    def late_event(self, lane: Lane) -> None:
+        """A lane whose probe had ended in silence got a byte or a close: the server had
+        not served it yet. From here on the walk goes one connection at a time, as
+        faithful mode does: no lane's silence is an answer any more."""
+        if self._state is _State.DONE or self._serial or lane not in self._lanes:
+            return
+        self._serial = True
+        self._cancel_settle()
+        current = self._current
+        for record in list(self._spec.values()):
+            if record.lane is not None:
+                record.lane.stop()
+                if record.lane in self._lanes:
+                    self._lanes.remove(record.lane)
+        self._spec.clear()
+        if current is not None and current.speculative and self._cursor == 0:
+            # adopted by the walk but not read yet: ask again, alone
+            if current.lane is not None:
+                current.lane.stop()
+                if current.lane in self._lanes:
+                    self._lanes.remove(current.lane)
+            self._current = self._dial_on_demand(current.probe)
+            self._cursor = 0
+        self._walk()
+
+    def _settle_due(self) -> float | None:
+        """When a lane's silence may be trusted (None: now)."""
+        if self._concurrent or self._c0_closed_at is None:
+            return None
+        due = self._c0_closed_at + max(SETTLE_FLOOR, 4 * self.rtt.bound())
+        return due if due > self._clock.seconds() + _EPSILON else None
+
+    def _settled(self) -> None:
+        self._settle = None
+        self._walk()
+
+    def _cancel_settle(self) -> None:
+        if self._settle is not None and self._settle.active():
+            self._settle.cancel()
+        self._settle = None
 
     def lane_connected(self, lane: Lane) -> None:
         if self._tunnel_ssl and self._tls is None:
@@ -573,10 +686,20 @@ class FastTCPPortScan(TCPPortScan):
             if self._cursor >= len(record.events):
                 return
             event = record.events[self._cursor]
+            if isinstance(event, End) and record.speculative and record.silent:
+                due = self._settle_due()
+                if due is not None:
+                    if self._settle is None:
+                        self._settle = self._clock.callLater(
+                            due - self._clock.seconds(), self._settled
+                        )
+                    return
             self._cursor += 1
             if isinstance(event, Read):
                 self._walk_read(record, event)
             else:
+                if record.lane is not None and record.lane.watching:
+                    record.lane.close()  # its silence is the answer now: no more watching
                 self._walk_end(record, event)
 
     def _walk_read(self, record: ProbeRecord, read: Read) -> None:
@@ -669,10 +792,11 @@ class FastTCPPortScan(TCPPortScan):
 
     def _fill_lanes(self) -> None:
         """Start speculative lanes for the plan's next probes, up to ``fast_lanes`` at once."""
-        if self._state is _State.DONE or not self._lanes_open:
+        if self._state is _State.DONE or not self._lanes_open or self._serial:
             return
         limit = self._options.fast_lanes
-        busy = sum(1 for lane in self._lanes if lane.budgeted and not lane.finished)
+        # a watched lane (silent, kept open) still holds its place
+        busy = sum(1 for lane in self._lanes if lane.budgeted and not lane.closed)
         if busy >= limit:
             return
         predicted = copy.copy(self._plan)
@@ -693,6 +817,7 @@ class FastTCPPortScan(TCPPortScan):
             if not self.budget.try_acquire():
                 return
             record = ProbeRecord(probe)
+            record.speculative = True
             self._spec[id(probe)] = record
             lane = self._dial_lane(record)
             lane.budgeted = True
@@ -724,6 +849,7 @@ class FastTCPPortScan(TCPPortScan):
 
     def _teardown_lanes(self) -> None:
         self._cancel_grace()
+        self._cancel_settle()
         lanes, self._lanes = self._lanes, []
         for lane in lanes:
             lane.stop()

@@ -80,7 +80,10 @@ class ScanOptions:
     scanned_protocols: tuple[str, ...] = ("tcp",)
     #: fast mode (``vscan scan --fast``, job field ``fast``): same answers sooner (scan/fast.py)
     fast: bool = False
-    #: fast mode's quiet-window floor in seconds; 0 = every probe waits its full totalwaitms
-    fast_wait: float = 1.0
+    #: fast mode's quiet-window floor in seconds. 0 (the default): every probe waits its
+    #: full totalwaitms, the answer is faithful mode's (DESIGN.md, "Fast mode: the
+    #: guarantee"); above 0 a probe also ends after that much silence: sooner, and
+    #: outside the guarantee (its documented exceptions)
+    fast_wait: float = 0.0
     #: fast mode: speculative connections (lanes) per port at once
     fast_lanes: int = 32
