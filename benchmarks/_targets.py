@@ -24,6 +24,10 @@ Kinds (one asyncio protocol each):
 * ``unknownbanner``: sends ``banner`` on connect and closes at once.
 * ``tcpwrapped``: accepts and closes at once.
 * ``silent``: accepts and never says anything (closes when the client does).
+* ``slowbanner``: a slow greeter: sends ``banner`` ``delay`` seconds after the
+  connection opens (unless the client has gone), ignores what it reads, closes
+  when the client does (a greet-pause SMTP, a daemon doing a slow reverse-DNS or
+  ident lookup before greeting).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
+import os
 import sys
 from typing import Any
 
@@ -52,6 +58,7 @@ class Service(asyncio.Protocol):
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.answered = False
+        self.greeting: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -61,6 +68,20 @@ class Service(asyncio.Protocol):
             transport.write(_bytes(self.spec, "banner"))
         if kind in ("unknownbanner", "tcpwrapped"):
             transport.close()
+        if kind == "slowbanner":
+            loop = asyncio.get_running_loop()
+            self.greeting = loop.call_later(float(self.spec["delay"]), self._greet)
+
+    def _greet(self) -> None:
+        self.greeting = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(_bytes(self.spec, "banner"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.greeting is not None:
+            self.greeting.cancel()
+            self.greeting = None
 
     def data_received(self, data: bytes) -> None:
         transport = self.transport
@@ -97,7 +118,7 @@ async def serve(specs: list[dict[str, Any]], max_seconds: float) -> None:
     servers = []
     for spec in specs:
         server = await loop.create_server(
-            lambda spec=spec: Service(spec), LOOPBACK, int(spec["port"]), reuse_address=True
+            functools.partial(Service, spec), LOOPBACK, int(spec["port"]), reuse_address=True
         )
         servers.append(server)
     sys.stdout.write("READY\n")
@@ -105,7 +126,7 @@ async def serve(specs: list[dict[str, Any]], max_seconds: float) -> None:
     stdin_closed = loop.create_future()
 
     def on_stdin() -> None:
-        if not sys.stdin.buffer.read1(4096) and not stdin_closed.done():  # type: ignore[attr-defined]
+        if not os.read(sys.stdin.fileno(), 4096) and not stdin_closed.done():
             stdin_closed.set_result(None)
 
     loop.add_reader(sys.stdin.fileno(), on_stdin)

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,34 @@ def service_mix(silent: int) -> list[dict[str, Any]]:
     return mix
 
 
+#: slow greeters' delays (s): inside the NULL probe's 6 s wait (1, 3, 5.9: the NULL probe
+#: matches the banner), just after it (6.1, 7: the banner lands on the probe Nmap sends next
+#: on the same connection, GenericLines, whose 5 s wait it falls in) and after both (12: no
+#: probe of Nmap's waits that long, so Nmap never sees it)
+SLOW_DELAYS = (1.0, 3.0, 5.9, 6.1, 7.0, 12.0)
+#: a realistic greeting per protocol (each hard-matches on the NULL probe when on time)
+SLOW_BANNERS = {
+    "ssh": b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n",
+    "smtp": b"220 mail.example.com ESMTP Postfix (Debian/GNU)\r\n",
+    "ftp": b"220 ProFTPD Server (Debian) [::ffff:127.0.0.1]\r\n",
+}
+
+
+def slow_label(protocol: str, delay: float) -> str:
+    return f"slow-{protocol}-{delay:g}s"
+
+
+def slow_mix(delays: Sequence[float] = SLOW_DELAYS) -> list[dict[str, Any]]:
+    """Slow greeters (``_targets.py`` kind ``slowbanner``): every protocol of
+    ``SLOW_BANNERS`` at every delay, labelled ``slow-PROTOCOL-DELAYs``."""
+    return [
+        {"kind": "slowbanner", "label": slow_label(protocol, delay), "banner": banner,
+         "delay": delay}
+        for protocol, banner in SLOW_BANNERS.items()
+        for delay in delays
+    ]  # fmt: skip
+
+
 def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
@@ -250,11 +279,13 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def pick_ports(count: int, start: int) -> list[int]:
+def pick_ports(count: int, start: int, avoid: Collection[int] = ()) -> list[int]:
+    """``count`` bindable 127.0.0.1 ports from ``start`` up (below the ephemeral range),
+    none of ``avoid``."""
     ports: list[int] = []
     port = start
     while len(ports) < count and port < 32700:
-        if _bindable(port):
+        if port not in avoid and _bindable(port):
             ports.append(port)
         port += 1
     if len(ports) < count:
@@ -262,8 +293,89 @@ def pick_ports(count: int, start: int) -> list[int]:
     return ports
 
 
+def openssl_certificate(directory: Path) -> Path:
+    """A throwaway self-signed certificate, ``cert.pem`` and ``key.pem`` in ``directory``
+    (made once; ``openssl req``, RSA 2048, two days)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / "cert.pem").exists():
+        subprocess.run(
+            [_openssl(), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+             "-days", "2", "-keyout", "key.pem", "-out", "cert.pem"],
+            cwd=directory, check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+    return directory
+
+
+def _openssl() -> str:
+    found = shutil.which("openssl")
+    if found is None:
+        raise SystemExit("openssl not found (Debian package openssl)")
+    return found
+
+
+class SServer:
+    """``openssl s_server -www`` on 127.0.0.1:``port``: a real server that serves ONE
+    connection at a time (it accepts the next connection only once the current one is
+    over; a connection that never speaks holds it, and every other client waits in the
+    kernel's accept queue). Nmap: ``ssl`` after SSLSessionReq, then ``ssl/http``
+    (``OpenSSL s_server -www httpd``, the command line in extrainfo) through TLS.
+
+    Without ``-naccept`` it serves for ever; ``-quiet``: no per-connection output;
+    ``-no_tls1_3``: its page then says "Secure Renegotiation IS supported", the line
+    Nmap's match expects under every OpenSSL release (see tests/e2e/tls_servers.py). The
+    certificate paths are relative (``cwd`` is the certificate's directory): every
+    instance's command line, which the page shows, differs only by its port. Bounded by
+    ``timeout`` (``max_seconds``)."""
+
+    def __init__(self, port: int, certdir: Path, max_seconds: float) -> None:
+        self.port = port
+        cmd = [
+            "timeout", str(int(max_seconds)), _openssl(), "s_server",
+            "-accept", f"{LOOPBACK}:{port}", "-cert", "cert.pem", "-key", "key.pem",
+            "-quiet", "-www", "-no_tls1_3",
+        ]  # fmt: skip
+        self.log = certdir / f"s_server-{port}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=certdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"s_server on {port} exited: {self.log.read_text()[-2000:]}")
+            try:
+                # a connection that closes at once: s_server's handshake fails, it goes on
+                socket.create_connection((LOOPBACK, port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise SystemExit(f"s_server on {port} did not listen") from None
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 class Targets:
-    """The target server subprocess (and redis-server), torn down on exit."""
+    """The target server subprocess (and redis-server, and ``openssl s_server``s), torn
+    down on exit.
+
+    ``mix``: the services to serve instead of ``service_mix(silent)`` (``slow_mix()``...);
+    ``s_servers``: that many ``openssl s_server -www`` (:class:`SServer`, one connection at
+    a time; ports ``s_server_ports``, labels ``s_server-www-N``); ``avoid``: port numbers
+    not to use (e.g. those ``nmap-services`` names)."""
 
     def __init__(
         self,
@@ -273,8 +385,12 @@ class Targets:
         workdir: Path,
         copies: int = 1,
         port_start: int = 21000,
+        *,
+        mix: Sequence[dict[str, Any]] | None = None,
+        s_servers: int = 0,
+        avoid: Collection[int] = (),
     ) -> None:
-        base = service_mix(silent)
+        base = service_mix(silent) if mix is None else [dict(s) for s in mix]
         # extra copies of the mix repeat every service but the silent ones
         self.mix = [dict(s) for s in base] + [
             dict(s, label=f"{s['label']}#{n}")
@@ -282,15 +398,20 @@ class Targets:
             for s in base
             if s["kind"] != "silent"
         ]
-        ports = pick_ports(len(self.mix) + closed + 1, port_start)
+        ports = pick_ports(len(self.mix) + closed + s_servers + 1, port_start, avoid)
         for spec, port in zip(self.mix, ports, strict=False):
             spec["port"] = port
-        self.closed = ports[len(self.mix) : len(self.mix) + closed]
+        served = len(self.mix)
+        self.closed = ports[served : served + closed]
+        self.s_server_ports = ports[served + closed : served + closed + s_servers]
         self.labels: dict[int, str] = {spec["port"]: spec["label"] for spec in self.mix}
         for port in self.closed:
             self.labels[port] = "closed"
+        for n, port in enumerate(self.s_server_ports, 1):
+            self.labels[port] = f"s_server-www-{n}"
         self.redis_port: int | None = None
         self.redis: subprocess.Popen[bytes] | None = None
+        self.s_servers: list[SServer] = []
         redis_server = shutil.which("redis-server")
         if redis and redis_server:
             self.redis_port = ports[-1]
@@ -311,6 +432,8 @@ class Targets:
             for key, value in spec.items():
                 if isinstance(value, bytes):
                     item[key] = base64.b64encode(value).decode()
+                elif key == "delay":
+                    item[key] = float(value)
             wire.append(item)
         spec_path.write_text(json.dumps(wire), encoding="utf-8")
         self.server = subprocess.Popen(
@@ -324,6 +447,14 @@ class Targets:
         if line.strip() != b"READY":
             self.close()
             raise SystemExit("target server did not start")
+        try:
+            if self.s_server_ports:
+                certdir = openssl_certificate(workdir / "s_server")
+                for port in self.s_server_ports:
+                    self.s_servers.append(SServer(port, certdir, CHILD_TIMEOUT * 3))
+        except BaseException:
+            self.close()
+            raise
         if self.redis_port is not None:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -337,7 +468,16 @@ class Targets:
     def ports(self) -> list[int]:
         return sorted(self.labels)
 
+    def spec(self, port: int) -> dict[str, Any] | None:
+        """The ``_targets.py`` spec served on ``port`` (None: closed, redis, s_server)."""
+        for spec in self.mix:
+            if spec["port"] == port:
+                return spec
+        return None
+
     def close(self) -> None:
+        for s_server in self.s_servers:
+            s_server.close()
         for proc in (self.server, self.redis):
             if proc is None or proc.poll() is not None:
                 continue
