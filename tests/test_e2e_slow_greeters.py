@@ -4,9 +4,9 @@ faithful ``vscan scan`` against ``nmap -sV`` (127.0.0.1 only; issue 15).
 The targets (``benchmarks/scan_vs_nmap.py``'s ``Targets``):
 
 * slow greeters (``benchmarks/_targets.py`` kind ``slowbanner``): an SSH, an SMTP and an FTP
-  banner, each sent 1, 3, 5.9, 6.1, 7 and 12 s after the connection opens (18 ports; they
-  ignore what they read). Nmap's NULL probe waits 6 s: at 1, 3 and 5.9 s it matches the
-  banner; at 6.1 and 7 s the banner lands on the same connection during the next probe
+  banner, each sent 1, 3, 5.7, 6.3, 7 and 12 s after the connection opens (18 ports; they
+  ignore what they read). Nmap's NULL probe waits 6 s: at 1, 3 and 5.7 s it matches the
+  banner; at 6.3 and 7 s the banner lands on the same connection during the next probe
   (GenericLines, 5 s: Nmap reuses the connection of a NULL probe that timed out), which
   matches it through the NULL probe's lines; at 12 s no probe of Nmap's waits long enough
   (the longest, Verifier, waits 11 s), so Nmap never sees it and walks every probe. The
@@ -75,6 +75,11 @@ from tests.e2e.oracle_run import (  # noqa: E402
 from tests.e2e.servers import listed_ports  # noqa: E402
 
 PORT_START = 24600
+#: the issue's delays, with the two around the NULL probe's 6 s moved 0.3 s from it: three
+#: scanners at once on real sockets (CI's 2 cores have shown 100-250 ms stalls) must not
+#: decide a case by scheduling; 5.9 and 6.1 s exactly are tested on a Clock
+#: (tests/test_fast_machine.py) and run by `make bench-fast` (one scanner at a time)
+E2E_DELAYS = tuple({5.9: 5.7, 6.1: 6.3}.get(d, d) for d in SLOW_DELAYS)
 #: all three scanners at once; nmap and faithful mode walk every probe of the 12 s greeters
 SCAN_TIMEOUT = 480.0
 #: Nmap sees a slow greeter's banner when it comes within the NULL probe's wait (6 s) and the
@@ -106,7 +111,7 @@ CASES = [
         delay,
     )
     for protocol, banner in SLOW_BANNERS.items()
-    for delay in SLOW_DELAYS
+    for delay in E2E_DELAYS
 ] + [Case(S_SERVER, "openssl s_server -www, one connection at a time (an instance per scanner)")]
 
 
@@ -136,7 +141,7 @@ def run() -> Iterator[Run]:
             False,
             workdir,
             port_start=PORT_START,
-            mix=slow_mix(),
+            mix=slow_mix(E2E_DELAYS),
             s_servers=len(SCANNERS),
             # unlisted ports: a table answer is then the same on every s_server twin
             avoid=listed_ports("tcp"),

@@ -795,6 +795,8 @@ class FastTCPPortScan(TCPPortScan):
         if self._state is _State.DONE or not self._lanes_open or self._serial:
             return
         limit = self._options.fast_lanes
+        if self._findings.soft_found:
+            self._drop_pruned()
         # a watched lane (silent, kept open) still holds its place
         busy = sum(1 for lane in self._lanes if lane.budgeted and not lane.closed)
         if busy >= limit:
@@ -822,6 +824,24 @@ class FastTCPPortScan(TCPPortScan):
             lane = self._dial_lane(record)
             lane.budgeted = True
             busy += 1
+
+    def _drop_pruned(self) -> None:
+        """After a soft match: close the lanes of probes the pruned plan no longer reaches
+        (their records would never be read; their places go to probes it does)."""
+        soft = self._findings.service
+        walk = copy.copy(self._plan)
+        needed: set[int] = set()
+        while (probe := walk.next(soft)) is not None:
+            needed.add(id(probe))
+        for key, record in list(self._spec.items()):
+            if key in needed or record is self._current:
+                continue
+            del self._spec[key]
+            lane = record.lane
+            if lane is not None:
+                lane.stop()
+                if lane in self._lanes:
+                    self._lanes.remove(lane)
 
     # -- ending -----------------------------------------------------------------
 
