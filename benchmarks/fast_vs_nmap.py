@@ -97,8 +97,12 @@ ANSWER_AND_CLOSE = frozenset({"http", "unknown", "softbanner", "probeonly"})
 #: services that close at connect (every probe ends at once)
 CLOSE_AT_CONNECT = frozenset({"tcpwrapped", "unknownbanner"})
 
-TARGET_AGREEMENT = 0.99
-TARGET_RATIO = 0.05
+#: issue 15's targets: fast = faithful (= nmap) on >= 99.5 % of ports; the wall time within
+#: 1.5 s of the floor of the slowest port; fast/nmap no worse than the 0.074x measured before
+#: the guarantee (issue 7's 0.05x was met with quiet windows, which are now an opt-in)
+TARGET_AGREEMENT = 0.995
+TARGET_FLOOR_S = 1.5
+TARGET_RATIO = 0.074
 
 
 def _with_fp(ports: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -413,6 +417,8 @@ def main() -> int:
             if proc["exit"] != 0:
                 print(f"run {i}: {name} exit {proc['exit']}: {proc['stderr_tail']}")
         ok = ok and run["agree_fast_faithful"] >= TARGET_AGREEMENT * run["ports"]
+        ok = ok and run["agree_fast_nmap"] >= TARGET_AGREEMENT * run["ports"]
+        ok = ok and run["fast_over_floor_s"] <= TARGET_FLOOR_S
         ok = ok and run["fast_over_nmap"] <= TARGET_RATIO
     if len(runs) > 1:
         print(
@@ -421,8 +427,9 @@ def main() -> int:
             f"{statistics.median(r['fast_over_faithful'] for r in runs):.3f}x"
         )
     print(
-        f"targets: fast = faithful on >= {TARGET_AGREEMENT:.0%} of ports, fast/nmap <= "
-        f"{TARGET_RATIO}x: {'met' if ok else 'NOT met'}"
+        f"targets: fast = faithful = nmap on >= {TARGET_AGREEMENT:.1%} of ports, within "
+        f"{TARGET_FLOOR_S} s of the slowest port's floor, fast/nmap <= {TARGET_RATIO}x: "
+        f"{'met' if ok else 'NOT met'}"
     )
     payload = {
         "machine": machine(),
