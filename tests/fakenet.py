@@ -102,7 +102,12 @@ class PeerConnection:
         if not self.open:
             return
         self._shut()
-        self.protocol.connectionLost(Failure(error.ConnectionDone()))
+        lost = Failure(error.ConnectionDone())
+        if self.net.late_loss:
+            # as Twisted's reactor: the loss of a connection we close is reported a turn later
+            self.net.clock.callLater(0, self.protocol.connectionLost, lost)
+        else:
+            self.protocol.connectionLost(lost)
 
 
 class _ClientTransport:
@@ -166,6 +171,8 @@ class FakeNetwork:
         self.refused = 0
         self.serving: PeerConnection | None = None
         self.queue: list[PeerConnection] = []
+        #: report the loss of a connection the client closed one reactor turn later
+        self.late_loss = False
 
     def closed(self, conn: PeerConnection) -> None:
         if conn in self.queue:

@@ -107,9 +107,11 @@ def scan(
     lanes: int = 32,
     budget: LaneBudget | None = None,
     match_delay: float = 0.0,
+    late_loss: bool = False,
 ) -> Outcome:
     clock = Clock()
     net = FakeNetwork(clock, make_peer())
+    net.late_loss = late_loss
 
     def match(probe: Probe, buffer: bytes) -> defer.Deferred[ServiceMatch | None]:
         found = matcher.match(probe, buffer)
@@ -138,6 +140,7 @@ def scan(
     results: list[dict[str, Any]] = []
     machine.run().addCallback(results.append)
     run_until_result(clock, results)
+    clock.advance(0)  # the losses reported a turn later (late_loss)
     assert len(results) == 1
     assert not clock.getDelayedCalls(), f"pending calls: {clock.getDelayedCalls()}"
     assert net.open_now == 0, "a connection was left open"
@@ -146,7 +149,9 @@ def scan(
 
 
 def _faithful_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in kwargs.items() if k in ("port", "intensity", "match_delay")}
+    return {
+        k: v for k, v in kwargs.items() if k in ("port", "intensity", "match_delay", "late_loss")
+    }
 
 
 def both(matcher: Matcher, make_peer: Any, **kwargs: Any) -> tuple[Outcome, Outcome]:
@@ -547,6 +552,36 @@ def test_one_connection_at_a_time_is_walked_sequentially(
     matcher: Matcher, make_peer: Any, kwargs: dict[str, Any]
 ) -> None:
     faithful, fast = both(matcher, make_peer, **kwargs)
+    assert fast.answer == faithful.answer
+
+
+def tls_then_help_serial() -> Any:
+    """One connection at a time: in plain text a TLS alert to anything (the connection left
+    open: the scanner closes it); through TLS a 400 to anything but HELP, which gets an
+    ftpd banner; a close after each reply."""
+
+    def received(c: PeerConnection, data: bytes) -> None:
+        if not c.tls:
+            c.send(ALERT)
+            return
+        if c.received.startswith(b"HELP"):
+            c.send(b"214 ftpd 9\r\n")
+        else:
+            c.send(BAD)
+        c.close()
+
+    return one_at_a_time(lambda: peer(received=received))
+
+
+def test_the_tls_phase_settles_on_its_own_c0(matcher: Matcher) -> None:
+    """With losses reported a turn late (as Twisted does), the plain C0 closed for the TLS
+    restart is reported lost inside the TLS phase: it must not count as that phase's C0
+    closing (the settle window would start early and a queued lane's silence be taken)."""
+    faithful, fast = both(matcher, tls_then_help_serial(), late_loss=True, port=80)
+    assert (faithful.result["service"]["tunnel"], faithful.result["service"]["product"]) == (
+        "ssl",
+        "HelpFTP",
+    )
     assert fast.answer == faithful.answer
 
 

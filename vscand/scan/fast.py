@@ -279,7 +279,7 @@ class Lane(Protocol):
         ours = self.closed  # we closed it (close, abort, stop) before the loss
         self.closed = True
         if self.first:
-            self.scan.c0_closed()
+            self.scan.c0_closed(self)
         if self.watching and not ours:
             self.watching = False
             self.scan.late_event(self)
@@ -428,7 +428,7 @@ class Lane(Protocol):
         if not self.closed and self.transport is not None and self.connected:
             self.closed = True
             if self.first:
-                self.scan.c0_closed()
+                self.scan.c0_closed(self)
             self.transport.loseConnection()
 
     def abort(self) -> None:
@@ -547,9 +547,11 @@ class FastTCPPortScan(TCPPortScan):
 
     # -- one connection at a time? --------------------------------------------------
 
-    def c0_closed(self) -> None:
-        """C0 closed (either side): a one-at-a-time server turns to a queued lane now."""
-        if self._c0_closed_at is None:
+    def c0_closed(self, lane: Lane) -> None:
+        """C0 closed (either side): a one-at-a-time server turns to a queued lane now.
+        Only this phase's C0 counts: the plain C0 of a port restarting through TLS is
+        closed before the TLS phase starts, but Twisted reports its loss a turn later."""
+        if lane is self._c0 and self._c0_closed_at is None:
             self._c0_closed_at = self._clock.seconds()
 
     def lane_answered(self, lane: Lane) -> None:
