@@ -641,6 +641,8 @@ def timelines(draw: st.DrawFn) -> dict[str, Any]:
         "other": draw(reaction),
         "timer": None if serial else draw(st.one_of(st.none(), _DELAYS)),
         "intensity": draw(st.sampled_from([2, 7, 9])),
+        "port": draw(st.sampled_from([7001, 21, 80])),  # 21, 80: a probe listed after NULL
+        "late_loss": draw(st.booleans()),  # losses reported a turn late, as Twisted does
     }
 
 
@@ -671,5 +673,11 @@ def timeline_peer(spec: dict[str, Any]) -> Any:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=timelines())
 def test_generated_timelines_answer_as_faithful(matcher: Matcher, spec: dict[str, Any]) -> None:
-    faithful, fast = both(matcher, timeline_peer(spec), intensity=spec["intensity"])
+    faithful, fast = both(
+        matcher,
+        timeline_peer(spec),
+        intensity=spec["intensity"],
+        port=spec["port"],
+        late_loss=spec["late_loss"],
+    )
     assert fast.answer == faithful.answer
