@@ -21,10 +21,11 @@ DEMO_APT_PACKAGES := nmap-common $(PCRE_PACKAGES) redis-server python3-venv
 # mosquitto, prosody, snmpd, coturn: real MQTT, XMPP, SNMP and STUN servers for the
 # mqtt-subscribe, xmpp-info, snmp-info and stun-version end-to-end tests
 # (tests/test_e2e_scripts2*.py, started in their own namespace from generated configs).
+# tmux: the terminal of tests/test_scan_cli.py's progress-display test.
 # Every name exists in Debian 12 and 13 (checked in a trixie root with apt-cache policy).
 TEST_APT_PACKAGES := nmap ndiff libxml2-utils \
 	openssh-server nginx vsftpd prometheus rpcbind iproute2 util-linux dnsmasq-base snmpd \
-	stunnel4 openssl mosquitto prosody coturn
+	stunnel4 openssl mosquitto prosody coturn tmux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all install uninstall system-deps demo-deps venv demo-venv debian12-root debian13-root other-root demo test test-debian13 test-oracle-other test-repeat lint bench bench-engines bench-scan bench-fast soak clean
