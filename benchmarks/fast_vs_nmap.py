@@ -13,7 +13,7 @@ slow greeters (an SSH, an SMTP and an FTP banner sent 1, 3, 5.9, 6.1, 7 and 12 s
 after the connect: ``scan_vs_nmap.slow_mix``), ``--extra-silent`` more silent
 ports (default: as many as make the run 100 ports) and ``--s-servers`` (default
 2) ``openssl s_server -www``, a real server that serves one connection at a time
-(``scan_vs_nmap.SServer``). Then, one after the other so they do not share the
+(``tests/e2e/tls_servers.start_s_server``). Then, one after the other so they do not share the
 CPU::
 
     nmap -sV -T4 -Pn -n -p PORTS 127.0.0.1 -oX nmap.xml --datadir TMP   # empty script.db: NSE off

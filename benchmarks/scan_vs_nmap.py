@@ -293,89 +293,14 @@ def pick_ports(count: int, start: int, avoid: Collection[int] = ()) -> list[int]
     return ports
 
 
-def openssl_certificate(directory: Path) -> Path:
-    """A throwaway self-signed certificate, ``cert.pem`` and ``key.pem`` in ``directory``
-    (made once; ``openssl req``, RSA 2048, two days)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if not (directory / "cert.pem").exists():
-        subprocess.run(
-            [_openssl(), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-             "-days", "2", "-keyout", "key.pem", "-out", "cert.pem"],
-            cwd=directory, check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-    return directory
-
-
-def _openssl() -> str:
-    found = shutil.which("openssl")
-    if found is None:
-        raise SystemExit("openssl not found (Debian package openssl)")
-    return found
-
-
-class SServer:
-    """``openssl s_server -www`` on 127.0.0.1:``port``: a real server that serves ONE
-    connection at a time (it accepts the next connection only once the current one is
-    over; a connection that never speaks holds it, and every other client waits in the
-    kernel's accept queue). Nmap: ``ssl`` after SSLSessionReq, then ``ssl/http``
-    (``OpenSSL s_server -www httpd``, the command line in extrainfo) through TLS.
-
-    Without ``-naccept`` it serves for ever; ``-quiet``: no per-connection output;
-    ``-no_tls1_3``: its page then says "Secure Renegotiation IS supported", the line
-    Nmap's match expects under every OpenSSL release (see tests/e2e/tls_servers.py). The
-    certificate paths are relative (``cwd`` is the certificate's directory): every
-    instance's command line, which the page shows, differs only by its port. Bounded by
-    ``timeout`` (``max_seconds``)."""
-
-    def __init__(self, port: int, certdir: Path, max_seconds: float) -> None:
-        self.port = port
-        cmd = [
-            "timeout", str(int(max_seconds)), _openssl(), "s_server",
-            "-accept", f"{LOOPBACK}:{port}", "-cert", "cert.pem", "-key", "key.pem",
-            "-quiet", "-www", "-no_tls1_3",
-        ]  # fmt: skip
-        self.log = certdir / f"s_server-{port}.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=certdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"s_server on {port} exited: {self.log.read_text()[-2000:]}")
-            try:
-                # a connection that closes at once: s_server's handshake fails, it goes on
-                socket.create_connection((LOOPBACK, port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.close()
-                    raise SystemExit(f"s_server on {port} did not listen") from None
-                time.sleep(0.1)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 class Targets:
     """The target server subprocess (and redis-server, and ``openssl s_server``s), torn
     down on exit.
 
     ``mix``: the services to serve instead of ``service_mix(silent)`` (``slow_mix()``...);
-    ``s_servers``: that many ``openssl s_server -www`` (:class:`SServer`, one connection at
-    a time; ports ``s_server_ports``, labels ``s_server-www-N``); ``avoid``: port numbers
-    not to use (e.g. those ``nmap-services`` names)."""
+    ``s_servers``: that many ``openssl s_server -www`` (``tests/e2e/tls_servers.py``, one
+    connection at a time; ports ``s_server_ports``, labels ``s_server-www-N``); ``avoid``:
+    port numbers not to use (e.g. those ``nmap-services`` names)."""
 
     def __init__(
         self,
@@ -411,7 +336,7 @@ class Targets:
             self.labels[port] = f"s_server-www-{n}"
         self.redis_port: int | None = None
         self.redis: subprocess.Popen[bytes] | None = None
-        self.s_servers: list[SServer] = []
+        self.s_servers: list[Any] = []  # tests/e2e/daemons.Daemon
         redis_server = shutil.which("redis-server")
         if redis and redis_server:
             self.redis_port = ports[-1]
@@ -449,9 +374,20 @@ class Targets:
             raise SystemExit("target server did not start")
         try:
             if self.s_server_ports:
-                certdir = openssl_certificate(workdir / "s_server")
+                # the e2e suite's launcher (one instance per port, each its own log directory;
+                # one certificate, so instances differ only by port, as twins must)
+                sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+                from tests.e2e.tls_servers import make_certificate, start_s_server
+
+                cert = make_certificate(workdir / "s_server")
                 for port in self.s_server_ports:
-                    self.s_servers.append(SServer(port, certdir, CHILD_TIMEOUT * 3))
+                    where = workdir / f"s_server-{port}"
+                    where.mkdir(parents=True, exist_ok=True)
+                    self.s_servers.append(
+                        start_s_server(
+                            where, cert, www=True, port=port, max_seconds=CHILD_TIMEOUT * 3
+                        )
+                    )
         except BaseException:
             self.close()
             raise
@@ -477,7 +413,7 @@ class Targets:
 
     def close(self) -> None:
         for s_server in self.s_servers:
-            s_server.close()
+            s_server.stop()
         for proc in (self.server, self.redis):
             if proc is None or proc.poll() is not None:
                 continue

@@ -103,10 +103,19 @@ def unlisted_port() -> int:
     return port
 
 
-def start_s_server(workdir: Path, cert: Certificate, *, www: bool) -> Daemon:
-    """``openssl s_server [-www]`` on a free port (without -www: a TLS peer that never talks)."""
+def start_s_server(
+    workdir: Path,
+    cert: Certificate,
+    *,
+    www: bool,
+    port: int | None = None,
+    max_seconds: float | None = None,
+) -> Daemon:
+    """``openssl s_server [-www]`` on *port* (default: a free unlisted one; without -www: a
+    TLS peer that never talks). It serves one connection at a time. *max_seconds* bounds
+    its life (``timeout``), for callers that may not live to stop it."""
     exe = _find("openssl", "openssl", "/usr/bin")
-    port = unlisted_port()
+    port = unlisted_port() if port is None else port
     cmd = [exe, "s_server", "-accept", f"{LOOPBACK}:{port}", "-cert", str(cert.cert)]
     cmd += ["-key", str(cert.key), "-quiet", "-naccept", "1000000"]
     if www:
@@ -115,6 +124,8 @@ def start_s_server(workdir: Path, cert: Certificate, *, www: bool) -> Daemon:
         # TLS version forbids renegotiation." there, which no line matches (3.0 writes no such
         # line), and the case would lose its point: http inside TLS
         cmd += ["-www", "-no_tls1_3"]
+    if max_seconds is not None:
+        cmd = ["timeout", str(int(max_seconds)), *cmd]
     # s_server without -www reads stdin: _launch gives it /dev/null, so it just idles
     return _launch("s_server-www" if www else "s_server", "openssl", cmd, port, workdir)
 
