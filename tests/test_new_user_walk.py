@@ -330,15 +330,13 @@ def test_readme_python_example_with_the_installed_python(
     ssh_target: Listener,
     tmp_path: Path,
 ) -> None:
-    readme = clone / "README.md"
-    ran = subprocess.run(
-        [str(installed / "opt/vscand/bin/python"), "-c", readme_example("python", readme)],
-        capture_output=True,
-        text=True,
-        timeout=90,
+    ran = run(
+        installed / "opt/vscand/bin/python",
+        "-c",
+        readme_example("python", clone / "README.md"),
         env=example_env(redis_server, ssh_target),
         cwd=tmp_path,  # no checkout: the installed vscand.producer is the one imported
-        check=False,
+        timeout=90,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     first, second = ran.stdout.splitlines()
@@ -354,14 +352,13 @@ def test_readme_redis_cli_example(
     ssh_target: Listener,
     tmp_path: Path,
 ) -> None:
-    ran = subprocess.run(
-        ["sh", "-c", readme_example("sh", clone / "README.md")],
-        capture_output=True,
-        text=True,
-        timeout=90,
+    ran = run(
+        "sh",
+        "-c",
+        readme_example("sh", clone / "README.md"),
         env=example_env(redis_server, ssh_target),
         cwd=tmp_path,
-        check=False,
+        timeout=90,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     status, line = ran.stdout.splitlines()
