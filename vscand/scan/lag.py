@@ -119,7 +119,6 @@ class ReactorLagMonitor:
         self._cpu_wait: Callable[[], float | None] | None = None
         self._cpu_wait_clock: CpuWaitClock | None = None
         self._waited: float | None = None
-        self._splits = False
         self._loop: LoopingCall | None = None
         self._start = 0.0
         self._due = 0.0
@@ -142,8 +141,8 @@ class ReactorLagMonitor:
 
     @property
     def splits_lag(self) -> bool:
-        """Whether the blocked lag is known (a CPU-wait reading is available)."""
-        return self._splits
+        """Whether the blocked lag is known (the thread's CPU wait has been read)."""
+        return self.cpu_waited is not None
 
     @property
     def blocked_samples(self) -> list[float]:
@@ -155,13 +154,11 @@ class ReactorLagMonitor:
         if self._loop is not None:
             return
         if self._cpu_wait_spec == "auto":
-            if self._cpu_wait_clock is None:
-                self._cpu_wait_clock = CpuWaitClock.open()
+            self._cpu_wait_clock = CpuWaitClock.open()  # stop() closed any earlier one
             self._cpu_wait = None if self._cpu_wait_clock is None else self._cpu_wait_clock.read
         elif callable(self._cpu_wait_spec):
             self._cpu_wait = self._cpu_wait_spec
         if self._cpu_wait is not None:
-            self._splits = True
             self._waited = self._cpu_wait()
             if self._waited is not None and self.cpu_waited is None:
                 self.cpu_waited = 0.0
