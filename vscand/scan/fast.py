@@ -574,18 +574,12 @@ class FastTCPPortScan(TCPPortScan):
         self._serial = True
         self._cancel_settle()
         current = self._current
-        for record in list(self._spec.values()):
-            if record.lane is not None:
-                record.lane.stop()
-                if record.lane in self._lanes:
-                    self._lanes.remove(record.lane)
+        for record in self._spec.values():
+            self._drop_lane(record)
         self._spec.clear()
         if current is not None and current.speculative and self._cursor == 0:
             # adopted by the walk but not read yet: ask again, alone
-            if current.lane is not None:
-                current.lane.stop()
-                if current.lane in self._lanes:
-                    self._lanes.remove(current.lane)
+            self._drop_lane(current)
             self._current = self._dial_on_demand(current.probe)
             self._cursor = 0
         self._walk()
@@ -839,11 +833,15 @@ class FastTCPPortScan(TCPPortScan):
             if key in needed or record is self._current:
                 continue
             del self._spec[key]
-            lane = record.lane
-            if lane is not None:
-                lane.stop()
-                if lane in self._lanes:
-                    self._lanes.remove(lane)
+            self._drop_lane(record)
+
+    def _drop_lane(self, record: ProbeRecord) -> None:
+        """Stop the lane running *record* and forget it (the walk will not read it)."""
+        lane = record.lane
+        if lane is not None:
+            lane.stop()
+            if lane in self._lanes:
+                self._lanes.remove(lane)
 
     # -- ending -----------------------------------------------------------------
 
