@@ -179,7 +179,21 @@ class FakeNetwork:
             self.queue.remove(conn)  # closed while queued: the service never sees it
         if self.serving is conn:
             self.serving = None
-            _serve_next(self)
+            self._serve_next()
+
+    def _serve_next(self) -> None:
+        """A serial peer takes the oldest queued connection: its connect, then its backlog."""
+        while self.queue and self.serving is None:
+            conn = self.queue.pop(0)
+            if not conn.open:
+                continue
+            conn.served = True
+            self.serving = conn
+            self.peer.connected(conn)
+            if conn.open and conn.backlog:
+                data, conn.backlog = conn.backlog, b""
+                conn.received += data
+                self.peer.received(conn, data)
 
     def __call__(
         self, task: PortTask, protocol: Protocol, timeout: float, tls: bool
@@ -211,20 +225,6 @@ class FakeNetwork:
 
         call.append(self.clock.callLater(LATENCY, complete))
         return d
-
-
-def _serve_next(net: FakeNetwork) -> None:
-    while net.queue and net.serving is None:
-        conn = net.queue.pop(0)
-        if not conn.open:
-            continue
-        conn.served = True
-        net.serving = conn
-        net.peer.connected(conn)
-        if conn.open and conn.backlog:
-            data, conn.backlog = conn.backlog, b""
-            conn.received += data
-            net.peer.received(conn, data)
 
 
 def peer(
