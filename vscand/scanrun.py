@@ -129,7 +129,7 @@ class Progress:
         self._concurrency = max(1, concurrency)
         #: (address, port, protocol) → (when its scan started, its bound)
         self.running: dict[tuple[str, int, str], tuple[float, float]] = {}
-        #: the bounds of the ports not started yet, largest kept apart
+        #: the bounds of the ports not started yet
         self._waiting: dict[tuple[str, int, str], float] = {}
         if bound is not None:
             memo: dict[tuple[int, str], float] = {}
@@ -138,7 +138,6 @@ class Progress:
                 if key not in memo:
                     memo[key] = bound(t)
                 self._waiting[(t.address, t.port, t.protocol)] = memo[key]
-        self._waiting_sum = sum(self._waiting.values())
         if enabled and len(tasks) > 1 and sys.stderr.isatty():
             from tqdm import tqdm  # noqa: PLC0415 - only for a terminal
 
@@ -146,16 +145,12 @@ class Progress:
 
     def started(self, task: PortTask) -> None:
         key = (task.address, task.port, task.protocol)
-        bound = self._waiting.pop(key, 0.0)
-        self._waiting_sum = max(0.0, self._waiting_sum - bound)
-        self.running[key] = (self._clock(), bound)
+        self.running[key] = (self._clock(), self._waiting.pop(key, 0.0))
 
     def update(self, result: Result) -> None:
         key = (str(result["host"]), int(result["port"]), str(result.get("protocol") or "tcp"))
         self.running.pop(key, None)
-        bound = self._waiting.pop(key, None)  # ended without starting (refused, interrupted)
-        if bound is not None:
-            self._waiting_sum = max(0.0, self._waiting_sum - bound)
+        self._waiting.pop(key, None)  # ended without starting (refused, interrupted)
         if self._bar is not None:
             self._bar.set_postfix_str(self.status(), refresh=False)
             self._bar.update(1)
@@ -167,8 +162,9 @@ class Progress:
             return None
         now = self._clock()
         running = [max(0.0, bound - (now - since)) for since, bound in self.running.values()]
-        longest = max([*running, *self._waiting.values()], default=0.0)
-        return max(longest, (sum(running) + self._waiting_sum) / self._concurrency)
+        waiting = self._waiting.values()
+        longest = max([*running, *waiting], default=0.0)
+        return max(longest, (sum(running) + sum(waiting)) / self._concurrency)
 
     def status(self) -> str:
         """``N in flight; slowest HOST:PORT Ts, ...; worst case 2m05s left`` (empty when
