@@ -25,11 +25,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.test_systemd_units import needs_systemd_analyze, verify
+
 REPO = Path(__file__).resolve().parent.parent
 UNITDIR = Path("etc/systemd/system")
-needs_systemd_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
-)
 
 
 def _closure(roots: list[str]) -> list[metadata.Distribution]:
@@ -159,16 +158,6 @@ def directive(path: Path, key: str) -> list[str]:
         for line in path.read_text().splitlines()
         if line.startswith(f"{key}=")
     ]
-
-
-def verify(unit: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(unit)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
