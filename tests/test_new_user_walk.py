@@ -49,12 +49,12 @@ from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.test_install import (
     build_wheelhouse,
     make_env,
-    needs_systemd_analyze,
     run,
     systemctl_called,
     verify_installed_units,
 )
 from tests.test_producer import readme_example
+from tests.test_systemd_units import needs_systemd_analyze
 
 pytestmark = pytest.mark.daemon
 
