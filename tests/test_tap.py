@@ -22,7 +22,8 @@ from twisted.scripts.twistd import ServerOptions
 from tests.redis_server import RedisServer
 from vscand import config as config_mod
 from vscand import tap
-from vscand.config import KEYS, DaemonConfig
+from vscand.config import DaemonConfig
+from vscand.config_values import KEYS
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent

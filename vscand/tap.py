@@ -32,7 +32,8 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
-from vscand.config import DEFAULT_CONFIG_PATH, KEYS, ConfigError, DaemonConfig, load_config
+from vscand.config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
+from vscand.config_values import KEYS
 
 # option name → help; the order is etc/vscand.conf's
 _HELP: dict[str, str] = {
