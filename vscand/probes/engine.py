@@ -19,7 +19,8 @@ nmap-7.991    7.991-      PCRE2        50 000       1 000       10 240 KiB / ref
     for any other file, the release whose file it is
     (:data:`~vscand.probes.release.RELEASE_FILES`: content digests, ``$Id:`` line aside,
     so a copy from a tarball, a package or Nmap's git repository is recognised alike), else
-    the release its ``$Id:`` header dates it to, else the installed Nmap; when nothing tells, ``nmap-7.93`` (vscand's reference).
+    the release its ``$Id:`` header dates it to, else the installed Nmap; when nothing
+    tells, ``nmap-7.93`` (vscand's reference).
 ``pcre``
     ``nmap-7.93``.
 ``pcre2``
