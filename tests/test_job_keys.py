@@ -27,7 +27,7 @@ from vscand.queue.jobs import Job, JobError, parse_job
 from vscand.queue.keys import Keys, task_id
 from vscand.queue.migrate import migrate
 from vscand.queue.results import ResultWriter
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 KEYS = Keys("t:")
 NOW = 1_800_000_000.0

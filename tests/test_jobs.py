@@ -33,7 +33,7 @@ from vscand.queue.jobs import (
     parse_job,
 )
 from vscand.queue.keys import Keys
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 NOW = 1_800_000_000.0
 KEY = b"k" * 32

@@ -22,7 +22,7 @@ from tests.sync_redis import SyncRedis, run
 from vscand.queue.jobs import Job, parse_job
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter, result_json
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 KEYS = Keys("t:")
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -368,7 +368,7 @@ from vscand.queue.client import RedisClient
 from vscand.queue.jobs import JobSigner, JobVerifier, claim_signature, parse_job
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 async def main(reactor):
     client = RedisClient(reactor, sys.argv[1])

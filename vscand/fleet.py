@@ -33,7 +33,8 @@ from vscand.queue.jobs import JobError, JobLimits, JobSigner, load_key, parse_jo
 from vscand.queue.keys import Keys, task_id
 from vscand.queue.migrate import migrate
 from vscand.queue.results import ResultWriter
-from vscand.scan.targets import TargetError, TargetPolicy, parse_target
+from vscand.targets.parse import TargetError, parse_target
+from vscand.targets.policy import TargetPolicy
 
 EXIT_OK = 0
 EXIT_FAILED = 1

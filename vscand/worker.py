@@ -64,15 +64,11 @@ from vscand.queue.results import ResultWriter
 from vscand.scan.engine import ScanEngine
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.scheduler import Scheduler
-from vscand.scan.targets import (
-    Target,
-    TargetError,
-    TargetPolicy,
-    plan_tasks,
-    select_ports,
-    system_resolver,
-)
 from vscand.scripts.registry import make_phase
+from vscand.targets.parse import Target, TargetError
+from vscand.targets.policy import TargetPolicy
+from vscand.targets.resolve import system_resolver
+from vscand.targets.tasks import plan_tasks, select_ports
 
 log = Logger()
 

@@ -45,14 +45,9 @@ from vscand.ports import PortSpecError, ServicesTable
 from vscand.queue.commands import RedisCommands, integer
 from vscand.queue.keys import JOB_ID_PATTERN, TASK_SEP, Keys, task_id
 from vscand.queue.shards import legacy_task_index, task_index
-from vscand.scan.targets import (
-    DEFAULT_TOP_PORTS,
-    Target,
-    TargetError,
-    TargetPolicy,
-    parse_target,
-    select_ports,
-)
+from vscand.targets.parse import Target, TargetError, parse_target
+from vscand.targets.policy import TargetPolicy
+from vscand.targets.tasks import DEFAULT_TOP_PORTS, select_ports
 
 log = Logger()
 
