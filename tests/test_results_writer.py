@@ -19,7 +19,8 @@ import pytest
 
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis, run
-from vscand.queue.jobs import Job, parse_job
+from vscand.jobs.parse import parse_job
+from vscand.jobs.schema import Job
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter, result_json
 from vscand.targets.policy import TargetPolicy
@@ -365,7 +366,9 @@ REAL_CLIENT_SCRIPT = """
 import json, sys
 from twisted.internet import task
 from vscand.queue.client import RedisClient
-from vscand.queue.jobs import JobSigner, JobVerifier, claim_signature, parse_job
+from vscand.jobs.parse import parse_job
+from vscand.jobs.signing import JobSigner, JobVerifier
+from vscand.queue.replay import claim_signature
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter
 from vscand.targets.policy import TargetPolicy

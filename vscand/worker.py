@@ -38,6 +38,11 @@ from twisted.logger import Logger
 
 from vscand import sdnotify
 from vscand.config import DaemonConfig
+from vscand.jobs.decode import decode_job
+from vscand.jobs.identity import entry_job_id, id_hint
+from vscand.jobs.parse import parse_job
+from vscand.jobs.schema import Job, JobError, JobLimits
+from vscand.jobs.signing import JobSigner, JobVerifier, load_key
 from vscand.lograte import RateLimitedLog
 from vscand.metrics import DaemonMetrics, listen_metrics
 from vscand.ports import ServicesTable, load_services
@@ -45,21 +50,9 @@ from vscand.probes.matcher import Matcher, load_matcher
 from vscand.queue import shards, stale
 from vscand.queue.client import RedisClient, RedisUnavailable
 from vscand.queue.consumer import Delivery, JobConsumer, reader_limits
-from vscand.queue.jobs import (
-    Job,
-    JobError,
-    JobLimits,
-    JobSigner,
-    JobVerifier,
-    claim_signature,
-    decode_job,
-    entry_job_id,
-    id_hint,
-    load_key,
-    parse_job,
-)
 from vscand.queue.keys import Keys
 from vscand.queue.migrate import migrate
+from vscand.queue.replay import claim_signature
 from vscand.queue.results import ResultWriter
 from vscand.scan.engine import ScanEngine
 from vscand.scan.model import PortTask, Result, ScanOptions

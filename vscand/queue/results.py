@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast
 
+from vscand.jobs.schema import Job
 from vscand.output.jsonl import ordered_result
 from vscand.queue.changes import normalised_service, tracks_inventory
 from vscand.queue.commands import RedisCommands, integer, text
-from vscand.queue.jobs import Job
 from vscand.queue.keys import LUA, Keys
 from vscand.queue.lua import CANCEL as _CANCEL
 from vscand.queue.lua import SUBMIT as _SUBMIT

@@ -43,9 +43,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from vscand.jobs.schema import JOB_FIELDS
 from vscand.queue.commands import RedisCommands, integer, text
 from vscand.queue.cron import CronError, CronExpr
-from vscand.queue.jobs import JOB_FIELDS
 from vscand.queue.keys import Keys
 
 log = Logger()
