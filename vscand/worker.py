@@ -1003,7 +1003,7 @@ class WorkerService(service.Service):
         """Enqueue the schedules' due runs (claimed atomically: once across the fleet)."""
         if self._stopping or self.client is None:
             return
-        from vscand.queue import schedules  # noqa: PLC0415
+        from vscand.queue import schedule_tick as schedules  # noqa: PLC0415
 
         await schedules.tick(self.client, self.keys)
 
