@@ -34,6 +34,7 @@ from vscand.targets.tasks import DEFAULT_TOP_PORTS, select_ports
 
 
 def int_field(obj: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    """Field *name*: an integer in *low*..*high* (a JSON boolean is not one)."""
     value = obj.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise JobError(name, f"must be an integer, not {json_type(value)} {shorten(value)}")
@@ -43,6 +44,7 @@ def int_field(obj: Mapping[str, Any], name: str, default: int, low: int, high: i
 
 
 def bool_field(obj: Mapping[str, Any], name: str) -> bool:
+    """Field *name*: true or false (default false)."""
     value = obj.get(name, False)
     if not isinstance(value, bool):
         raise JobError(name, f"must be true or false, not {json_type(value)} {shorten(value)}")
@@ -50,6 +52,7 @@ def bool_field(obj: Mapping[str, Any], name: str) -> bool:
 
 
 def string_list(obj: Mapping[str, Any], name: str, job_id: str | None) -> list[str]:
+    """Field *name*: an array of strings, each at most ``MAX_TARGET_CHARS`` long."""
     value = obj.get(name, [])
     if not isinstance(value, list):
         raise JobError(name, f"must be an array of strings, not {json_type(value)}", job_id)

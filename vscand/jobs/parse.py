@@ -70,8 +70,8 @@ def parse_job(
     *services* is the ``nmap-services`` table for port specs with service names or
     ``[...]`` (loaded on demand if not given); *now* is unix time (expiry).
     *default_id* names a valid job that carries no ``id`` (the daemon passes
-    :func:`entry_job_id`: the same id at every delivery of the entry, one its producer
-    knows); without one such a job gets a new uuid4.
+    :func:`~vscand.jobs.identity.entry_job_id`: the same id at every delivery of the
+    entry, one its producer knows); without one such a job gets a new uuid4.
     """
     obj = decode_job(raw, limits)
     hint = object_id_hint(obj)
