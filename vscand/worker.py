@@ -38,6 +38,11 @@ from twisted.logger import Logger
 
 from vscand import sdnotify
 from vscand.config import DaemonConfig
+from vscand.jobs.decode import decode_job
+from vscand.jobs.identity import entry_job_id, id_hint
+from vscand.jobs.parse import parse_job
+from vscand.jobs.schema import Job, JobError, JobLimits
+from vscand.jobs.signing import JobSigner, JobVerifier, load_key
 from vscand.lograte import RateLimitedLog
 from vscand.metrics import DaemonMetrics, listen_metrics
 from vscand.ports import ServicesTable, load_services
@@ -45,34 +50,18 @@ from vscand.probes.matcher import Matcher, load_matcher
 from vscand.queue import shards, stale
 from vscand.queue.client import RedisClient, RedisUnavailable
 from vscand.queue.consumer import Delivery, JobConsumer, reader_limits
-from vscand.queue.jobs import (
-    Job,
-    JobError,
-    JobLimits,
-    JobSigner,
-    JobVerifier,
-    claim_signature,
-    decode_job,
-    entry_job_id,
-    id_hint,
-    load_key,
-    parse_job,
-)
 from vscand.queue.keys import Keys
 from vscand.queue.migrate import migrate
+from vscand.queue.replay import claim_signature
 from vscand.queue.results import ResultWriter
 from vscand.scan.engine import ScanEngine
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.scheduler import Scheduler
-from vscand.scan.targets import (
-    Target,
-    TargetError,
-    TargetPolicy,
-    plan_tasks,
-    select_ports,
-    system_resolver,
-)
 from vscand.scripts.registry import make_phase
+from vscand.targets.parse import Target, TargetError
+from vscand.targets.policy import TargetPolicy
+from vscand.targets.resolve import system_resolver
+from vscand.targets.tasks import plan_tasks, select_ports
 
 log = Logger()
 
@@ -1014,7 +1003,7 @@ class WorkerService(service.Service):
         """Enqueue the schedules' due runs (claimed atomically: once across the fleet)."""
         if self._stopping or self.client is None:
             return
-        from vscand.queue import schedules  # noqa: PLC0415
+        from vscand.queue import schedule_tick as schedules  # noqa: PLC0415
 
         await schedules.tick(self.client, self.keys)
 
