@@ -8,13 +8,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import task
 
 from vscand.cli.fleet import FleetError, Handler, keys_for
-from vscand.cli.options import EXIT_FAILED, EXIT_OK, add_redis_options
+from vscand.cli.options import EXIT_FAILED, EXIT_OK, add_redis_options, write_output
 from vscand.cli.replies import print_table, text
 from vscand.output.jsonl import dumps
 from vscand.output.nmapxml import format_xml
@@ -142,11 +141,7 @@ async def cmd_export_inventory(reactor: Any, client: RedisClient, args: argparse
         start=min(starts, default=now),
         end=max((t for t in ends.values() if t is not None), default=now),
     )
-    xml = format_xml(results, meta)
-    if args.xml_out == "-":
-        sys.stdout.write(xml)
-    else:
-        Path(args.xml_out).write_text(xml, encoding="utf-8")
+    write_output(args.xml_out, format_xml(results, meta))
     return EXIT_OK
 
 

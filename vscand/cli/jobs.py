@@ -9,7 +9,6 @@ import json
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import task
@@ -22,6 +21,7 @@ from vscand.cli.options import (
     add_commands_on,
     add_job_options,
     add_redis_options,
+    write_output,
 )
 from vscand.cli.replies import text
 from vscand.jobs.parse import parse_job
@@ -330,11 +330,7 @@ async def cmd_export(reactor: Any, client: RedisClient, args: argparse.Namespace
     start = parse_time(status.get("started_at")) or time.time()
     end = parse_time(status.get("finished_at")) or time.time()
     meta = ScanMeta(args=f"vscan job {args.job}", start=start, end=end)
-    xml = format_xml(results, meta)
-    if args.xml_out == "-":
-        sys.stdout.write(xml)
-    else:
-        Path(args.xml_out).write_text(xml, encoding="utf-8")
+    write_output(args.xml_out, format_xml(results, meta))
     return EXIT_OK
 
 

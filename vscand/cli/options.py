@@ -4,6 +4,7 @@ option groups more than one command takes (probe files, Redis, a job's fields)."
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -157,3 +158,11 @@ def add_commands_on(
         if extra is not None:
             extra(name, parser)
         add_redis_options(parser)
+
+
+def write_output(name: str, text: str) -> None:
+    """An output option's FILE (``-oX FILE`` ...): ``-`` is standard output."""
+    if name == "-":
+        sys.stdout.write(text)
+        return
+    Path(name).write_text(text, encoding="utf-8")

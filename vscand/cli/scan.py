@@ -21,7 +21,14 @@ from typing import Any, NoReturn
 
 from twisted.internet import defer, task
 
-from vscand.cli.options import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+from vscand.cli.options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    write_output,
+)
 from vscand.cli.probes import load_probes
 from vscand.cli.progress import Progress
 from vscand.output.jsonl import dumps, write_jsonl
@@ -316,8 +323,4 @@ async def _scan(
 def _write(name: str | None, render: Callable[[], str]) -> None:
     if not name:
         return
-    text = render()
-    if name == "-":
-        sys.stdout.write(text)
-        return
-    Path(name).write_text(text, encoding="utf-8")
+    write_output(name, render())
