@@ -20,6 +20,7 @@ from vscand.cli.options import (
     EXIT_OK,
     add_commands_on,
     add_job_options,
+    add_job_targets,
     add_redis_options,
     write_output,
 )
@@ -42,8 +43,9 @@ FINAL = ("done", "failed", "cancelled")
 def add_job_commands(sub: Any) -> None:
     """``submit``, then the commands that take a JOB."""
     submit = sub.add_parser("submit", help="enqueue a scan job in Redis, print its id")
-    add_job_options(submit)
+    add_job_targets(submit)
     submit.add_argument("--id", dest="job_id", help="job id (default: a new uuid4)")
+    add_job_options(submit)
     submit.add_argument(
         "--task-ports",
         type=int,

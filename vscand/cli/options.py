@@ -129,11 +129,15 @@ STALE_HELP = (
 )
 
 
-def add_job_options(parser: argparse.ArgumentParser) -> None:
-    """A job's fields (``submit``, ``schedule add``): read back by ``jobs.job_fields``."""
+def add_job_targets(parser: argparse.ArgumentParser) -> None:
+    """Where a job scans (``submit``, ``schedule add``): read back by ``jobs.job_fields``."""
     parser.add_argument("targets", metavar="TARGET", nargs="*")
     parser.add_argument("-p", dest="ports", metavar="PORTS")
     parser.add_argument("--queue", default=None, help="vantage-point queue (default: default)")
+
+
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """How a job scans (``submit``, ``schedule add``): read back by ``jobs.job_fields``."""
     parser.add_argument("--version-intensity", type=int, choices=range(10), metavar="N")
     parser.add_argument("--version-all", action="store_true")
     parser.add_argument("--fast", action="store_true", help='job field "fast": true (fast mode)')

@@ -16,6 +16,7 @@ from vscand.cli.options import (
     EXIT_USAGE,
     add_commands_on,
     add_job_options,
+    add_job_targets,
     add_redis_options,
 )
 from vscand.cli.replies import print_table
@@ -61,6 +62,7 @@ def add_schedule_commands(sub: Any) -> None:
         "--every", metavar="SECONDS", help="interval: seconds, or 30m / 6h / 1d (UTC-aligned)"
     )
     when.add_argument("--cron", metavar="EXPR", help="5-field cron expression, in UTC")
+    add_job_targets(add)
     add_job_options(add)
     add.add_argument("--paused", action="store_true", help="create it paused")
     add.add_argument("--replace", action="store_true", help="overwrite a schedule of that name")
