@@ -16,9 +16,9 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from vscand.scan.model import PortTask, Result, ScanOptions
+from vscand.scan.model import PortTask, Result, ScanOptions, error_result
 from vscand.scan.pacing import ConnectLimiter, StartPool
-from vscand.scan.scheduler import Scheduler, error_result
+from vscand.scan.scheduler import Scheduler
 
 _sync = SynchronousTestCase()
 

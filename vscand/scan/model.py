@@ -22,6 +22,7 @@ empty) lists the addresses the name also resolved to that were not scanned
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 Result = dict[str, Any]
@@ -87,3 +88,37 @@ class ScanOptions:
     fast_wait: float = 0.0
     #: fast mode: speculative connections (lanes) per port at once
     fast_lanes: int = 32
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def error_result(
+    task: PortTask,
+    message: str,
+    *,
+    started: float,
+    ended: float,
+    options: ScanOptions | None = None,
+) -> Result:
+    """The result of a port whose scan failed: state ``unknown``, reason ``error``.
+
+    ``unknown`` is Nmap's own name for a port state it could not determine
+    (``PORT_UNKNOWN``); the ``error`` key says why.
+    """
+    opts = options or ScanOptions()
+    return {
+        "job": opts.job,
+        **target_fields(task),
+        "port": task.port,
+        "protocol": task.protocol,
+        "state": "unknown",
+        "reason": "error",
+        "service": None,
+        "tags": dict(opts.tags),
+        "worker": opts.worker,
+        "scanned_at": _timestamp(ended),
+        "duration_ms": max(0, round((ended - started) * 1000)),
+        "error": message,
+    }

@@ -4,7 +4,7 @@
 allow, hands each result to ``on_result`` as soon as that port ends (as Nmap's
 ``service_scan.cc`` reports a port when it finishes) and starts the next task.
 A port whose scan fails still produces a result: an error result (see
-:func:`error_result`) that names the failure, and the failure is logged.
+:func:`~vscand.scan.model.error_result`) that names the failure, and the failure is logged.
 
 New connections are paced by a :class:`~vscand.scan.pacing.ConnectLimiter` the
 scheduler owns (``scheduler.connect_limiter``, built from ``connect_rate``); the
@@ -19,54 +19,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from vscand.scan.model import PortTask, Result, ScanOptions, target_fields
+from vscand.scan.model import PortTask, Result, ScanOptions, error_result
 from vscand.scan.pacing import ConnectLimiter, StartPool
 
 log = Logger()
 
 ScanPort = Callable[[PortTask], "Deferred[Result]"]
 ResultSink = Callable[[Result], None]
-
-
-def _timestamp(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def error_result(
-    task: PortTask,
-    message: str,
-    *,
-    started: float,
-    ended: float,
-    options: ScanOptions | None = None,
-) -> Result:
-    """The result of a port whose scan failed: state ``unknown``, reason ``error``.
-
-    ``unknown`` is Nmap's own name for a port state it could not determine
-    (``PORT_UNKNOWN``); the ``error`` key says why.
-    """
-    opts = options or ScanOptions()
-    return {
-        "job": opts.job,
-        **target_fields(task),
-        "port": task.port,
-        "protocol": task.protocol,
-        "state": "unknown",
-        "reason": "error",
-        "service": None,
-        "tags": dict(opts.tags),
-        "worker": opts.worker,
-        "scanned_at": _timestamp(ended),
-        "duration_ms": max(0, round((ended - started) * 1000)),
-        "error": message,
-    }
 
 
 @dataclass
