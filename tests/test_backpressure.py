@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from vscand.config import ConfigError, DaemonConfig
-from vscand.worker import WorkerService
+from vscand.daemon.worker import WorkerService
 
 
 class Ports:

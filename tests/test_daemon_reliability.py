@@ -40,10 +40,10 @@ from tests.daemon_harness import (
 from tests.e2e.servers import ClosedPort, http_silent_until_data, mysql_greeting
 from tests.hostile.measure import allowed
 from tests.redis_server import RedisServer
+from vscand.daemon.worker import _retry_delays
 from vscand.queue.client import retry_policy
 from vscand.queue.jobs import JobSigner
 from vscand.queue.keys import Keys
-from vscand.worker import _retry_delays
 
 pytestmark = pytest.mark.daemon
 

@@ -21,8 +21,8 @@ from twisted.scripts.twistd import ServerOptions
 
 from tests.redis_server import RedisServer
 from vscand import config as config_mod
-from vscand import tap
 from vscand.config import KEYS, DaemonConfig
+from vscand.daemon import tap
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
@@ -110,9 +110,9 @@ class FakeWorkerService(Service):
 
 
 def test_make_service_builds_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("vscand.worker")
+    fake = types.ModuleType("vscand.daemon.worker")
     fake.WorkerService = FakeWorkerService  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "vscand.worker", fake)
+    monkeypatch.setitem(sys.modules, "vscand.daemon.worker", fake)
     service = tap.makeService(parse("--queue", "dc2"))
     assert isinstance(service, FakeWorkerService) and IService.providedBy(service)
     assert service.config.queue == "dc2"
@@ -222,7 +222,7 @@ def test_plugin_listing_does_not_import_the_daemon() -> None:
 def test_tap_module_stays_light() -> None:
     code = (
         "import sys\n"
-        "import vscand.tap\n"
+        "import vscand.daemon.tap\n"
         "print(sorted(m for m in sys.modules if m.startswith(('vscand.scan', 'vscand.probes',"
         " 'vscand.queue', 'txredisapi')) or m == 'twisted.internet.reactor'))\n"
     )

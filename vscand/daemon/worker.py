@@ -36,10 +36,10 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
-from vscand import sdnotify
 from vscand.config import DaemonConfig
-from vscand.lograte import RateLimitedLog
-from vscand.metrics import DaemonMetrics, listen_metrics
+from vscand.daemon import sdnotify
+from vscand.daemon.lograte import RateLimitedLog
+from vscand.daemon.metrics import DaemonMetrics, listen_metrics
 from vscand.ports import ServicesTable, load_services
 from vscand.probes.matcher import Matcher, load_matcher
 from vscand.queue import shards, stale

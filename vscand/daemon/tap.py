@@ -179,7 +179,7 @@ def json_log_line(event: LogEvent) -> str:
 
 def json_log_observer(log_file: IO[Any] | None = None) -> ILogObserver:
     """JSON lines (:func:`json_log_line`, no RFC 7464 separator) on *log_file*, default
-    stdout. Also usable on its own: ``twistd --logger vscand.tap.json_log_observer vscand``.
+    stdout. Also usable on its own: ``twistd --logger vscand.daemon.tap.json_log_observer vscand``.
     """
     return FileLogObserver(sys.stdout if log_file is None else log_file, json_log_line)
 
@@ -217,10 +217,10 @@ def _twist_chose_json(parent: usage.Options | None) -> bool:
 
 
 def makeService(options: usage.Options) -> IService:
-    """The daemon: :class:`vscand.worker.WorkerService` with the merged configuration."""
+    """The daemon: :class:`vscand.daemon.worker.WorkerService` with the merged configuration."""
     config = getattr(options, "config", None)
     if not isinstance(config, DaemonConfig):
         config = load_config(options.get("config"), _overrides(options))
-    from vscand.worker import WorkerService  # noqa: PLC0415 - `--help` must stay light
+    from vscand.daemon.worker import WorkerService  # noqa: PLC0415 - `--help` must stay light
 
     return WorkerService(config)
