@@ -217,7 +217,9 @@ def _twist_chose_json(parent: usage.Options | None) -> bool:
 
 
 def makeService(options: usage.Options) -> IService:
-    """The daemon: :class:`vscand.daemon.worker.WorkerService` with the merged configuration."""
+    """The daemon: :class:`vscand.daemon.worker.WorkerService` (the job intake and one
+    ``TimerService`` per periodic duty under one ``MultiService``) with the merged
+    configuration."""
     config = getattr(options, "config", None)
     if not isinstance(config, DaemonConfig):
         config = load_config(options.get("config"), _overrides(options))
