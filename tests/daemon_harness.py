@@ -37,7 +37,7 @@ from tests.e2e.servers import Handler, ThreadedServer, _drain
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis
 from vscand.cachedir import user_cache_dir
-from vscand.daemon.worker import SCHEDULE_TICK
+from vscand.daemon.duties import SCHEDULE_TICK
 from vscand.queue.keys import Keys
 
 REPO = Path(__file__).resolve().parent.parent

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from vscand.config import DaemonConfig
 from vscand.daemon import sdnotify
-from vscand.daemon.duties import SCHEDULE_TICK, WorkerDuties
+from vscand.daemon.duties import WorkerDuties
 from vscand.daemon.intake import JobIntake
 from vscand.daemon.lograte import RateLimitedLog
 from vscand.daemon.metrics import listen_metrics
@@ -49,8 +49,6 @@ from vscand.queue.consumer import Delivery
 from vscand.queue.keys import Keys
 from vscand.queue.retry import retrying
 from vscand.queue.worker_queue import RedisWorkerQueue, WorkerQueue
-
-__all__ = ["SCHEDULE_TICK", "WorkerService", "redis_queue"]
 
 log = Logger()
 
@@ -296,7 +294,7 @@ class WorkerService(service.MultiService):
         waiting = [a.done for a in state.attempts.values()]
         if waiting:
             remaining = max(0.0, deadline - self.reactor.seconds() - RELEASE_MARGIN)
-            drained = defer.DeferredList(waiting)
+            drained = defer.DeferredList(waiting, consumeErrors=True)
             timer = self.reactor.callLater(remaining, drained.cancel)
             with contextlib.suppress(defer.CancelledError):  # the drain deadline passed
                 await drained
