@@ -22,7 +22,7 @@ from twisted.scripts.twistd import ServerOptions
 from tests.redis_server import RedisServer
 from vscand import config as config_mod
 from vscand.config import KEYS, DaemonConfig
-from vscand.daemon import tap
+from vscand.daemon import logs, tap
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def test_twistd_finds_the_plugin_and_its_options() -> None:
 def test_json_logs_under_twistd(capsys: pytest.CaptureFixture[str]) -> None:
     options = twistd_options("--nodaemon", "vscand", "--log-format", "json")
     factory = options["logger"]
-    assert factory is tap.json_log_observer  # imported by twistd itself
+    assert factory is logs.json_log_observer  # imported by twistd itself
     observer = factory()
     Logger(namespace="vscand.test", observer=observer).info("scanned {port}", port=22)
     [line] = capsys.readouterr().out.splitlines()
@@ -162,7 +162,7 @@ def test_json_logs_under_twist() -> None:
     options = tap.Options()
     options.parent = parent
     options.parseOptions(["--log-format", "json"])
-    assert parent["fileLogObserverFactory"] is tap.json_log_observer
+    assert parent["fileLogObserverFactory"] is logs.json_log_observer
     explicit = usage.Options()
     explicit["logFile"] = sys.stdout
     explicit["fileLogObserverFactory"] = "twist --log-format text"
