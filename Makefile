@@ -13,14 +13,14 @@ DEBIAN_VERSION := $(shell . /etc/os-release 2>/dev/null && echo "$${VERSION_ID:-
 PCRE_PACKAGES := libpcre2-8-0 $(if $(filter 10 11 12,$(DEBIAN_VERSION)),libpcre3)
 # What `make demo` needs: Nmap's data files (the probe database), the regex libraries,
 # redis-server (the demo's private Redis), python3-venv (`python3 -m venv` on Debian).
-# Its SSH/FTP/HTTP/MySQL services are lookalikes scripts/demo.py serves itself.
+# Its SSH/FTP/HTTP/MySQL services are lookalikes tools/demo.py serves itself.
 DEMO_APT_PACKAGES := nmap-common $(PCRE_PACKAGES) redis-server python3-venv
 # What `make test` adds (see system-deps below):
 # rpcbind: the real portmapper of tests/test_e2e_scripts.py (rpcinfo/rpc-grind vs nmap);
 # iproute2 (ip netns) and util-linux (unshare) run it in a private network namespace;
 # mosquitto, prosody, snmpd, coturn: real MQTT, XMPP, SNMP and STUN servers for the
 # mqtt-subscribe, xmpp-info, snmp-info and stun-version end-to-end tests
-# (tests/test_e2e_scripts2*.py, started in their own namespace from generated configs).
+# (tests/test_e2e_scripts_*.py, started in their own namespace from generated configs).
 # tmux: the terminal of tests/test_scan_cli.py's progress-display test.
 # Every name exists in Debian 12 and 13 (checked in a trixie root with apt-cache policy).
 TEST_APT_PACKAGES := nmap ndiff libxml2-utils \
@@ -104,7 +104,7 @@ other-root: debian$(OTHER_DEBIAN)-root
 # local services, `twist vscand`, one job over loopback, the results table, then
 # everything it started is stopped.
 demo: demo-venv
-	$(PY) scripts/demo.py
+	$(PY) tools/demo.py
 
 # Install on this machine (README, "Install"): tools/install puts a virtualenv in
 # $(DESTDIR)/opt/vscand, the config in $(DESTDIR)/etc/vscand (never overwritten), the units in
@@ -136,7 +136,7 @@ test-debian13: debian13-root
 # by tests/releases.py; vscan loads that root's probe file). One module after the other, no
 # workers. DESIGN.md, "Against the other release's Nmap"; `make test` is unchanged.
 ORACLE_SUITES ?= tests/test_e2e_scan.py tests/test_tls_e2e.py tests/test_udp_e2e.py tests/test_e2e_fast.py \
-	tests/test_e2e_scripts.py tests/test_e2e_scripts2.py tests/test_e2e_scripts2_udp.py
+	tests/test_e2e_scripts.py tests/test_e2e_scripts_brokers_vpn.py tests/test_e2e_scripts_udp_services.py
 test-oracle-other: venv other-root
 	@rc=0; for suite in $(ORACLE_SUITES); do \
 	  VSCAND_ORACLE=debian$(OTHER_DEBIAN) $(PY) -b -m pytest -q $$suite $(PYTEST_ARGS) || rc=1; \

@@ -23,11 +23,12 @@ import pytest
 
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis, run
+from vscand.jobs.parse import parse_job
+from vscand.jobs.schema import Job
 from vscand.queue.changes import normalised_service, since_entry_id, tracks_inventory
-from vscand.queue.jobs import Job, parse_job
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter, result_json
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 KEYS = Keys("t:")
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z

@@ -18,7 +18,7 @@ import pytest
 from tests.releases import debian13, probe_file_facts, require
 from vscand.cachedir import user_cache_dir
 from vscand.cli import REFUSED_NMAP_OPTIONS, apply_timing, build_parser, main
-from vscand.probes.engine import installed_release
+from vscand.probes.release import installed_release
 
 REPO = Path(__file__).resolve().parent.parent
 VSCAN = REPO / ".venv" / "bin" / "vscan"

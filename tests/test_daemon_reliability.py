@@ -40,8 +40,8 @@ from tests.daemon_harness import (
 from tests.e2e.servers import ClosedPort, http_silent_until_data, mysql_greeting
 from tests.hostile.measure import allowed
 from tests.redis_server import RedisServer
+from vscand.jobs.signing import JobSigner
 from vscand.queue.client import retry_policy
-from vscand.queue.jobs import JobSigner
 from vscand.queue.keys import Keys
 from vscand.queue.retry import RETRY_DELAYS
 

@@ -22,9 +22,9 @@ from vscand.config import DaemonConfig
 from vscand.daemon.attempt import AttemptState, IllegalTransition, JobAttempt
 from vscand.daemon.run import shard_size
 from vscand.daemon.worker import WorkerService
+from vscand.jobs.schema import Job
 from vscand.ports import ServicesTable
 from vscand.queue.consumer import Delivery
-from vscand.queue.jobs import Job
 from vscand.queue.testing import FakeWorkerQueue
 from vscand.scan.model import PortTask, Result
 

@@ -4,7 +4,7 @@ private network namespace, over TCP and over UDP.
 rpcinfo needs a portmapper on port 111, which the machine's own namespace may
 not give us; so the module creates a namespace (``ip netns add``, loopback up),
 runs a real ``rpcbind`` there (with a private ``/run``: ``unshare --mount``),
-starts the targets of ``tests/e2e/script_targets.py`` inside it (ONC RPC
+starts the targets of ``tests/e2e/script_servers_rpc_http.py`` inside it (ONC RPC
 programs over TCP and over UDP, one of each registered with rpcbind, one of
 each not; an HTTP server with an unknown Server header; a Docker API
 lookalike; a Skype v2 lookalike), then runs four scans inside it at the same
@@ -224,7 +224,9 @@ def run() -> Iterator[Run]:
             if time.monotonic() > deadline or portmapper.poll() is not None:
                 pytest.fail(f"rpcbind did not start: {probe.stderr!r}")
             time.sleep(0.2)
-        ports = _start_target_module(stack, inside, "tests.e2e.script_targets", "target servers")
+        ports = _start_target_module(
+            stack, inside, "tests.e2e.script_servers_rpc_http", "target servers"
+        )
         ports["rpcbind"] = ports["rpcbind-udp"] = 111
         portlists = {
             proto: ",".join(

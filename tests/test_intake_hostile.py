@@ -38,7 +38,7 @@ from tests.daemon_harness import (
 )
 from tests.loopback import free_port
 from tests.redis_server import RedisServer
-from vscand.queue.jobs import JobSigner
+from vscand.jobs.signing import JobSigner
 
 pytestmark = pytest.mark.daemon
 

@@ -22,12 +22,13 @@ from twisted.internet.defer import succeed
 from tests.daemon_harness import vscan
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.sync_redis import RedisReplyError, SyncRedis, run
+from vscand.jobs.parse import parse_job
+from vscand.jobs.schema import Job, JobError
 from vscand.queue import shards
-from vscand.queue.jobs import Job, JobError, parse_job
 from vscand.queue.keys import Keys, task_id
 from vscand.queue.migrate import migrate
 from vscand.queue.results import ResultWriter
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 KEYS = Keys("t:")
 NOW = 1_800_000_000.0

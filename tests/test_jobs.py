@@ -19,21 +19,15 @@ from twisted.logger import capturedLogs
 
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis, run
+from vscand.jobs.decode import canonical_json
+from vscand.jobs.identity import entry_job_id
+from vscand.jobs.parse import parse_job
+from vscand.jobs.schema import Job, JobError, JobLimits
+from vscand.jobs.signing import JobSigner, JobVerifier, load_key
 from vscand.ports import parse_services
-from vscand.queue.jobs import (
-    Job,
-    JobError,
-    JobLimits,
-    JobSigner,
-    JobVerifier,
-    canonical_json,
-    claim_signature,
-    entry_job_id,
-    load_key,
-    parse_job,
-)
 from vscand.queue.keys import Keys
-from vscand.scan.targets import TargetPolicy
+from vscand.queue.replay import claim_signature
+from vscand.targets.policy import TargetPolicy
 
 NOW = 1_800_000_000.0
 KEY = b"k" * 32

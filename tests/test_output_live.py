@@ -30,7 +30,9 @@ from vscand.probes.parser import load_probe_files
 from vscand.result import empty_service
 from vscand.scan.fingerprint import wrap
 from vscand.scan.model import PortTask, ScanOptions
-from vscand.scan.targets import TargetPolicy, plan_tasks, system_addresses
+from vscand.targets.policy import TargetPolicy
+from vscand.targets.resolve import system_addresses
+from vscand.targets.tasks import plan_tasks
 
 PROBES = (
     r"""# vscand test probes: version column and Service Info (oracle)
@@ -156,7 +158,7 @@ def run_nmap(tmp_path: Path, ports: list[int], target: str = "localhost") -> tup
 
 def vscand_tasks(target: str, ports: list[int]) -> list[PortTask]:
     """*target*'s tasks as ``vscan scan`` makes them: the system resolver, Nmap's choice
-    of the address (vscand.scan.targets.choose_address), the default policy."""
+    of the address (vscand.targets.resolve.choose_address), the default policy."""
     d = plan_tasks([target], TargetPolicy(), system_addresses, {"tcp": ports})
     tasks: list[PortTask] = SynchronousTestCase().successResultOf(d)
     return tasks

@@ -14,15 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.releases import probe_file_facts
+from vscand.probes.lines import EscapeError, cstring_unescape, parse_port_list
 from vscand.probes.model import ProbeDatabase
-from vscand.probes.parser import (
-    EscapeError,
-    ProbeFileError,
-    cstring_unescape,
-    load_probe_files,
-    parse_port_list,
-    parse_probe_text,
-)
+from vscand.probes.parser import ProbeFileError, load_probe_files, parse_probe_text
 
 NAME = "t.probes"
 NULL = b"Probe TCP NULL q||\n"

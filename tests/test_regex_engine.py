@@ -26,6 +26,7 @@ from vscand.config import ConfigError, load_config
 from vscand.probes import engine as engine_mod
 from vscand.probes import pcre2
 from vscand.probes import prefilter as prefilter_mod
+from vscand.probes import release as release_mod
 from vscand.probes.engine import (
     NMAP_7_93,
     NMAP_7_95,
@@ -51,7 +52,7 @@ match ftp m|^220 (\\S+) FTP| p/$1/
 """
 
 
-def fake_run(answers: dict[str, str | None]) -> engine_mod.Runner:
+def fake_run(answers: dict[str, str | None]) -> release_mod.Runner:
     """A command runner answering by program name; ``None``: the command fails."""
 
     def run(argv: Sequence[str]) -> str | None:
@@ -169,10 +170,10 @@ def test_a_release_file_is_known_by_its_content(
     # as if SMALL_PROBES were Nmap 7.95's file: recognised from a git checkout ("$Id$"),
     # a tarball or a package (expanded keyword) alike, before any header date
     git_copy = write_probes(tmp_path, b"# $Id$\n", name="git")
-    digest = engine_mod.content_digest(Path(git_copy).read_bytes())
-    monkeypatch.setitem(engine_mod.RELEASE_FILES, digest, "7.95")
+    digest = release_mod.content_digest(Path(git_copy).read_bytes())
+    monkeypatch.setitem(release_mod.RELEASE_FILES, digest, "7.95")
     packaged = write_probes(tmp_path, HEADER_793, name="packaged")
-    assert engine_mod.content_digest(Path(packaged).read_bytes()) == digest
+    assert release_mod.content_digest(Path(packaged).read_bytes()) == digest
     run = fake_run({"dpkg-query": dpkg("7.93+dfsg1-1")})
     for path in (git_copy, packaged):
         engine = resolve("auto", path, installed_paths=[], run=run)
@@ -187,7 +188,7 @@ def test_installed_793_file_is_in_the_release_table() -> None:
     data = Path(find_probe_file(None)).read_bytes()
     if b"$Id: nmap-service-probes 38429 2022-08-30" not in data[:4096]:
         pytest.skip("the installed probe file is not Debian 12's (Nmap 7.93)")
-    assert engine_mod.content_release(data) == (
+    assert release_mod.content_release(data) == (
         "7.93",
         "probe file content: Nmap 7.93's nmap-service-probes",
     )
@@ -241,7 +242,7 @@ def test_bad_specs(spec: str) -> None:
 
 def test_this_machine_auto_is_its_installed_nmap() -> None:
     """Debian 12 with Nmap 7.93: auto is PCRE 8.39, today's behaviour."""
-    found = engine_mod.installed_release()
+    found = release_mod.installed_release()
     if found is None or found[0] != "7.93":
         pytest.skip(f"the installed Nmap is not 7.93 ({found})")
     engine = resolve("auto", find_probe_file(None), installed_paths=DEFAULT_PROBE_PATHS)

@@ -19,10 +19,11 @@ import pytest
 
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis, run
-from vscand.queue.jobs import Job, parse_job
+from vscand.jobs.parse import parse_job
+from vscand.jobs.schema import Job
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter, result_json
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 KEYS = Keys("t:")
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -365,10 +366,12 @@ REAL_CLIENT_SCRIPT = """
 import json, sys
 from twisted.internet import task
 from vscand.queue.client import RedisClient
-from vscand.queue.jobs import JobSigner, JobVerifier, claim_signature, parse_job
+from vscand.jobs.parse import parse_job
+from vscand.jobs.signing import JobSigner, JobVerifier
+from vscand.queue.replay import claim_signature
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 async def main(reactor):
     client = RedisClient(reactor, sys.argv[1])

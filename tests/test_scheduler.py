@@ -17,7 +17,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from vscand.scan.model import PortTask, Result, ScanOptions
-from vscand.scan.scheduler import ConnectLimiter, Scheduler, StartPool, error_result
+from vscand.scan.pacing import ConnectLimiter, StartPool
+from vscand.scan.scheduler import Scheduler, error_result
 
 _sync = SynchronousTestCase()
 

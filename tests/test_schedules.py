@@ -31,6 +31,7 @@ from tests.daemon_harness import (
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis, run
 from vscand.probes.matcher import Matcher
+from vscand.queue import schedule_tick
 from vscand.queue import schedules as sched
 from vscand.queue.cron import CronError, CronExpr
 from vscand.queue.keys import Keys
@@ -182,10 +183,10 @@ def finish(conn: SyncRedis, job_id: str, status: str = "done") -> None:
 def test_same_second_from_five_daemons_enqueues_once(conns: list[SyncRedis]) -> None:
     assert add(conns[0]) == T0
     # every daemon reads the due list before any claims: the worst interleaving
-    seen = [run(sched.read_due(conn, KEYS, now=T0)) for conn in conns]
+    seen = [run(schedule_tick.read_due(conn, KEYS, now=T0)) for conn in conns]
     assert all(now == T0 and [d.name for d in due] == ["nightly"] for now, due in seen)
     outcomes = [
-        run(sched.claim(conn, KEYS, due[0], now))
+        run(schedule_tick.claim(conn, KEYS, due[0], now))
         for conn, (now, due) in zip(conns, seen, strict=True)
     ]
     assert [o.result for o in outcomes] == ["enqueued", "stale", "stale", "stale", "stale"]
@@ -206,7 +207,7 @@ def test_threads_ticking_together_claim_each_tick_exactly_once(
     add(setup, every=2)
     add(setup, "cronned", cron="* * * * *")
     barrier = threading.Barrier(daemons)
-    outcomes: list[sched.Outcome] = []
+    outcomes: list[schedule_tick.Outcome] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
 
@@ -215,7 +216,7 @@ def test_threads_ticking_together_claim_each_tick_exactly_once(
         try:
             for second in range(seconds):
                 barrier.wait(10)
-                got = run(sched.tick(conn, KEYS, now=T0 + second))
+                got = run(schedule_tick.tick(conn, KEYS, now=T0 + second))
                 for outcome in got:
                     if outcome.result == "enqueued":
                         assert outcome.job_id is not None
@@ -248,18 +249,18 @@ def test_threads_ticking_together_claim_each_tick_exactly_once(
 
 def test_outage_runs_once_then_resumes(conns: list[SyncRedis]) -> None:
     add(conns[0], every=2)
-    first = run(sched.tick(conns[0], KEYS, now=T0))
+    first = run(schedule_tick.tick(conns[0], KEYS, now=T0))
     assert [o.result for o in first] == ["enqueued"]
     finish(conns[0], f"nightly:{T0}")
     # a 10 s outage: nobody ticks from T0+1 to T0+11 (ticks T0+2 .. T0+10 are missed)
-    after = [run(sched.tick(conn, KEYS, now=T0 + 12)) for conn in conns]
+    after = [run(schedule_tick.tick(conn, KEYS, now=T0 + 12)) for conn in conns]
     flat = [o for got in after for o in got]
     assert [o.result for o in flat] == ["enqueued"], "one run, not a burst"
     assert flat[0].job_id == f"nightly:{T0 + 2}"  # named after the oldest missed tick
     assert float(conns[0].call("ZSCORE", sched.next_key(KEYS), "nightly")) == T0 + 14
     finish(conns[0], f"nightly:{T0 + 2}")
-    assert run(sched.tick(conns[1], KEYS, now=T0 + 13)) == []
-    assert [o.job_id for o in run(sched.tick(conns[2], KEYS, now=T0 + 14))] == [
+    assert run(schedule_tick.tick(conns[1], KEYS, now=T0 + 13)) == []
+    assert [o.job_id for o in run(schedule_tick.tick(conns[2], KEYS, now=T0 + 14))] == [
         f"nightly:{T0 + 14}"
     ]
     assert stream_jobs(conns[0]) == [f"nightly:{T0}", f"nightly:{T0 + 2}", f"nightly:{T0 + 14}"]
@@ -267,13 +268,15 @@ def test_outage_runs_once_then_resumes(conns: list[SyncRedis]) -> None:
 
 def test_run_in_progress_is_not_started_twice(conns: list[SyncRedis]) -> None:
     add(conns[0], every=2)
-    assert [o.result for o in run(sched.tick(conns[0], KEYS, now=T0))] == ["enqueued"]
+    assert [o.result for o in run(schedule_tick.tick(conns[0], KEYS, now=T0))] == ["enqueued"]
     # still queued (no worker took it): the next tick is skipped
-    assert [o.result for o in run(sched.tick(conns[1], KEYS, now=T0 + 2))] == ["skipped"]
+    assert [o.result for o in run(schedule_tick.tick(conns[1], KEYS, now=T0 + 2))] == ["skipped"]
     conns[0].call("HSET", KEYS.job(f"nightly:{T0}"), "status", "running")
-    assert [o.result for o in run(sched.tick(conns[2], KEYS, now=T0 + 4))] == ["skipped"]
+    assert [o.result for o in run(schedule_tick.tick(conns[2], KEYS, now=T0 + 4))] == ["skipped"]
     finish(conns[0], f"nightly:{T0}", "failed")  # any end, even a failure, frees the schedule
-    assert [o.job_id for o in run(sched.tick(conns[3], KEYS, now=T0 + 6))] == [f"nightly:{T0 + 6}"]
+    assert [o.job_id for o in run(schedule_tick.tick(conns[3], KEYS, now=T0 + 6))] == [
+        f"nightly:{T0 + 6}"
+    ]
     assert stream_jobs(conns[0]) == [f"nightly:{T0}", f"nightly:{T0 + 6}"]
     state = run(sched.describe(conns[0], KEYS))[0]
     assert state["runs"] == 2 and state["skipped"] == 2
@@ -284,21 +287,21 @@ def test_pause_resume_and_rm(conns: list[SyncRedis]) -> None:
     add(conns[0], every=2)
     assert run(sched.set_paused(conns[0], KEYS, "nightly", True, now=T0 - 1)) is None
     for second in range(0, 10):
-        assert run(sched.tick(conns[second % 5], KEYS, now=T0 + second)) == []
+        assert run(schedule_tick.tick(conns[second % 5], KEYS, now=T0 + second)) == []
     assert stream_jobs(conns[0]) == []
     listed = run(sched.describe(conns[0], KEYS))
     assert listed[0]["paused"] is True and listed[0]["next_run"] is None
     # resuming does not replay what was missed while paused
     assert run(sched.set_paused(conns[0], KEYS, "nightly", False, now=T0 + 10)) == T0 + 12
-    assert run(sched.tick(conns[1], KEYS, now=T0 + 11)) == []
-    assert [o.job_id for o in run(sched.tick(conns[1], KEYS, now=T0 + 12))] == [
+    assert run(schedule_tick.tick(conns[1], KEYS, now=T0 + 11)) == []
+    assert [o.job_id for o in run(schedule_tick.tick(conns[1], KEYS, now=T0 + 12))] == [
         f"nightly:{T0 + 12}"
     ]
     # a daemon that read the due list just before a pause does not enqueue
     finish(conns[0], f"nightly:{T0 + 12}")
-    now, due = run(sched.read_due(conns[2], KEYS, now=T0 + 14))
+    now, due = run(schedule_tick.read_due(conns[2], KEYS, now=T0 + 14))
     run(sched.set_paused(conns[0], KEYS, "nightly", True, now=T0 + 14))
-    assert run(sched.claim(conns[2], KEYS, due[0], now)).result == "stale"
+    assert run(schedule_tick.claim(conns[2], KEYS, due[0], now)).result == "stale"
     # rm: gone from every key; a second rm says so
     assert run(sched.remove(conns[0], KEYS, "nightly")) is True
     assert run(sched.remove(conns[0], KEYS, "nightly")) is False
@@ -317,8 +320,8 @@ def test_put_refuses_a_taken_name_unless_replacing(conns: list[SyncRedis]) -> No
 
 def test_queue_and_cron_runs(conns: list[SyncRedis]) -> None:
     add(conns[0], "edge", cron="*/5 * * * *", queue="dc1", now=T0)
-    assert run(sched.tick(conns[0], KEYS, now=T0 + 299)) == []
-    got = run(sched.tick(conns[1], KEYS, now=T0 + 300))
+    assert run(schedule_tick.tick(conns[0], KEYS, now=T0 + 299)) == []
+    got = run(schedule_tick.tick(conns[1], KEYS, now=T0 + 300))
     assert [o.job_id for o in got] == [f"edge:{T0 + 300}"]
     assert stream_jobs(conns[0], "dc1") == [f"edge:{T0 + 300}"]
     assert stream_jobs(conns[0]) == []
@@ -330,18 +333,18 @@ def test_tick_uses_redis_clock_and_a_dangling_entry_is_dropped(conns: list[SyncR
     conns[0].call("ZADD", sched.next_key(KEYS), 1, "ghost")  # no record: cleaned up
     add(conns[0], every=3600, now=time.time())
     before = time.time()
-    now, due = run(sched.read_due(conns[0], KEYS))
+    now, due = run(schedule_tick.read_due(conns[0], KEYS))
     after = time.time()
     # Redis's TIME (whole seconds), read during the call, on the same host clock
     assert int(before) <= now <= after, (before, now, after)
     assert [d.name for d in due] == ["ghost"]
-    assert [o.result for o in run(sched.tick(conns[0], KEYS))] == ["gone"]
+    assert [o.result for o in run(schedule_tick.tick(conns[0], KEYS))] == ["gone"]
     assert conns[0].call("ZSCORE", sched.next_key(KEYS), "ghost") is None
     # a record that does not parse is taken off the run list, not retried every second
     conns[0].call("HSET", KEYS.schedules, "broken", "{not json")
     conns[0].call("ZADD", sched.next_key(KEYS), 1, "broken")
-    assert [o.result for o in run(sched.tick(conns[0], KEYS))] == ["invalid"]
-    assert run(sched.tick(conns[0], KEYS)) == []
+    assert [o.result for o in run(schedule_tick.tick(conns[0], KEYS))] == ["invalid"]
+    assert run(schedule_tick.tick(conns[0], KEYS)) == []
     assert "error" in run(sched.describe(conns[0], KEYS))[0]
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from tests.e2e.script_targets2 import connection_start
+from tests.e2e.script_servers_brokers_vpn import connection_start
 from vscand.result import empty_service
 from vscand.scripts.api import PortView, RuleContext
 from vscand.scripts.builtin.amqp_info import (

@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from tests.e2e.script_targets import rpc_reply
+from tests.e2e.script_servers_rpc_http import rpc_reply
 from vscand.result import empty_service
 from vscand.rpc.messages import (
     ACCEPT_PROG_MISMATCH,

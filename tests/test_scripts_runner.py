@@ -23,10 +23,10 @@ from vscand.scripts.api import (
     ScriptRun,
     VersionUpdate,
     apply_update,
-    fingerprint_response,
-    version_port_or_service,
 )
+from vscand.scripts.fingerprints import fingerprint_response
 from vscand.scripts.runner import ScriptPhase, ScriptRunner, runlevels
+from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.testing import FakeExchange
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.e2e.script_targets2 import DPD_V1, RFC3947, ike_answer, pptp_reply
+from tests.e2e.script_servers_brokers_vpn import DPD_V1, RFC3947, ike_answer, pptp_reply
 from tests.test_scripts_brokers import port_result, scan
 from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scripts.api import PortView, RuleContext

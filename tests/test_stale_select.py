@@ -16,7 +16,7 @@ from tests.redis_server import RedisServer
 from vscand.queue.client import RedisClient, RedisReplyError, retry_policy
 from vscand.queue.keys import Keys
 from vscand.queue.stale import StaleSelection, stale_endpoints
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 KEYS = Keys()
 POLICY = TargetPolicy(allow=["127.0.0.0/8", "::1/128"], deny=["127.0.0.2/32"])

@@ -21,7 +21,8 @@ from twisted.scripts.twistd import ServerOptions
 
 from tests.redis_server import RedisServer
 from vscand import config as config_mod
-from vscand.config import KEYS, DaemonConfig
+from vscand.config import DaemonConfig
+from vscand.config_values import KEYS
 from vscand.daemon import logs, tap
 
 BIN = Path(sys.executable).parent

@@ -24,27 +24,28 @@ from vscand.ports import PortSpecError, parse_services
 from vscand.probes.grammar import grammar_for
 from vscand.scan.model import PortTask, Result
 from vscand.scan.scheduler import Scheduler
-from vscand.scan.targets import (
-    DEFAULT_MAX_CIDR_ADDRESSES,
+from vscand.targets.parse import (
     Target,
     TargetError,
-    TargetPolicy,
-    build_tasks,
-    canonical_address,
-    check_targets,
-    choose_address,
-    embedded_ipv4,
-    iter_tasks,
-    ntop,
     parse_address,
     parse_target,
     parse_target_list,
-    plan_tasks,
     read_target_list,
+)
+from vscand.targets.policy import (
+    DEFAULT_MAX_CIDR_ADDRESSES,
+    TargetPolicy,
+    canonical_address,
+    embedded_ipv4,
+)
+from vscand.targets.resolve import (
+    check_targets,
+    choose_address,
+    ntop,
     resolve_targets,
-    select_ports,
     system_resolver,
 )
+from vscand.targets.tasks import build_tasks, iter_tasks, plan_tasks, select_ports
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address

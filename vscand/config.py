@@ -99,27 +99,21 @@ from __future__ import annotations
 
 import configparser
 import difflib
-import ipaddress
-import math
 import os
-import re
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Literal, cast
-from urllib.parse import urlsplit
+from typing import cast
 
 from vscand.cachedir import user_cache_dir
+from vscand.config_values import KEYS, OPTIONAL, PARSERS, Invalid, LogFormat, redact_url
 
 DEFAULT_CONFIG_PATH = "/etc/vscand/vscand.conf"
 SECTION = "vscand"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_URL_ENV = "VSCAND_REDIS_URL"
-REDIS_URL_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 DEFAULT_ALLOW: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 SYSTEM_CACHE_DIR = "/var/cache/vscand"
-
-LogFormat = Literal["text", "json"]
 
 
 class ConfigError(ValueError):
@@ -192,11 +186,11 @@ class DaemonConfig:
         # tuples, networks canonical) as the file and the options.
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name in _OPTIONAL:
+            if value is None and f.name in OPTIONAL:
                 continue
             try:
-                object.__setattr__(self, f.name, _KEYS[f.name](value))
-            except _Invalid as e:
+                object.__setattr__(self, f.name, PARSERS[f.name](value))
+            except Invalid as e:
                 raise ConfigError(f"DaemonConfig: {f.name}: {e}") from None
 
     def __repr__(self) -> str:
@@ -208,261 +202,6 @@ class DaemonConfig:
     def redacted_redis_url(self) -> str:
         """``redis_url`` fit for logs: any password replaced by ``***``."""
         return redact_url(self.redis_url)
-
-
-_SECRET_QUERY = re.compile(r"(?i)((?:^|&)(?:sentinel_)?password=)[^&]*")
-
-
-def redact_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "(a Redis URL that cannot be parsed)"
-    if parts.query:
-        parts = parts._replace(query=_SECRET_QUERY.sub(r"\1***", parts.query))
-    if password is not None:
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{user}:***@{host}")
-    return parts.geturl()
-
-
-# --- value parsers: accept the text of the file or of an option, or an already typed value
-
-
-class _Invalid(Exception):
-    """The reason a value is refused, completed with file and key by the caller."""
-
-
-def _describe(value: object) -> str:
-    return repr(value)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        return value.strip()
-    raise _Invalid(f"must be a string, not {_describe(value)}")
-
-
-def _int(minimum: int, maximum: int | None, what: str) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        if isinstance(value, bool):
-            raise _Invalid(f"must be {what}, not {_describe(value)}")
-        if isinstance(value, int):
-            number = value
-        else:
-            text = _text(value).replace("_", "")
-            if not re.fullmatch(r"[+-]?[0-9]+", text):
-                raise _Invalid(f"must be {what}, not {_describe(value)}")
-            number = int(text)
-        if number < minimum or (maximum is not None and number > maximum):
-            raise _Invalid(f"must be {what}, not {_describe(value)}")
-        return number
-
-    return parse
-
-
-def _float(minimum: float, exclusive: bool, what: str) -> Callable[[object], float]:
-    def parse(value: object) -> float:
-        if isinstance(value, bool):
-            raise _Invalid(f"must be {what}, not {_describe(value)}")
-        if isinstance(value, int | float):
-            number = float(value)
-        else:
-            text = _text(value)
-            try:
-                number = float(text)
-            except ValueError:
-                raise _Invalid(f"must be {what}, not {_describe(value)}") from None
-        if not math.isfinite(number):
-            raise _Invalid(f"must be {what}, not {_describe(value)}")
-        if number < minimum or (exclusive and number == minimum):
-            raise _Invalid(f"must be {what}, not {_describe(value)}")
-        return number
-
-    return parse
-
-
-_TRUE = frozenset({"1", "yes", "true", "on"})
-_FALSE = frozenset({"0", "no", "false", "off"})
-
-
-def _bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = _text(value).lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise _Invalid(f"must be yes or no (true/false, on/off, 1/0), not {_describe(value)}")
-
-
-def _items(value: object) -> list[str]:
-    """A list from text (comma and/or space separated) or from a sequence of such texts."""
-    if isinstance(value, str):
-        chunks: Iterable[object] = [value]
-    elif isinstance(value, list | tuple):
-        chunks = value
-    else:
-        raise _Invalid(f"must be a list, not {_describe(value)}")
-    items: list[str] = []
-    for chunk in chunks:
-        items.extend(part for part in re.split(r"[\s,]+", _text(chunk)) if part)
-    return items
-
-
-def _networks(value: object) -> tuple[str, ...]:
-    networks: list[str] = []
-    for item in _items(value):
-        try:
-            network = ipaddress.ip_network(item, strict=True)
-        except ValueError as e:
-            raise _Invalid(f"{item!r} is not a network ({e})") from None
-        if str(network) not in networks:
-            networks.append(str(network))
-    return tuple(networks)
-
-
-_NAME_PATTERN = re.compile(r"[A-Za-z0-9*?.\[\]!_-]{1,253}")
-
-
-def _name_patterns(value: object) -> tuple[str, ...]:
-    patterns: list[str] = []
-    for item in _items(value):
-        if not _NAME_PATTERN.fullmatch(item):
-            raise _Invalid(f"{item!r} is not a hostname pattern (letters, digits, . - _ * ? [ ])")
-        if item.lower() not in patterns:
-            patterns.append(item.lower())
-    return tuple(patterns)
-
-
-def _paths(value: object) -> tuple[str, ...]:
-    return tuple(_items(value))
-
-
-def _optional_path(value: object) -> str | None:
-    text = _text(value)
-    return text or None
-
-
-def _path(value: object) -> str:
-    text = _text(value)
-    if not text:
-        raise _Invalid("must be a path, not empty")
-    return text
-
-
-_NAME = re.compile(r"[A-Za-z0-9_.:@/+-]+")
-
-
-def _name(what: str) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        text = _text(value)
-        if not _NAME.fullmatch(text):
-            raise _Invalid(f"must be {what} (letters, digits and _.:@/+-), not {_describe(value)}")
-        return text
-
-    return parse
-
-
-def _key_prefix(value: object) -> str:
-    text = _text(value)
-    if text and not _NAME.fullmatch(text):
-        raise _Invalid(f"must be letters, digits and _.:@/+-, not {_describe(value)}")
-    return text
-
-
-def _redis_url(value: object) -> str:
-    text = _text(value)
-    scheme = text.partition("://")[0].lower() if "://" in text else ""
-    if scheme not in REDIS_URL_SCHEMES:
-        allowed = ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
-        raise _Invalid(f"must be a URL starting with {allowed}, not {redact_url(text)!r}")
-    if scheme.endswith("+sentinel"):
-        # imported here: `import vscand.daemon.tap` (twistd's plugin scan) must stay light
-        from vscand.queue.redis_url import parse_redis_url  # noqa: PLC0415
-
-        try:
-            parse_redis_url(text)
-        except ValueError as e:
-            raise _Invalid(f"{e}: {redact_url(text)!r}") from None
-        return text
-    parts = urlsplit(text)
-    if scheme == "unix":
-        if not parts.path:
-            raise _Invalid(f"unix:// needs a socket path, not {redact_url(text)!r}")
-    else:
-        try:
-            port = parts.port
-        except ValueError:
-            raise _Invalid(f"has a bad port: {redact_url(text)!r}") from None
-        if not parts.hostname or port == 0:
-            raise _Invalid(f"needs a host: {redact_url(text)!r}")
-    return text
-
-
-def _regex_engine(value: object) -> str:
-    # imported here: `import vscand.daemon.tap` (twistd's plugin scan) must not load vscand.probes
-    from vscand.probes.engine import EngineSpecError, check_spec  # noqa: PLC0415
-
-    try:
-        return check_spec(_text(value))
-    except EngineSpecError as e:
-        raise _Invalid(str(e)) from None
-
-
-def _log_format(value: object) -> LogFormat:
-    text = _text(value).lower()
-    if text not in ("text", "json"):
-        raise _Invalid(f"must be text or json, not {_describe(value)}")
-    return cast(LogFormat, text)
-
-
-_KEYS: dict[str, Callable[[object], object]] = {
-    "redis_url": _redis_url,
-    "queue": _name("a queue name"),
-    "consumer": _name("a consumer name"),
-    "concurrency": _int(1, None, "a positive integer"),
-    "per_host_concurrency": _int(0, None, "a non-negative integer (0 = unlimited)"),
-    "max_jobs": _int(0, 1024, "an integer from 0 to 1024 (0 = min(64, concurrency))"),
-    "task_ports": _int(1, 1024, "an integer from 1 to 1024"),
-    "connect_rate": _float(0.0, False, "a non-negative number (0 = unlimited)"),
-    "allow": _networks,
-    "deny": _networks,
-    "allow_names": _name_patterns,
-    "probes_file": _optional_path,
-    "extra_probes": _paths,
-    "services_file": _optional_path,
-    "regex_engine": _regex_engine,
-    "intensity": _int(0, 9, "an integer from 0 to 9"),
-    "job_idle_ms": _int(1, None, "a positive integer"),
-    "max_deliveries": _int(1, None, "a positive integer"),
-    "results_maxlen": _int(1, None, "a positive integer"),
-    "job_retention": _int(0, None, "a number of seconds (0 = keep forever)"),
-    "metrics_port": _int(0, 65535, "a port number from 0 to 65535 (0 = off)"),
-    "log_format": _log_format,
-    "key_prefix": _key_prefix,
-    "job_key_file": _optional_path,
-    "max_job_bytes": _int(1, None, "a positive integer"),
-    "max_job_port_tasks": _int(1, None, "a positive integer"),
-    "replica_confirm": _int(0, 64, "an integer from 0 to 64 (0 = off)"),
-    "replica_confirm_timeout_ms": _int(1, 600_000, "an integer from 1 to 600000"),
-    "dead_maxlen": _int(1, None, "a positive integer"),
-    "dead_payload_bytes": _int(0, 1_048_576, "an integer from 0 to 1048576"),
-    "drain_timeout": _float(0.0, False, "a non-negative number of seconds"),
-    "block_ms": _int(1, None, "a positive integer"),
-    "command_timeout": _float(0.0, True, "a positive number of seconds"),
-    "watchdog": _bool,
-    "cache_dir": _path,
-    "warn_interval": _float(0.0, True, "a positive number of seconds"),
-    "max_pending_writes": _int(0, None, "a non-negative integer (0 = 2 x concurrency)"),
-}
-_OPTIONAL = frozenset({"probes_file", "services_file", "job_key_file"})
-
-KEYS: tuple[str, ...] = tuple(_KEYS)
-"""Every configuration key, in the order of ``etc/vscand.conf``."""
 
 
 def _unknown(key: str, where: str) -> ConfigError:
@@ -508,8 +247,8 @@ def _read_file(path: str, *, required: bool) -> dict[str, str]:
 def _parse(key: str, value: object, where: str) -> object:
     """*where*: ``PATH: KEY`` for the file, ``--OPTION`` or ``$VARIABLE`` otherwise."""
     try:
-        return _KEYS[key](value)
-    except _Invalid as e:
+        return PARSERS[key](value)
+    except Invalid as e:
         raise ConfigError(f"{where}: {e}") from None
 
 
@@ -536,7 +275,7 @@ def load_config(
     file_path = DEFAULT_CONFIG_PATH if path is None else path
     values: dict[str, object] = {}
     for key, text in _read_file(file_path, required=path is not None).items():
-        if key not in _KEYS:
+        if key not in PARSERS:
             raise _unknown(key, file_path)
         values[key] = _parse(key, text, f"{file_path}: {key}")
     env_url = env.get(REDIS_URL_ENV)
@@ -544,7 +283,7 @@ def load_config(
         values["redis_url"] = _parse("redis_url", env_url, f"${REDIS_URL_ENV}")
     for name, value in overrides.items():
         key = name.replace("-", "_")
-        if key not in _KEYS:
+        if key not in PARSERS:
             raise _unknown(key, "options")
         if value is None:
             continue

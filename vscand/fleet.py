@@ -22,6 +22,9 @@ from typing import Any
 from twisted.internet import defer, task
 
 from vscand import queueview
+from vscand.jobs.parse import parse_job
+from vscand.jobs.schema import JobError, JobLimits
+from vscand.jobs.signing import JobSigner, load_key
 from vscand.output.jsonl import dumps
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
@@ -29,11 +32,11 @@ from vscand.output.report import ScanMeta, parse_time
 from vscand.queue import schedules as sched
 from vscand.queue.changes import describe, since_entry_id
 from vscand.queue.client import RedisClient, RedisUnavailable
-from vscand.queue.jobs import JobError, JobLimits, JobSigner, load_key, parse_job
 from vscand.queue.keys import Keys, task_id
 from vscand.queue.migrate import migrate
 from vscand.queue.results import ResultWriter
-from vscand.scan.targets import TargetError, TargetPolicy, parse_target
+from vscand.targets.parse import TargetError, parse_target
+from vscand.targets.policy import TargetPolicy
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -13,7 +13,7 @@ Built on redis-py (the optional extra ``producer``: ``pip install 'vscand[produc
 It runs what ``vscan submit``/``status``/``wait``/``results``/``cancel`` run: the same
 Lua scripts (:mod:`vscand.queue.lua`) and key names (:class:`vscand.queue.keys.Keys`), so
 a submission is atomic (the stream entry and the job's ``queued`` hash in one step, or
-nothing when the id is taken). The daemon validates the job (``queue/jobs.py``;
+nothing when the id is taken). The daemon validates the job (``jobs/parse.py``;
 ``schemas/job.schema.json`` describes it): an invalid job ends ``failed`` with the reason
 in ``error``. Nothing here imports Twisted.
 """

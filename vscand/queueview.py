@@ -434,7 +434,8 @@ async def cmd_dead(reactor: Any, client: RedisClient, args: argparse.Namespace) 
 
 async def _retry(client: RedisClient, keys: Keys, letter: dict[str, Any], raw: bytes) -> int:
     from vscand.fleet import ANY_ADDRESS  # noqa: PLC0415 (fleet imports this module)
-    from vscand.queue.jobs import JobError, JobLimits, parse_job  # noqa: PLC0415
+    from vscand.jobs.parse import parse_job  # noqa: PLC0415
+    from vscand.jobs.schema import JobError, JobLimits  # noqa: PLC0415
     from vscand.queue.results import ResultWriter  # noqa: PLC0415
 
     entry = letter["dead_entry"]

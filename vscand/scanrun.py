@@ -32,19 +32,13 @@ from vscand.scan.engine import ScanEngine
 from vscand.scan.lag import ReactorLagMonitor
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.plan import plan_wait_seconds
-from vscand.scan.targets import (
-    Target,
-    TargetError,
-    TargetPolicy,
-    parse_targets,
-    plan_tasks,
-    read_target_list,
-    select_ports,
-    system_resolver,
-)
 from vscand.scan.udp import CHECK_WAIT
 from vscand.scripts.options import script_settings
 from vscand.scripts.registry import ScriptSettings, make_phase
+from vscand.targets.parse import Target, TargetError, parse_targets, read_target_list
+from vscand.targets.policy import TargetPolicy
+from vscand.targets.resolve import system_resolver
+from vscand.targets.tasks import plan_tasks, select_ports
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1

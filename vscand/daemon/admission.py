@@ -1,7 +1,7 @@
 """Admission: the checks an entry passes before a job attempt starts, and refusals.
 
 The cheap checks come first (deliveries, size, fields), then the job document
-(:func:`vscand.queue.jobs.parse_job`), the signature's freshness in signed mode, and the
+(:func:`vscand.jobs.parse.parse_job`), the signature's freshness in signed mode, and the
 attempt's begin script. An entry that fails any of them is dead-lettered with a precise
 reason (which acknowledges it): an invalid job is never dropped silently.
 """
@@ -15,8 +15,10 @@ from twisted.logger import Logger
 
 from vscand.daemon.attempt import JobAttempt
 from vscand.daemon.state import WorkerState
+from vscand.jobs.identity import entry_job_id, id_hint
+from vscand.jobs.parse import parse_job
+from vscand.jobs.schema import JobError
 from vscand.queue.consumer import Delivery
-from vscand.queue.jobs import JobError, entry_job_id, id_hint, parse_job
 
 log = Logger()
 

@@ -33,8 +33,8 @@ from typing import Any
 
 from twisted.internet import defer
 
+from vscand.jobs.schema import Job
 from vscand.queue.consumer import Delivery
-from vscand.queue.jobs import Job
 from vscand.scan.scheduler import Scheduler
 
 

@@ -20,15 +20,19 @@ from twisted.logger import Logger
 from vscand.daemon.admission import JobAdmission, internal_error
 from vscand.daemon.attempt import AttemptState, JobAttempt
 from vscand.daemon.state import WorkerState
+from vscand.jobs.decode import decode_job
+from vscand.jobs.schema import Job
+from vscand.jobs.signing import JobSigner
 from vscand.queue import shards
 from vscand.queue.client import RedisUnavailable
 from vscand.queue.consumer import Delivery
-from vscand.queue.jobs import Job, JobSigner, decode_job
 from vscand.queue.retry import retrying
 from vscand.queue.stale import StaleSelection
 from vscand.scan.model import PortTask, Result, ScanOptions
-from vscand.scan.targets import Target, TargetError, plan_tasks, select_ports, system_resolver
 from vscand.scripts.registry import make_phase
+from vscand.targets.parse import Target, TargetError
+from vscand.targets.resolve import system_resolver
+from vscand.targets.tasks import plan_tasks, select_ports
 
 log = Logger()
 

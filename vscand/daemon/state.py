@@ -21,14 +21,15 @@ from vscand.daemon.attempt import JobAttempt
 from vscand.daemon.backpressure import WriteGate
 from vscand.daemon.lograte import RateLimitedLog
 from vscand.daemon.metrics import DaemonMetrics
+from vscand.jobs.schema import JobLimits
+from vscand.jobs.signing import JobVerifier, load_key
 from vscand.ports import ServicesTable
 from vscand.queue.client import RedisUnavailable
-from vscand.queue.jobs import JobLimits, JobVerifier, load_key
 from vscand.queue.keys import Keys
 from vscand.queue.retry import retrying
 from vscand.queue.worker_queue import WorkerQueue
 from vscand.scan.engine import ScanEngine
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 log = Logger()
 

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 from twisted.application.service import IService
 from twisted.python import usage
 
-from vscand.config import DEFAULT_CONFIG_PATH, KEYS, ConfigError, DaemonConfig, load_config
+from vscand.config import DEFAULT_CONFIG_PATH, ConfigError, DaemonConfig, load_config
+from vscand.config_values import KEYS
 from vscand.daemon.logs import select_json_logs, twist_chose_json
 
 # option name → help; the order is etc/vscand.conf's

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from vscand.probes.lines import EscapeError, cstring_unescape
 from vscand.probes.model import Templates
-from vscand.probes.parser import EscapeError, cstring_unescape
 from vscand.probes.pcre import Match
 
 FIELD_SIZES = {

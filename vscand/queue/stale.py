@@ -26,15 +26,8 @@ from vscand.output.report import parse_time
 from vscand.queue.client import RedisClient
 from vscand.queue.keys import Keys
 from vscand.scan.model import Protocol, endpoint_text
-from vscand.scan.targets import (
-    IPAddress,
-    Target,
-    TargetError,
-    TargetPolicy,
-    canonical_address,
-    parse_address,
-    parse_target,
-)
+from vscand.targets.parse import IPAddress, Target, TargetError, parse_address, parse_target
+from vscand.targets.policy import TargetPolicy, canonical_address
 
 #: hosts whose hashes are read per round of pipelined HGETALLs
 HOST_BATCH = 200

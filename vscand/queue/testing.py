@@ -29,14 +29,14 @@ from typing import Any
 
 from twisted.internet import defer
 
+from vscand.jobs.schema import Job
 from vscand.queue.client import RedisUnavailable
 from vscand.queue.consumer import Delivery
 from vscand.queue.heartbeat import Heartbeat
-from vscand.queue.jobs import Job
 from vscand.queue.keys import Keys
 from vscand.queue.results import FINAL_STATUSES, BeginState, SplitState
 from vscand.queue.stale import StaleSelection
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 
 @dataclass

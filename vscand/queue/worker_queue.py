@@ -14,15 +14,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from vscand.queue import schedules, stale
+from vscand.jobs.schema import Job
+from vscand.queue import schedule_tick, stale
 from vscand.queue.client import RedisClient, RedisUnavailable
 from vscand.queue.consumer import Delivery, JobConsumer, reader_limits
 from vscand.queue.heartbeat import Heartbeat, write_heartbeat
-from vscand.queue.jobs import Job, claim_signature
 from vscand.queue.keys import Keys
 from vscand.queue.migrate import migrate
+from vscand.queue.replay import claim_signature
 from vscand.queue.results import BeginState, ResultWriter, SplitState
-from vscand.scan.targets import TargetPolicy
+from vscand.targets.policy import TargetPolicy
 
 #: seconds a release (shutdown) may wait for each of its commands
 RELEASE_TIMEOUT = 2.0
@@ -267,4 +268,4 @@ class RedisWorkerQueue:
         await self.consumer.trim()
 
     async def schedules_tick(self) -> None:
-        await schedules.tick(self.client, self.keys)
+        await schedule_tick.tick(self.client, self.keys)

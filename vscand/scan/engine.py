@@ -30,7 +30,8 @@ from vscand.probes.model import Probe
 from vscand.scan.fast import FastTCPPortScan, LaneBudget
 from vscand.scan.lag import ReactorLagMonitor
 from vscand.scan.model import PortTask, Result, ScanOptions
-from vscand.scan.scheduler import ConnectLimiter, Scheduler, StartPool
+from vscand.scan.pacing import ConnectLimiter, StartPool
+from vscand.scan.scheduler import Scheduler
 from vscand.scan.tcp import Dialer, TCPPortScan
 from vscand.scan.tls import TLSClient
 from vscand.scan.udp import DatagramOpener, UDPPortScan, listen_udp_opener

@@ -29,7 +29,7 @@ Protocol = Literal["tcp", "udp"]
 
 
 def endpoint_text(host: str, port: int, protocol: str = "tcp") -> str:
-    """``HOST:PORT[/udp]`` as ``vscand.scan.targets.parse_target`` reads it (an IPv6
+    """``HOST:PORT[/udp]`` as ``vscand.targets.parse.parse_target`` reads it (an IPv6
     address in brackets)."""
     bracketed = f"[{host}]" if ":" in host else host
     return f"{bracketed}:{port}" + ("/udp" if protocol == "udp" else "")

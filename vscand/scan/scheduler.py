@@ -6,10 +6,10 @@ allow, hands each result to ``on_result`` as soon as that port ends (as Nmap's
 A port whose scan fails still produces a result: an error result (see
 :func:`error_result`) that names the failure, and the failure is logged.
 
-:class:`ConnectLimiter` is a token bucket on *connections*, not ports: a port
-machine dials several connections per port (one per probe), and awaits
-``acquire()`` before each. The scheduler owns one (``scheduler.connect_limiter``)
-built from ``connect_rate``; the engine passes it to the port machines.
+New connections are paced by a :class:`~vscand.scan.pacing.ConnectLimiter` the
+scheduler owns (``scheduler.connect_limiter``, built from ``connect_rate``); the
+ports in flight are counted in the engine's shared
+:class:`~vscand.scan.pacing.StartPool`.
 """
 
 from __future__ import annotations
@@ -27,89 +27,12 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from vscand.scan.model import PortTask, Result, ScanOptions, target_fields
+from vscand.scan.pacing import ConnectLimiter, StartPool
 
 log = Logger()
 
 ScanPort = Callable[[PortTask], "Deferred[Result]"]
 ResultSink = Callable[[Result], None]
-
-#: float slack when a refill lands exactly on a whole token
-_TOKEN_EPSILON = 1e-9
-
-
-class ConnectLimiter:
-    """A token bucket: at most *rate* new connections per second, bursts of *burst*.
-
-    ``acquire()`` returns a Deferred that fires (with None) when the caller may
-    open one connection; waiters are served first come, first served. A
-    waiting Deferred may be cancelled (it fails with ``CancelledError`` and
-    gives its turn away). A *rate* of 0 means unlimited. When no one waits, no
-    timer is pending.
-    """
-
-    def __init__(self, clock: IReactorTime, rate: float, burst: int = 1) -> None:
-        if rate < 0 or not math.isfinite(rate):
-            raise ValueError(f"connect rate must be a finite number >= 0, not {rate!r}")
-        if burst < 1:
-            raise ValueError(f"burst must be at least 1, not {burst!r}")
-        self._clock = clock
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = clock.seconds()
-        self._waiters: deque[Deferred[None]] = deque()
-        self._timer: IDelayedCall | None = None
-        #: connections granted so far
-        self.granted = 0
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    def acquire(self) -> Deferred[None]:
-        if self.rate == 0:
-            self.granted += 1
-            return succeed(None)
-        self._refill()
-        if not self._waiters and self._tokens >= 1 - _TOKEN_EPSILON:
-            self._tokens -= 1
-            self.granted += 1
-            return succeed(None)
-        waiter: Deferred[None] = Deferred(self._cancel_waiter)
-        self._waiters.append(waiter)
-        self._schedule()
-        return waiter
-
-    def _refill(self) -> None:
-        now = self._clock.seconds()
-        elapsed = max(0.0, now - self._stamp)
-        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-        self._stamp = now
-
-    def _schedule(self) -> None:
-        if self._timer is not None or not self._waiters:
-            return
-        delay = max(0.0, (1 - self._tokens) / self.rate)
-        self._timer = self._clock.callLater(delay, self._release)
-
-    def _release(self) -> None:
-        self._timer = None
-        self._refill()
-        while self._waiters and self._tokens >= 1 - _TOKEN_EPSILON:
-            self._tokens -= 1
-            self.granted += 1
-            # may re-enter acquire(); the queue and timer stay consistent
-            self._waiters.popleft().callback(None)
-        self._schedule()
-
-    def _cancel_waiter(self, waiter: Deferred[None]) -> None:
-        try:
-            self._waiters.remove(waiter)
-        except ValueError:
-            return
-        if not self._waiters and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 def _timestamp(seconds: float) -> str:
@@ -154,81 +77,6 @@ class SchedulerStats:
     errors: int = 0
     #: tasks taken from the iterable but never started (stop())
     not_started: int = 0
-
-
-class StartPool:
-    """What every scheduler of one engine shares: the ports in flight (at most
-    ``concurrency`` over all of them) and each reactor turn's time for starting ports
-    (``turn_budget`` seconds over all of them).
-
-    A daemon runs one scheduler per job (or task of a sharded job), dozens at once:
-    without a shared pool each would start up to the engine's concurrency and spend its
-    own per-turn budget, so the reactor's pass grew with the number of jobs (measured:
-    8 % of 20 ms lag samples over 100 ms with 16 tasks and 10,000 ports in flight).
-    """
-
-    def __init__(self, clock: IReactorTime, concurrency: int, turn_budget: float | None) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, not {concurrency!r}")
-        self._clock = clock
-        self.concurrency = concurrency
-        self.turn_budget = turn_budget
-        self.in_flight = 0
-        self._spent = 0.0
-        self._turn_call: IDelayedCall | None = None
-        #: schedulers that stopped for want of a slot or of time, woken in order
-        self._waiting: dict[Scheduler, None] = {}
-        self._wake_call: IDelayedCall | None = None
-
-    def full(self) -> bool:
-        return self.in_flight >= self.concurrency
-
-    def spent(self) -> float:
-        """Time spent starting ports in this reactor turn by every scheduler."""
-        return self._spent
-
-    def charge(self, seconds: float) -> None:
-        self._spent += seconds
-        if self._turn_call is None:
-            self._turn_call = self._clock.callLater(0, self._new_turn)
-
-    def _new_turn(self) -> None:
-        self._turn_call = None
-        self._spent = 0.0
-
-    def acquire(self) -> None:
-        self.in_flight += 1
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        if self._waiting and self._wake_call is None:
-            self._wake_call = self._clock.callLater(0, self._wake)
-
-    def wait(self, scheduler: Scheduler) -> None:
-        self._waiting[scheduler] = None
-        if not self.full() and self._wake_call is None:
-            self._wake_call = self._clock.callLater(0, self._wake)
-
-    def forget(self, scheduler: Scheduler) -> None:
-        self._waiting.pop(scheduler, None)
-
-    def _wake(self) -> None:
-        self._wake_call = None
-        waiting, self._waiting = list(self._waiting), {}
-        for scheduler in waiting:
-            if self.full() or (self.turn_budget is not None and self._spent > self.turn_budget):
-                self._waiting[scheduler] = None  # next time
-                continue
-            scheduler._deferred_pump()
-        if self._waiting and not self.full() and self._wake_call is None:
-            self._wake_call = self._clock.callLater(0, self._wake)
-
-    def stop(self) -> None:
-        for call in (self._turn_call, self._wake_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._turn_call = self._wake_call = None
-        self._waiting.clear()
 
 
 class Scheduler:
@@ -422,7 +270,7 @@ class Scheduler:
         if call is not None and call.active():
             call.cancel()
 
-    def _deferred_pump(self) -> None:
+    def deferred_pump(self) -> None:
         self._pump_call = None
         self._pump()
 
@@ -453,7 +301,7 @@ class Scheduler:
                     delay = self.admission()
                     if delay > 0:
                         # the reactor is behind: let it catch up before adding work
-                        self._pump_call = self._clock.callLater(delay, self._deferred_pump)
+                        self._pump_call = self._clock.callLater(delay, self.deferred_pump)
                         break
                 over_budget = (
                     self.turn_budget is not None
@@ -463,7 +311,7 @@ class Scheduler:
                 if started >= self.start_batch or over_budget:
                     # let the reactor poll (and fire timers) before the next batch
                     if self._pump_call is None:
-                        self._pump_call = self._clock.callLater(0, self._deferred_pump)
+                        self._pump_call = self._clock.callLater(0, self.deferred_pump)
                     break
                 task = self._next_task()
                 if task is None:
@@ -541,7 +389,7 @@ class Scheduler:
             # many ports can end in one reactor turn (their deadlines fall due
             # together): start their successors in one budgeted pass next turn
             if self._pump_call is None and not self._stopping:
-                self._pump_call = self._clock.callLater(0, self._deferred_pump)
+                self._pump_call = self._clock.callLater(0, self.deferred_pump)
             self._maybe_done()
             return
         self._pump()

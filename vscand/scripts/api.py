@@ -20,7 +20,7 @@ Pure code: nothing here imports ``twisted.internet``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -39,9 +39,6 @@ __all__ = [
     "VersionScript",
     "VersionUpdate",
     "apply_update",
-    "fingerprint_response",
-    "port_or_service",
-    "version_port_or_service",
 ]
 
 #: Nmap's ``set_port_version`` states (SPEC §8.1 maps them to method/conf)
@@ -304,138 +301,3 @@ class BaseScript:
 
     def may_apply(self, number: int, protocol: str) -> bool:
         return True
-
-
-# -- shortport equivalents ------------------------------------------------------
-
-
-def port_or_service(
-    ports: Iterable[int] = (),
-    services: Iterable[str] = (),
-    protocols: Iterable[str] = ("tcp",),
-    states: Iterable[str] = ("open", "open|filtered"),
-) -> Callable[[PortView], bool]:
-    """``shortport.port_or_service``: the port number or the service name, on
-    one of ``protocols``, in one of ``states``."""
-    port_set, service_set = frozenset(ports), frozenset(services)
-    proto_set, state_set = frozenset(protocols), frozenset(states)
-
-    def rule(port: PortView) -> bool:
-        return (
-            port.protocol in proto_set
-            and port.state in state_set
-            and (port.number in port_set or port.name in service_set)
-        )
-
-    return rule
-
-
-def version_port_or_service(
-    ports: Iterable[int] = (),
-    services: Iterable[str] = (),
-    protocols: Iterable[str] = ("tcp",),
-    states: Iterable[str] = ("open", "open|filtered"),
-    rarity: int = 7,
-) -> Callable[[PortView, RuleContext], bool]:
-    """``shortport.version_port_or_service``: :func:`port_or_service`, the port
-    not excluded by the probe file, and intensity at least ``rarity`` (7)."""
-    base = port_or_service(ports, services, protocols, states)
-
-    def rule(port: PortView, ctx: RuleContext) -> bool:
-        return (
-            base(port)
-            and not ctx.is_excluded(port.number, port.protocol)
-            and ctx.intensity >= rarity
-        )
-
-    return rule
-
-
-#: shortport.LIKELY_HTTP_PORTS / LIKELY_HTTP_SERVICES (7.93)
-LIKELY_HTTP_PORTS = (80, 443, 631, 7080, 8080, 8443, 8088, 5800, 3872, 8180, 8000)
-LIKELY_HTTP_SERVICES = (
-    "http",
-    "https",
-    "ipp",
-    "http-alt",
-    "https-alt",
-    "vnc-http",
-    "oem-agent",
-    "soap",
-    "http-proxy",
-    "caldav",
-    "carddav",
-    "webdav",
-)
-
-#: ``shortport.http``
-likely_http = port_or_service(LIKELY_HTTP_PORTS, LIKELY_HTTP_SERVICES)
-
-
-# -- the service fingerprint, read back ----------------------------------------
-
-
-def _unescape(text: str) -> bytes:
-    """The bytes of an escaped response (``\\r \\n \\t \\0``, ``\\xHH``, ``\\c``)."""
-    out = bytearray()
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        if char != "\\":
-            out += char.encode("latin-1", "replace")
-            i += 1
-            continue
-        i += 1
-        if i >= n:
-            break
-        code = text[i]
-        if code in "trn0":
-            out.append({"t": 9, "r": 13, "n": 10, "0": 0}[code])
-            i += 1
-        elif code == "x":
-            digits = ""
-            i += 1
-            while i < n and len(digits) < 2 and text[i] in "0123456789abcdefABCDEF":
-                digits += text[i]
-                i += 1
-            out.append(int(digits, 16) if digits else 0)
-        else:
-            out += code.encode("latin-1", "replace")
-            i += 1
-    return bytes(out)
-
-
-def fingerprint_response(fingerprint: str | None, probe: str) -> bytes | None:
-    """The response to ``probe`` kept in a service fingerprint, or None.
-
-    NSE's ``lpeg-utility.get_response``: the first ``<probe>,<hex>,"`` in the
-    fingerprint (with its ``\\nSF:`` wraps removed), then the quoted text up to
-    the first unescaped ``"``, unescaped. Only what the fingerprint kept (900
-    bytes per response) can be read back.
-    """
-    if not fingerprint:
-        return None
-    text = fingerprint.replace("\nSF:", "")
-    start = 0
-    head = f"{probe},"
-    while True:
-        at = text.find(head, start)
-        if at < 0:
-            return None
-        pos = at + len(head)
-        hex_end = pos
-        while hex_end < len(text) and text[hex_end] in "0123456789abcdefABCDEF":
-            hex_end += 1
-        if hex_end > pos and text.startswith(',"', hex_end):
-            break
-        start = at + 1
-    i = hex_end + 2
-    body_start = i
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-            continue
-        if text[i] == '"':
-            break
-        i += 1
-    return _unescape(text[body_start:i])

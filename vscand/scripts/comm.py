@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from vscand.scripts.api import PortView, port_or_service
+from vscand.scripts.api import PortView
 from vscand.scripts.exchange import Exchange, ExchangeError
+from vscand.scripts.shortport import port_or_service
 
 __all__ = [
     "CONNECT_TIMEOUT",

@@ -3,7 +3,7 @@
 An :class:`Exchange` belongs to one port's script run and can only reach the
 host being scanned (whose address the engine already checked against the
 allow/deny policy). Every connection first takes a token from the engine's
-:class:`~vscand.scan.scheduler.ConnectLimiter`, every wait is bounded by a
+:class:`~vscand.scan.pacing.ConnectLimiter`, every wait is bounded by a
 timeout on the injected clock, and every connection reads at most
 ``max_bytes`` (then stops reading). Tests use their own fake exchange
 implementing the same protocol.
@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from vscand.scan.scheduler import ConnectLimiter
+from vscand.scan.pacing import ConnectLimiter
 from vscand.scan.udp import MAX_DATAGRAM, ConnectedUDPPort
 
 log = Logger()

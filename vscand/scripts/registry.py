@@ -15,7 +15,7 @@ from typing import Any
 
 from vscand.rpc.programs import RpcPrograms, load_rpc_programs
 from vscand.scan.model import PortTask, Result, ScanOptions
-from vscand.scan.scheduler import ConnectLimiter
+from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import VersionScript
 from vscand.scripts.builtin.amqp_info import AmqpInfo
 from vscand.scripts.builtin.docker_version import DockerVersion

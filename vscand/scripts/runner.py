@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vscand.scan.model import PortTask, Result, ScanOptions
-from vscand.scan.scheduler import ConnectLimiter
+from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import (
     SCRIPT_SET_REASON,
     SCRIPTED_STATES,

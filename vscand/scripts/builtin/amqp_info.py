@@ -21,15 +21,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from vscand.scripts.api import (
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    version_port_or_service,
-)
+from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.exchange import ExchangeError
+from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import NSE_SOCKET_TIMEOUT
 
 __all__ = [

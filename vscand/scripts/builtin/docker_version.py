@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import json
 
-from vscand.scripts.api import (
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    version_port_or_service,
-)
+from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.comm import http_get
+from vscand.scripts.shortport import version_port_or_service
 
 _rule = version_port_or_service([2375, 2376], ["docker", "docker-s"], ("tcp",))
 

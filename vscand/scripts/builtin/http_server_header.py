@@ -16,16 +16,10 @@ from __future__ import annotations
 
 import re
 
-from vscand.scripts.api import (
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    fingerprint_response,
-    likely_http,
-)
+from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.comm import get_hostname, tryssl
+from vscand.scripts.fingerprints import fingerprint_response
+from vscand.scripts.shortport import likely_http
 
 FINGERPRINT_PROBES = (
     "GetRequest",

@@ -36,16 +36,9 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from vscand.scripts.api import (
-    KEEP,
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    version_port_or_service,
-)
+from vscand.scripts.api import KEEP, BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.exchange import ExchangeError
+from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import DataFile
 
 __all__ = ["Fingerprint", "IkeError", "IkeInfo", "IkeVersion", "build_request", "lookup",

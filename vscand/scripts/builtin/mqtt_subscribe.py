@@ -24,15 +24,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vscand.scripts.api import (
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    version_port_or_service,
-)
+from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.exchange import ExchangeError
+from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import BufferedReader, open_best
 
 __all__ = [

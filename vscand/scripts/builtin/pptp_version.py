@@ -18,16 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vscand.scripts.api import (
-    KEEP,
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    version_port_or_service,
-)
+from vscand.scripts.api import KEEP, BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.comm import exchange
+from vscand.scripts.shortport import version_port_or_service
 
 __all__ = ["REQUEST", "PptpReply", "PptpVersion", "parse_reply"]
 

@@ -12,15 +12,9 @@ from __future__ import annotations
 
 import re
 
-from vscand.scripts.api import (
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    fingerprint_response,
-)
+from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.comm import exchange
+from vscand.scripts.fingerprints import fingerprint_response
 
 SKYPE_404 = b"HTTP/1.0 404 Not Found\r\n\r\n"
 #: Lua's ``[^%s!-~].*[^%s!-~].*[^%s!-~]`` (%s: space, \t \n \v \f \r)

@@ -22,16 +22,10 @@ import ipaddress
 import struct
 from typing import Any
 
-from vscand.scripts.api import (
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    fingerprint_response,
-    version_port_or_service,
-)
+from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.comm import exchange
+from vscand.scripts.fingerprints import fingerprint_response
+from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import DataFile
 
 __all__ = ["SNMPV3_GET_REQUEST", "AsnError", "EngineInfo", "SnmpInfo", "ber_decode", "engine_info",

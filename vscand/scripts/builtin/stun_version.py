@@ -19,15 +19,9 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vscand.scripts.api import (
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    version_port_or_service,
-)
+from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.exchange import ExchangeError
+from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import BufferedReader
 
 __all__ = ["StunError", "StunResponse", "StunVersion", "binding_request", "parse_binding_response"]

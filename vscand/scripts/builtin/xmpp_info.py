@@ -27,16 +27,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vscand.scripts.api import (
-    BaseScript,
-    PortView,
-    RuleContext,
-    ScriptRun,
-    VersionUpdate,
-    version_port_or_service,
-)
+from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.comm import get_hostname
 from vscand.scripts.exchange import Connection, ExchangeError
+from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import BufferedReader, start_tls
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Target servers for the version-script end-to-end test, run as a child process.
 
-``python -m tests.e2e.script_targets`` (started inside the test's network
+``python -m tests.e2e.script_servers_rpc_http`` (started inside the test's network
 namespace) starts the servers, registers the RPC ones it is told to with the
 namespace's rpcbind (PMAPPROC_SET, portmapper v2 over UDP), prints one JSON
 line ``{"case": port, ...}`` and serves until its stdin closes.

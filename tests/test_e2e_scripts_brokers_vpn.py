@@ -12,7 +12,7 @@ the module creates a network namespace (loopback only) and starts there:
   Nmap's table: the script runs and both leave the port ``xmpp-client?``),
 * an AMQP 0-9-1 lookalike on 5672 sending a real Connection.Start frame
   (amqp-info) and a PPTP lookalike on 1723 (pptp-version), from
-  ``tests/e2e/script_targets2.py``,
+  ``tests/e2e/script_servers_brokers_vpn.py``,
 
 then runs both scanners inside it::
 
@@ -143,7 +143,7 @@ def run() -> Iterator[Run]:
             stack.callback(proc.kill)
             _wait_port(inside, port, proc, name)
         started = _start_target_module(
-            stack, inside, "tests.e2e.script_targets2", "lookalike servers"
+            stack, inside, "tests.e2e.script_servers_brokers_vpn", "lookalike servers"
         )
         ports = {k: v for k, v in started.items() if k in {c.id for c in CASES}}
         ports.update(mqtt=1883, xmpp=5222)

@@ -1,6 +1,6 @@
 """Lookalike servers for the second version-script end-to-end test (a child process).
 
-``python -m tests.e2e.script_targets2`` (inside the test's network namespace)
+``python -m tests.e2e.script_servers_brokers_vpn`` (inside the test's network namespace)
 starts the servers on their standard ports, prints one JSON line
 ``{"case": port, ...}`` and serves until its stdin closes.
 

@@ -11,7 +11,7 @@ hostname, OS/device type, tunnel, method, conf, CPEs):
 
 * a real ``snmpd`` on 161/udp (snmp-info),
 * a real ``turnserver`` (coturn) on 3478/udp (stun-version),
-* the IKE lookalike of ``tests/e2e/script_targets2.py`` on 500/udp (ike-version).
+* the IKE lookalike of ``tests/e2e/script_servers_brokers_vpn.py`` on 500/udp (ike-version).
 
 Needs root, ``ip``, ``snmpd`` and ``turnserver``: skips without them, fails under CI=true.
 """
@@ -96,7 +96,9 @@ def answers() -> Iterator[
             log = stack.enter_context(open(workdir / f"server{i}.log", "wb"))
             proc = subprocess.Popen([*inside, *cmd], stdout=log, stderr=subprocess.STDOUT)
             stack.callback(proc.kill)
-        _start_target_module(stack, inside, "tests.e2e.script_targets2", "lookalike servers")
+        _start_target_module(
+            stack, inside, "tests.e2e.script_servers_brokers_vpn", "lookalike servers"
+        )
         time.sleep(1.0)  # snmpd and turnserver bind at start-up; nothing to poll over UDP
         hostname = subprocess.run(
             [*inside, "hostname"], capture_output=True, text=True, check=True
