@@ -17,15 +17,21 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import Logger
 
 from vscand.config import DaemonConfig
 from vscand.daemon.attempt import AttemptState, IllegalTransition, JobAttempt
+from vscand.daemon.duties import WorkerDuties
+from vscand.daemon.intake import JobIntake
+from vscand.daemon.lograte import RateLimitedLog
 from vscand.daemon.run import shard_size
+from vscand.daemon.state import WorkerState
 from vscand.daemon.worker import WorkerService
 from vscand.jobs.schema import Job
 from vscand.ports import ServicesTable
 from vscand.queue.consumer import Delivery
-from vscand.queue.testing import FakeWorkerQueue
+from vscand.queue.heartbeat import parse_heartbeats
+from vscand.queue.testing import FakeWorkerQueue, PendingEntry
 from vscand.scan.model import PortTask, Result
 
 LEASE_MS = 3000  # renewals every second
@@ -354,3 +360,91 @@ def test_the_attempt_machine_walks_cancel_then_finish() -> None:
     assert attempt.state is AttemptState.FINISHING
     attempt.fenced()  # the end was fenced off
     assert attempt.state is AttemptState.LOST
+
+
+# -- each service alone ---------------------------------------------------------
+
+
+def _state(tmp_path: Path, clock: Clock, fake: FakeWorkerQueue, **config: Any) -> WorkerState:
+    config.setdefault("job_idle_ms", LEASE_MS)
+    return WorkerState(
+        DaemonConfig(cache_dir=str(tmp_path), consumer="worker-1", **config),
+        clock,
+        fake,
+        RateLimitedLog(Logger(), clock, 10.0),
+    )
+
+
+class Handler:
+    """An intake's ``handle``: each delivery ends when the test says."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.ends: list[defer.Deferred[None]] = []
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.deliveries.append(delivery)
+        end: defer.Deferred[None] = defer.Deferred()
+        self.ends.append(end)
+        await end
+
+
+def _stop_intake(intake: JobIntake, clock: Clock) -> None:
+    intake.state.stopping = True
+    intake.stopService()
+    clock.advance(6)  # the read blocked on the fake queue times out and the loop ends
+    assert clock.getDelayedCalls() == []
+
+
+def test_intake_takes_no_more_than_max_jobs(tmp_path: Path) -> None:
+    clock = Clock()
+    queue = FakeWorkerQueue(clock, lease_ms=LEASE_MS)
+    state = _state(tmp_path, clock, queue, max_jobs=1)
+    handler = Handler()
+    intake = JobIntake(state, handler)
+    defer.Deferred.fromCoroutine(queue.connect())
+    first, second = queue.submit(b'{"id": "a"}'), queue.submit(b'{"id": "b"}')
+    intake.startService()
+    clock.advance(1)
+    assert [d.entry_id for d in handler.deliveries] == [first]
+    assert state.handling == {first}
+    handler.ends[0].callback(None)  # the first entry is ended: a slot is free
+    clock.advance(0.1)
+    assert [d.entry_id for d in handler.deliveries] == [first, second]
+    handler.ends[1].callback(None)
+    _stop_intake(intake, clock)
+
+
+def test_the_janitor_claims_entries_of_a_dead_consumer(tmp_path: Path) -> None:
+    clock = Clock()
+    queue = FakeWorkerQueue(clock, lease_ms=LEASE_MS)
+    state = _state(tmp_path, clock, queue)
+    handler = Handler()
+    intake = JobIntake(state, handler)
+    defer.Deferred.fromCoroutine(queue.connect())
+    entry = queue.submit(b'{"id": "a"}')
+    queue._delivered = 1
+    queue.pending[entry] = PendingEntry("worker-0", 1, clock.seconds())
+    intake.startService()
+    clock.advance(1)
+    assert handler.deliveries == []  # its lease has not run out yet
+    for _ in range(5):
+        clock.advance(1)
+    [claimed] = handler.deliveries
+    assert (claimed.entry_id, claimed.deliveries) == (entry, 2)
+    assert queue.pending[entry].owner == "worker-1"
+    handler.ends[0].callback(None)
+    _stop_intake(intake, clock)
+
+
+def test_the_heartbeat_is_written_in_the_format_vscan_workers_reads(tmp_path: Path) -> None:
+    clock = Clock()
+    queue = FakeWorkerQueue(clock)
+    state = _state(tmp_path, clock, queue, queue="dc2")
+    defer.Deferred.fromCoroutine(queue.connect())
+    beat = WorkerDuties(state, None).heartbeat_now()
+    defer.Deferred.fromCoroutine(queue.write_heartbeat(beat))
+    [parsed] = parse_heartbeats([beat.consumer.encode(), beat.encode().encode()])
+    assert parsed == queue.heartbeats["worker-1"]
+    assert (parsed["consumer"], parsed["queue"], parsed["jobs"]) == ("worker-1", "dc2", [])
+    assert parsed["max_pending_writes"] == 2 * state.config.concurrency
