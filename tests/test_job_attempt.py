@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vscand.daemon.attempt import AttemptState, IllegalTransition, JobAttempt
+from vscand.daemon.attempt import AttemptState, IllegalTransition, JobAttempt, diagram
 from vscand.daemon.run import shard_size
 from vscand.jobs.schema import Job
 from vscand.queue.consumer import Delivery
@@ -74,3 +75,8 @@ def test_the_attempt_machine_walks_cancel_then_finish() -> None:
     assert attempt.state is AttemptState.FINISHING
     attempt.fenced()  # the end was fenced off
     assert attempt.state is AttemptState.LOST
+
+
+def test_design_md_holds_the_generated_diagram() -> None:
+    design = (Path(__file__).resolve().parent.parent / "DESIGN.md").read_text()
+    assert "```mermaid\n" + diagram() + "```\n" in design

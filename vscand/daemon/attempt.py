@@ -1,14 +1,8 @@
 """One attempt at a job: an explicit state machine.
 
 A worker that takes a job entry starts an *attempt* (a fresh id that fences every write:
-:mod:`vscand.queue.results`). The attempt is in exactly one state::
-
-                 cancel                finish
-    RUNNING ───────────────▶ CANCELLED ────────▶ FINISHING
-       │ finish ──────────────────────────────────▲  │
-       │                                             │ fenced
-       ├── lease_lost, fenced ──▶ LOST ◀─────────────┤
-       └── release ─────────────▶ RELEASED ◀─────────┘ release
+:mod:`vscand.queue.results`). The attempt is in exactly one state (:func:`diagram` draws
+the machine from :data:`TRANSITIONS`; ``python -m vscand.daemon.attempt`` prints it):
 
 * ``RUNNING``: ports are scanned and their results written.
 * ``CANCELLED``: a cancel was requested; the scan stops, the results so far are kept
@@ -141,3 +135,22 @@ class JobAttempt:
     def _stop_scan(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
+
+
+def diagram() -> str:
+    """The machine as a Mermaid ``stateDiagram-v2``, generated from :data:`TRANSITIONS`
+    (inputs a state absorbs are left out): DESIGN.md holds this text."""
+    edges: dict[tuple[AttemptState, AttemptState], list[str]] = {}
+    for (state, what), target in TRANSITIONS.items():
+        if target is not state:
+            edges.setdefault((state, target), []).append(what.value)
+    lines = ["stateDiagram-v2", f"    [*] --> {AttemptState.RUNNING.name}"]
+    for (state, target), inputs in edges.items():
+        lines.append(f"    {state.name} --> {target.name}: {', '.join(inputs)}")
+    lines.append(f"    {AttemptState.FINISHING.name} --> [*]: acknowledged")
+    lines += [f"    {state.name} --> [*]" for state in AttemptState if state in STOPPED]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(diagram(), end="")
