@@ -17,7 +17,8 @@ import pytest
 
 from tests.releases import debian13, probe_file_facts, require
 from vscand.cachedir import user_cache_dir
-from vscand.cli import REFUSED_NMAP_OPTIONS, apply_timing, build_parser, main
+from vscand.cli import build_parser, main
+from vscand.cli.scan_options import REFUSED_NMAP_OPTIONS, apply_timing
 from vscand.probes.release import installed_release
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from vscand.cli.progress import Progress, _duration
 from vscand.probes.matcher import Matcher
 from vscand.scan.model import PortTask
 from vscand.scan.plan import plan_wait_seconds
-from vscand.scanrun import Progress, _duration
 
 
 class FakeClock:

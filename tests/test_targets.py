@@ -815,3 +815,18 @@ def test_services_file_named_else_beside_the_probe_file_else_installed(
     monkeypatch.setattr(ports, "DEFAULT_SERVICES_PATHS", ())
     with pytest.raises(FileNotFoundError, match="set services_file"):
         ports.find_services_file()
+
+
+def test_the_default_policy_is_the_packages_data_file() -> None:
+    """vscand/data/targets.conf is where the defaults live: loopback allowed, no
+    exclusions; the daemon's configuration and ``vscan scan`` start from it."""
+    from vscand.config import DaemonConfig
+    from vscand.targets.policy import DEFAULT_ALLOW, DEFAULT_DENY
+
+    assert (DEFAULT_ALLOW, DEFAULT_DENY) == (("127.0.0.0/8", "::1/128"), ())
+    assert (DaemonConfig().allow, DaemonConfig().deny) == (DEFAULT_ALLOW, DEFAULT_DENY)
+    policy = TargetPolicy()
+    assert str(policy.check_address(ipaddress.ip_address("127.0.0.9"))) == "127.0.0.9"
+    assert str(policy.check_address(ipaddress.ip_address("::1"))) == "::1"
+    with pytest.raises(TargetError, match="outside the allowed networks"):
+        policy.check_address(ipaddress.ip_address("192.0.2.1"))

@@ -107,12 +107,12 @@ from typing import cast
 
 from vscand.cachedir import user_cache_dir
 from vscand.config_values import KEYS, OPTIONAL, PARSERS, Invalid, LogFormat, redact_url
+from vscand.targets.policy import DEFAULT_ALLOW, DEFAULT_DENY
 
 DEFAULT_CONFIG_PATH = "/etc/vscand/vscand.conf"
 SECTION = "vscand"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_URL_ENV = "VSCAND_REDIS_URL"
-DEFAULT_ALLOW: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 SYSTEM_CACHE_DIR = "/var/cache/vscand"
 
 
@@ -152,7 +152,7 @@ class DaemonConfig:
     task_ports: int = 256
     connect_rate: float = 0.0
     allow: tuple[str, ...] = DEFAULT_ALLOW
-    deny: tuple[str, ...] = ()
+    deny: tuple[str, ...] = DEFAULT_DENY
     allow_names: tuple[str, ...] = ("localhost",)
     probes_file: str | None = None
     extra_probes: tuple[str, ...] = ()

@@ -355,12 +355,23 @@ class ScanEngine:
         return machine.run()
 
     def run(
-        self, tasks: Iterable[PortTask], on_result: Callable[[Result], None]
+        self,
+        tasks: Iterable[PortTask],
+        on_result: Callable[[Result], None],
+        on_port_started: Callable[[PortTask], None] | None = None,
     ) -> defer.Deferred[list[Result]]:
+        """Scan *tasks*; *on_result* gets each port's result as it ends, and
+        *on_port_started* (if given) each port as its scan starts."""
         self.start()
         core: IReactorCore = self._reactor
         core.addSystemEventTrigger("during", "shutdown", self.stop)
-        self.scheduler = self.make_scheduler(self.scan_port, on_result)
+
+        def scan_port(task: PortTask) -> defer.Deferred[Result]:
+            if on_port_started is not None:
+                on_port_started(task)
+            return self.scan_port(task)
+
+        self.scheduler = self.make_scheduler(scan_port, on_result)
         d = self.scheduler.run(tasks)
 
         def stop_pool(results: list[Result]) -> list[Result]:

@@ -9,19 +9,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import resource
 import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from twisted.internet import defer, task
 
+from vscand.cli.options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    write_output,
+)
+from vscand.cli.probes import load_probes
+from vscand.cli.progress import Progress
 from vscand.output.jsonl import dumps, write_jsonl
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts, format_normal
@@ -40,16 +49,6 @@ from vscand.targets.policy import TargetPolicy
 from vscand.targets.resolve import system_resolver
 from vscand.targets.tasks import plan_tasks, select_ports
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
-#: Ctrl-C, as shells report a SIGINT death (128 + 2)
-EXIT_INTERRUPTED = 130
-
-
-class ScanUsageError(Exception):
-    pass
-
 
 def _intensity(args: argparse.Namespace) -> int:
     if args.version_all:
@@ -66,7 +65,7 @@ def _check_output_path(name: str | None) -> None:
         return
     parent = Path(name).resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ScanUsageError(f"cannot write {name}: {parent} is not a writable directory")
+        raise UsageError(f"cannot write {name}: {parent} is not a writable directory")
 
 
 def raise_fd_limit() -> int:
@@ -81,119 +80,11 @@ def raise_fd_limit() -> int:
     return soft
 
 
-def _duration(seconds: float) -> str:
-    """``45s``, ``2m05s``, ``1h02m``."""
-    whole = math.ceil(max(0.0, seconds))
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-
-
-class Progress:
-    """A live progress display on stderr when it is a terminal (tqdm), else nothing: ports
-    done of all, refreshed every second whether or not a port ended (:meth:`tick`), with how
-    many are in flight, the slowest ones still running with their elapsed time, and the
-    worst case left by the probe plan.
-
-    The worst case: *bound* gives a port's longest scan (:func:`plan_wait_seconds`: every
-    probe its plan can send, each waiting its whole ``totalwaitms``, as a silent peer makes
-    them); what is left is the ports not started at their bound plus the running ones' bound
-    less their elapsed time, spread over *concurrency* slots, and never less than the longest
-    single port left. Ports that answer end far sooner: it is the figure that does not lie
-    about a scan of silent ports (tqdm's own rate-based estimate sits beside it).
-    """
-
-    #: how many of the slowest running ports are named
-    SLOWEST = 3
-
-    def __init__(
-        self,
-        tasks: Sequence[PortTask],
-        enabled: bool,
-        clock: Callable[[], float] = time.monotonic,
-        *,
-        bound: Callable[[PortTask], float] | None = None,
-        concurrency: int = 1,
-    ) -> None:
-        self._bar: Any = None
-        self._clock = clock
-        self._bound = bound
-        self._concurrency = max(1, concurrency)
-        #: (address, port, protocol) → (when its scan started, its bound)
-        self.running: dict[tuple[str, int, str], tuple[float, float]] = {}
-        #: the bounds of the ports not started yet
-        self._waiting: dict[tuple[str, int, str], float] = {}
-        if bound is not None:
-            memo: dict[tuple[int, str], float] = {}
-            for t in tasks:
-                key = (t.port, t.protocol)
-                if key not in memo:
-                    memo[key] = bound(t)
-                self._waiting[(t.address, t.port, t.protocol)] = memo[key]
-        if enabled and len(tasks) > 1 and sys.stderr.isatty():
-            from tqdm import tqdm  # noqa: PLC0415 - only for a terminal
-
-            self._bar = tqdm(total=len(tasks), unit="port", file=sys.stderr, leave=False)
-
-    def started(self, task: PortTask) -> None:
-        key = (task.address, task.port, task.protocol)
-        self.running[key] = (self._clock(), self._waiting.pop(key, 0.0))
-
-    def update(self, result: Result) -> None:
-        key = (str(result["host"]), int(result["port"]), str(result.get("protocol") or "tcp"))
-        self.running.pop(key, None)
-        self._waiting.pop(key, None)  # ended without starting (refused, interrupted)
-        if self._bar is not None:
-            self._bar.set_postfix_str(self.status(), refresh=False)
-            self._bar.update(1)
-
-    def worst_case_left(self) -> float | None:
-        """Seconds the rest of the scan takes at worst by the probe plan (``None``: no
-        bound was given)."""
-        if self._bound is None:
-            return None
-        now = self._clock()
-        running = [max(0.0, bound - (now - since)) for since, bound in self.running.values()]
-        waiting = self._waiting.values()
-        longest = max([*running, *waiting], default=0.0)
-        return max(longest, (sum(running) + sum(waiting)) / self._concurrency)
-
-    def status(self) -> str:
-        """``N in flight; slowest HOST:PORT Ts, ...; worst case 2m05s left`` (empty when
-        nothing runs)."""
-        if not self.running:
-            return ""
-        now = self._clock()
-        slowest = sorted(self.running.items(), key=lambda item: item[1][0])[: self.SLOWEST]
-        named = ", ".join(
-            f"{host}:{port}{'/udp' if proto == 'udp' else ''} {now - since:.0f}s"
-            for (host, port, proto), (since, _bound) in slowest
-        )
-        text = f"{len(self.running)} in flight; slowest {named}"
-        left = self.worst_case_left()
-        if left is not None:
-            text += f"; worst case {_duration(left)} left"
-        return text
-
-    def tick(self) -> None:
-        """Redraw (elapsed times and tqdm's own clock move on with no port ending)."""
-        if self._bar is not None:
-            self._bar.set_postfix_str(self.status(), refresh=False)
-            self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def run_scan_command(
-    args: argparse.Namespace, load: Callable[[argparse.Namespace], Matcher]
-) -> int:
+def run_scan_command(args: argparse.Namespace) -> int:
+    """``vscan scan``: check everything, then one ``task.react`` run; the exit code."""
     try:
-        prepared = _prepare(args, load)
-    except ScanUsageError as exc:
+        prepared = _prepare(args)
+    except UsageError as exc:
         print(f"vscan: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     outcome: dict[str, int] = {}
@@ -203,7 +94,7 @@ def run_scan_command(
 
     with contextlib.suppress(SystemExit):  # react() always exits; the code is in outcome
         task.react(main)
-    return outcome.get("code", EXIT_SOME_FAILED)
+    return outcome.get("code", EXIT_FAILED)
 
 
 class _Prepared:
@@ -226,40 +117,40 @@ class _Prepared:
         self.options = options
 
 
-def _prepare(args: argparse.Namespace, load: Callable[[argparse.Namespace], Matcher]) -> _Prepared:
+def _prepare(args: argparse.Namespace) -> _Prepared:
     texts = list(args.targets)
     try:
         listed = read_target_list(args.input_list) if args.input_list else []
         targets = parse_targets(texts) + listed
     except (TargetError, OSError) as exc:
-        raise ScanUsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if not targets:
-        raise ScanUsageError("no targets given (TARGET... or -iL FILE)")
+        raise UsageError("no targets given (TARGET... or -iL FILE)")
     try:
         policy = TargetPolicy(allow=args.allow or None, deny=args.deny)
     except (TargetError, ValueError) as exc:
-        raise ScanUsageError(f"bad --allow/--deny network: {exc}") from None
+        raise UsageError(f"bad --allow/--deny network: {exc}") from None
     try:
         services = load_services(args.services, probes_file=args.probes)
     except FileNotFoundError as exc:
-        raise ScanUsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     try:
         ports = select_ports(args.ports, services)
     except PortSpecError as exc:
-        raise ScanUsageError(f"bad port list {args.ports!r}: {exc}") from None
+        raise UsageError(f"bad port list {args.ports!r}: {exc}") from None
     for name in (args.xml_out, args.normal_out, args.json_out, args.run_stats):
         _check_output_path(name)
     try:
-        matcher = load(args)
-    except Exception as exc:  # the CLI's loader raises its own UsageError
-        raise ScanUsageError(str(exc)) from None
+        matcher = load_probes(args)
+    except Exception as exc:  # a UsageError, as every loader mistake
+        raise UsageError(str(exc)) from None
     # the table answers (names) as the probe file's Nmap release gives them
     services = services.for_release(matcher.db.grammar)
     protocols = set(ports) | {t.protocol for t in targets if t.is_endpoint}
     if args.fast_wait < 0:
-        raise ScanUsageError(f"--fast-wait must be >= 0, not {args.fast_wait}")
+        raise UsageError(f"--fast-wait must be >= 0, not {args.fast_wait}")
     if args.fast_lanes < 0:
-        raise ScanUsageError(f"--fast-lanes must be >= 0, not {args.fast_lanes}")
+        raise UsageError(f"--fast-lanes must be >= 0, not {args.fast_lanes}")
     options = ScanOptions(
         intensity=_intensity(args),
         allports=args.allports,
@@ -271,7 +162,7 @@ def _prepare(args: argparse.Namespace, load: Callable[[argparse.Namespace], Matc
     try:
         scripts = script_settings(args)
     except ValueError as exc:
-        raise ScanUsageError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     return _Prepared(targets, policy, ports, services, matcher, options, scripts)
 
 
@@ -336,13 +227,6 @@ async def _scan(
         bound=bound,
         concurrency=slots,
     )
-    scan_one = engine.scan_port
-
-    def scan_port_watched(port_task: PortTask, options: ScanOptions | None = None) -> Any:
-        progress.started(port_task)  # the display names the slowest ports still running
-        return scan_one(port_task, options)
-
-    engine.scan_port = scan_port_watched  # type: ignore[method-assign,assignment]
     redraw = task.LoopingCall(progress.tick)
     redraw.clock = reactor
     redraw.start(1.0, now=False)
@@ -383,7 +267,8 @@ async def _scan(
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        results = await engine.run(tasks, sink)
+        # the display names the slowest ports still running
+        results = await engine.run(tasks, sink, on_port_started=progress.started)
         if phase is not None:
             phase.skip_scripts = bool(interrupted)
             await phase.flush()
@@ -398,7 +283,7 @@ async def _scan(
         results = [r for r in results if not r.get("interrupted")]
     ended = time.time()
     meta = ScanMeta(
-        # the command as typed, re-runnable (cli.main records it)
+        # the command as typed, re-runnable (vscand.cli.main records it)
         args=" ".join(shlex.quote(a) for a in ["vscan", *getattr(args, "argv", sys.argv[1:])]),
         start=started,
         end=ended,
@@ -429,7 +314,7 @@ async def _scan(
             f"vscan: {result['host']}:{result['port']}: {json.dumps(result['error'])}",
             file=sys.stderr,
         )
-    outcome["code"] = EXIT_SOME_FAILED if failed else EXIT_OK
+    outcome["code"] = EXIT_FAILED if failed else EXIT_OK
     if interrupted:
         print(f"vscan: {meta.interrupted}; the outputs hold them", file=sys.stderr)
         outcome["code"] = EXIT_INTERRUPTED
@@ -438,8 +323,4 @@ async def _scan(
 def _write(name: str | None, render: Callable[[], str]) -> None:
     if not name:
         return
-    text = render()
-    if name == "-":
-        sys.stdout.write(text)
-        return
-    Path(name).write_text(text, encoding="utf-8")
+    write_output(name, render())
