@@ -37,8 +37,8 @@ from tests.e2e.servers import Handler, ThreadedServer, _drain
 from tests.redis_server import RedisServer
 from tests.sync_redis import SyncRedis
 from vscand.cachedir import user_cache_dir
+from vscand.daemon.duties import SCHEDULE_TICK
 from vscand.queue.keys import Keys
-from vscand.worker import SCHEDULE_TICK
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -1,7 +1,8 @@
-"""The worker's write gate (``WorkerService._when_written``): a port starts only while fewer
-than ``max_pending_writes`` result writes plus started ports are pending; it waits otherwise,
-starts when writes end, and a waiting port that is cancelled never starts. Driven by
-``twisted.internet.task.Clock``; the ports are Deferreds the test fires."""
+"""The worker's write gate (``WriteGate.when_written``, built by ``WorkerService``): a port
+starts only while fewer than ``max_pending_writes`` result writes plus started ports are
+pending; it waits otherwise, starts when writes end, and a waiting port that is cancelled
+never starts. Driven by ``twisted.internet.task.Clock``; the ports are Deferreds the test
+fires."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from vscand.config import ConfigError, DaemonConfig
-from vscand.worker import WorkerService
+from vscand.daemon.backpressure import WriteGate
+from vscand.daemon.worker import WorkerService
 
 
 class Ports:
@@ -32,51 +34,52 @@ class Ports:
         return begin
 
 
-def worker(tmp_path: Path, **config: Any) -> tuple[WorkerService, Clock]:
+def worker(tmp_path: Path, **config: Any) -> tuple[WriteGate, Clock]:
     clock = Clock()
-    return WorkerService(DaemonConfig(cache_dir=str(tmp_path), **config), reactor=clock), clock
+    service = WorkerService(DaemonConfig(cache_dir=str(tmp_path), **config), reactor=clock)
+    return service.state.gate, clock
 
 
 def test_ports_wait_while_writes_are_pending(tmp_path: Path) -> None:
     service, clock = worker(tmp_path, concurrency=2, max_pending_writes=3)
     ports = Ports()
-    scans = [service._when_written(ports.start(n)) for n in range(5)]
+    scans = [service.when_written(ports.start(n)) for n in range(5)]
     assert ports.started == [0, 1, 2]  # 3 started ports fill the bound
     # port 0 ends and its result's write begins (Redis does not answer): still no room
     outcomes: list[Any] = []
     scans[0].addCallback(outcomes.append)
     ports.scans[0].callback("result 0")
-    service._write_started()
+    service.write_started()
     clock.advance(0)
     assert outcomes == ["result 0"] and ports.started == [0, 1, 2]
     # ports 1 and 2 end the same way: 3 writes pending, nothing scanning, still no room
     for n in (1, 2):
         ports.scans[n].callback(f"result {n}")
-        service._write_started()
+        service.write_started()
     clock.advance(0)
     assert ports.started == [0, 1, 2]
-    assert service._pending_writes_peak == 3
+    assert service.pending_writes_peak == 3
     # one write goes through: one port starts, in order
-    service._write_ended(True)
+    service.write_ended(True)
     clock.advance(0)
     assert ports.started == [0, 1, 2, 3]
     for _ in range(2):
-        service._write_ended(True)
+        service.write_ended(True)
     clock.advance(0)
     assert ports.started == [0, 1, 2, 3, 4]
-    assert not service._room_waiters and not service._holding
+    assert not service.waiters and not service.holding
 
 
 def test_a_waiting_port_cancelled_never_starts(tmp_path: Path) -> None:
     service, clock = worker(tmp_path, concurrency=1, max_pending_writes=1)
     ports = Ports()
-    first = service._when_written(ports.start(0))
-    waiting = service._when_written(ports.start(1))
+    first = service.when_written(ports.start(0))
+    waiting = service.when_written(ports.start(1))
     failures: list[Any] = []
     waiting.addErrback(failures.append)
     waiting.cancel()  # a stopped scan cancels its ports in flight
     assert failures and failures[0].check(defer.CancelledError)
-    assert not service._room_waiters
+    assert not service.waiters
     ports.scans[0].callback("result 0")
     clock.advance(0)
     assert ports.started == [0]

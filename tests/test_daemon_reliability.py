@@ -43,7 +43,7 @@ from tests.redis_server import RedisServer
 from vscand.jobs.signing import JobSigner
 from vscand.queue.client import retry_policy
 from vscand.queue.keys import Keys
-from vscand.worker import _retry_delays
+from vscand.queue.retry import RETRY_DELAYS
 
 pytestmark = pytest.mark.daemon
 
@@ -261,10 +261,10 @@ def test_restarted_daemon_resumes_its_own_pel_without_double_runs(
 def _reconnect_worst_s() -> float:
     """The longest the product itself may wait, once Redis is back, before it reads jobs
     again: the link's last reconnect delay (retry_policy's cap, plus its whole jitter),
-    then the read loop's longest retry sleep (_retry_delays) if it had just failed."""
+    then the read loop's longest retry sleep (RETRY_DELAYS) if it had just failed."""
     defaults = inspect.signature(retry_policy).parameters
     cap, jitter = defaults["cap"].default, defaults["jitter"].default
-    return cap * (1 + jitter) + max(_retry_delays())
+    return cap * (1 + jitter) + max(RETRY_DELAYS)
 
 
 def _probe_job(redis_server: RedisServer, redis: Redis, endpoint: str, name: str) -> float:

@@ -39,8 +39,8 @@ from tests.daemon_harness import (
 from tests.e2e.servers import ClosedPort, mysql_greeting
 from tests.redis_server import RedisServer
 from tests.test_daemon_reliability import port_view, xml_ports
+from vscand.daemon.duties import SCHEDULE_TICK
 from vscand.probes.matcher import Matcher
-from vscand.worker import SCHEDULE_TICK
 
 pytestmark = pytest.mark.daemon
 

@@ -1,4 +1,4 @@
-"""vscand.lograte: per kind, the first warning at once, then one count line per interval;
+"""vscand.daemon.lograte: per kind, the first warning at once, then one count line per interval;
 driven by ``twisted.internet.task.Clock`` and a real ``twisted.logger.Logger``."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, formatEvent
 
-from vscand.lograte import RateLimitedLog
+from vscand.daemon.lograte import RateLimitedLog
 
 
 def make(interval: float = 10.0) -> tuple[RateLimitedLog, Clock, list[dict[str, Any]]]:

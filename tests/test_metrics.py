@@ -32,7 +32,7 @@ from tests.daemon_harness import (
 from tests.e2e.servers import ClosedPort
 from tests.loopback import free_port
 from tests.redis_server import RedisServer
-from vscand.metrics import CONTENT_TYPE, DaemonMetrics, MetricsPage
+from vscand.daemon.metrics import CONTENT_TYPE, DaemonMetrics, MetricsPage
 from vscand.scan.lag import ReactorLagMonitor
 
 

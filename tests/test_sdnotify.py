@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vscand.sdnotify import notify, watchdog_interval
+from vscand.daemon.sdnotify import notify, watchdog_interval
 
 
 @pytest.fixture

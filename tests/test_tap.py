@@ -21,9 +21,9 @@ from twisted.scripts.twistd import ServerOptions
 
 from tests.redis_server import RedisServer
 from vscand import config as config_mod
-from vscand import tap
 from vscand.config import DaemonConfig
 from vscand.config_values import KEYS
+from vscand.daemon import logs, tap
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
@@ -111,9 +111,9 @@ class FakeWorkerService(Service):
 
 
 def test_make_service_builds_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = types.ModuleType("vscand.worker")
+    fake = types.ModuleType("vscand.daemon.worker")
     fake.WorkerService = FakeWorkerService  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "vscand.worker", fake)
+    monkeypatch.setitem(sys.modules, "vscand.daemon.worker", fake)
     service = tap.makeService(parse("--queue", "dc2"))
     assert isinstance(service, FakeWorkerService) and IService.providedBy(service)
     assert service.config.queue == "dc2"
@@ -135,7 +135,7 @@ def test_twistd_finds_the_plugin_and_its_options() -> None:
 def test_json_logs_under_twistd(capsys: pytest.CaptureFixture[str]) -> None:
     options = twistd_options("--nodaemon", "vscand", "--log-format", "json")
     factory = options["logger"]
-    assert factory is tap.json_log_observer  # imported by twistd itself
+    assert factory is logs.json_log_observer  # imported by twistd itself
     observer = factory()
     Logger(namespace="vscand.test", observer=observer).info("scanned {port}", port=22)
     [line] = capsys.readouterr().out.splitlines()
@@ -163,7 +163,7 @@ def test_json_logs_under_twist() -> None:
     options = tap.Options()
     options.parent = parent
     options.parseOptions(["--log-format", "json"])
-    assert parent["fileLogObserverFactory"] is tap.json_log_observer
+    assert parent["fileLogObserverFactory"] is logs.json_log_observer
     explicit = usage.Options()
     explicit["logFile"] = sys.stdout
     explicit["fileLogObserverFactory"] = "twist --log-format text"
@@ -223,7 +223,7 @@ def test_plugin_listing_does_not_import_the_daemon() -> None:
 def test_tap_module_stays_light() -> None:
     code = (
         "import sys\n"
-        "import vscand.tap\n"
+        "import vscand.daemon.tap\n"
         "print(sorted(m for m in sys.modules if m.startswith(('vscand.scan', 'vscand.probes',"
         " 'vscand.queue', 'txredisapi')) or m == 'twisted.internet.reactor'))\n"
     )

@@ -188,7 +188,7 @@ def _redis_url(value: object) -> str:
         allowed = ", ".join(f"{s}://" for s in REDIS_URL_SCHEMES)
         raise Invalid(f"must be a URL starting with {allowed}, not {redact_url(text)!r}")
     if scheme.endswith("+sentinel"):
-        # imported here: `import vscand.tap` (twistd's plugin scan) must stay light
+        # imported here: `import vscand.daemon.tap` (twistd's plugin scan) must stay light
         from vscand.queue.redis_url import parse_redis_url  # noqa: PLC0415
 
         try:
@@ -211,7 +211,8 @@ def _redis_url(value: object) -> str:
 
 
 def _regex_engine(value: object) -> str:
-    # imported here: `import vscand.tap` (twistd's plugin scan) must not load vscand.probes
+    # imported here: `import vscand.daemon.tap` (twistd's plugin scan) must not load
+    # vscand.probes
     from vscand.probes.engine import EngineSpecError, check_spec  # noqa: PLC0415
 
     try:

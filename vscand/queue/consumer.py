@@ -481,6 +481,21 @@ class JobConsumer:
             return True
         return False
 
+    async def release(self, entry_id: str, *, timeout: float | None = None) -> None:
+        """Hand *entry_id* back: make it claimable at once by any consumer (``XCLAIM`` to
+        ourselves with an idle time past the lease, ``JUSTID``: no delivery counted)."""
+        await self.client.execute(
+            "XCLAIM", self.stream, self.group, self.consumer, 0, entry_id,
+            "IDLE", self.lease_ms + 1000, "JUSTID",
+            timeout=timeout,
+        )  # fmt: skip
+
+    async def lengths(self) -> tuple[int, int]:
+        """The stream's length (``XLEN``) and the group's pending entries (``XPENDING``)."""
+        depth = await self.client.execute("XLEN", self.stream)
+        pending = await self.client.execute("XPENDING", self.stream, self.group)
+        return int(depth or 0), int(pending[0]) if pending else 0
+
     async def dead_letter(
         self, delivery: Delivery, reason: str, *, only_if_pending: bool = True
     ) -> None:

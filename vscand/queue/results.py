@@ -210,6 +210,15 @@ class ResultWriter:
         reply = await self.client.execute("HGET", self.keys.job(job_id), "cancel")
         return text(reply) == "1"
 
+    async def released(self, job_id: str, *, timeout: float | None = None) -> None:
+        """Record that this worker handed *job_id* back unfinished: ``queued`` again,
+        ``released_by`` and ``released_at`` (unfenced: the entry is claimable already)."""
+        await self.client.execute(
+            "HSET", self.keys.job(job_id),
+            "status", "queued", "released_by", self.worker, "released_at", self._now(),
+            timeout=timeout,
+        )  # fmt: skip
+
     async def request_cancel(self, job_id: str) -> None:
         """Ask the worker running *job_id* to stop; it sets ``cancelled`` when it has.
 
