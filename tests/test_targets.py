@@ -821,7 +821,7 @@ def test_the_default_policy_is_the_packages_data_file() -> None:
     """vscand/data/targets.conf is where the defaults live: loopback allowed, no
     exclusions; the daemon's configuration and ``vscan scan`` start from it."""
     from vscand.config import DaemonConfig
-    from vscand.targets.policy import DEFAULT_ALLOW, DEFAULT_DENY
+    from vscand.targets.defaults import DEFAULT_ALLOW, DEFAULT_DENY
 
     assert (DEFAULT_ALLOW, DEFAULT_DENY) == (("127.0.0.0/8", "::1/128"), ())
     assert (DaemonConfig().allow, DaemonConfig().deny) == (DEFAULT_ALLOW, DEFAULT_DENY)

@@ -107,7 +107,7 @@ from typing import cast
 
 from vscand.cachedir import user_cache_dir
 from vscand.config_values import KEYS, OPTIONAL, PARSERS, Invalid, LogFormat, redact_url
-from vscand.targets.policy import DEFAULT_ALLOW, DEFAULT_DENY
+from vscand.targets.defaults import DEFAULT_ALLOW, DEFAULT_DENY
 
 DEFAULT_CONFIG_PATH = "/etc/vscand/vscand.conf"
 SECTION = "vscand"

@@ -20,6 +20,7 @@ from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
 from vscand.output.report import ScanMeta, parse_time
 from vscand.queue.client import RedisClient
+from vscand.queue.heartbeat import read_heartbeats
 from vscand.queue.keys import Keys
 from vscand.queue.migrate import migrate
 
@@ -42,14 +43,6 @@ def add_fleet_view_commands(sub: Any) -> None:
     add_redis_options(migrate_cmd)
 
 
-def heartbeats(reply: Any) -> list[dict[str, Any]]:
-    """The daemons' heartbeats from the workers hash (``HGETALL``), by consumer name."""
-    items = list(reply or [])
-    beats = [json.loads(items[i + 1]) for i in range(0, len(items), 2)]
-    beats.sort(key=lambda b: str(b.get("consumer")))
-    return beats
-
-
 async def cmd_migrate(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
     report = await migrate(
         client, keys_for(args), lambda seconds: task.deferLater(reactor, seconds)
@@ -65,7 +58,7 @@ async def cmd_migrate(reactor: Any, client: RedisClient, args: argparse.Namespac
 
 async def cmd_workers(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
     keys = keys_for(args)
-    beats = heartbeats(await client.execute("HGETALL", keys.workers))
+    beats = await read_heartbeats(client, keys)
     if args.json:
         for beat in beats:
             print(json.dumps(beat, sort_keys=True))

@@ -20,7 +20,6 @@ from twisted.logger import Logger
 from vscand.daemon.admission import JobAdmission, internal_error
 from vscand.daemon.attempt import AttemptState, JobAttempt
 from vscand.daemon.state import WorkerState
-from vscand.jobs.decode import decode_job
 from vscand.jobs.schema import Job
 from vscand.jobs.signing import JobSigner
 from vscand.queue import shards
@@ -283,7 +282,7 @@ class AttemptRunner:
         """Queue *attempt*'s ports as tasks of at most *size* ports (see :mod:`.shards`)."""
         state = self.state
         job = attempt.job
-        documents = shards.task_documents(decode_job(job.raw, state.limits), job.id, tasks, size)
+        documents = shards.task_documents(job.document, job.id, tasks, size)
         if state.job_key is not None:
             # tasks are jobs like any other: where jobs must be signed, so are they, with
             # the parent's expiry (a day when it has none)

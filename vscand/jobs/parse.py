@@ -84,7 +84,7 @@ def parse_job(
         job = _parse_object(obj, raw, limits, policy, verifier is not None, now, services)
         if default_id is not None and isinstance(obj, dict) and obj.get("id") is None:
             job = replace(job, id=default_id)
-        return job
+        return replace(job, document=obj)
     except JobError as e:
         if e.job_id is None and hint is not None:
             e.job_id = hint

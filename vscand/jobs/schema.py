@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from vscand.queue.keys import JOB_ID_PATTERN
 
@@ -121,6 +122,8 @@ class Job:
     #: a staleness rescan: the job's endpoints are the inventory entries last scanned more
     #: than this many seconds ago (``targets``, if any, only narrow the hosts)
     stale_after: int | None = None
+    #: the decoded JSON object the job was parsed from (a sharded job's tasks copy it)
+    document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class JobError(ValueError):

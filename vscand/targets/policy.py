@@ -10,29 +10,14 @@ Pure code: nothing here imports Twisted.
 
 from __future__ import annotations
 
-import configparser
 import fnmatch
 import ipaddress
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 
+from vscand.targets.defaults import DEFAULT_ALLOW, DEFAULT_DENY
 from vscand.targets.parse import IPAddress, IPNetwork, Target, TargetError, target_label
 
-
-def _defaults() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``allow`` and ``deny`` of the package's ``data/targets.conf``."""
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#",))
-    parser.read_string((resources.files("vscand") / "data" / "targets.conf").read_text("utf-8"))
-    section = parser["defaults"]
-    return (
-        tuple(section.get("allow", "").replace(",", " ").split()),
-        tuple(section.get("deny", "").replace(",", " ").split()),
-    )
-
-
-#: the built-in policy (``vscand/data/targets.conf``): loopback only, no exclusions
-DEFAULT_ALLOW, DEFAULT_DENY = _defaults()
 DEFAULT_MAX_CIDR_ADDRESSES = 65536
 
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
