@@ -12,9 +12,10 @@ from twisted.internet.defer import CancelledError, Deferred, gatherResults
 
 from tests.reactor_thread import ReactorThread
 from tests.redis_server import RedisServer
-from vscand.queue.client import RedisClient, retry_policy
+from vscand.queue.client import RedisClient
 from vscand.queue.consumer import DELETED_REASON, Delivery, JobConsumer
 from vscand.queue.keys import Keys
+from vscand.queue.link import retry_policy
 
 KEYS = Keys()
 STREAM = KEYS.jobs

@@ -41,8 +41,8 @@ from tests.e2e.servers import ClosedPort, http_silent_until_data, mysql_greeting
 from tests.hostile.measure import allowed
 from tests.redis_server import RedisServer
 from vscand.jobs.signing import JobSigner
-from vscand.queue.client import retry_policy
 from vscand.queue.keys import Keys
+from vscand.queue.link import retry_policy
 from vscand.queue.retry import RETRY_DELAYS
 
 pytestmark = pytest.mark.daemon

@@ -23,15 +23,9 @@ from zope.interface import implementer
 from tests.hostile.measure import allowed
 from tests.reactor_thread import ReactorThread
 from tests.redis_server import RedisServer
-from vscand.queue.client import (
-    RedisClient,
-    RedisRefused,
-    RedisReplyError,
-    RedisUnavailable,
-    RedisURL,
-    parse_redis_url,
-    retry_policy,
-)
+from vscand.queue.client import RedisClient, RedisURL, parse_redis_url
+from vscand.queue.errors import RedisRefused, RedisReplyError, RedisUnavailable
+from vscand.queue.link import retry_policy
 
 FAST_RETRY = retry_policy(initial=0.1, cap=1.0, jitter=0.0)
 #: the longest the client waits, once Redis is back, before a PING succeeds: FAST_RETRY's

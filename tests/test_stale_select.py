@@ -13,8 +13,10 @@ import pytest
 
 from tests.reactor_thread import ReactorThread
 from tests.redis_server import RedisServer
-from vscand.queue.client import RedisClient, RedisReplyError, retry_policy
+from vscand.queue.client import RedisClient
+from vscand.queue.errors import RedisReplyError
 from vscand.queue.keys import Keys
+from vscand.queue.link import retry_policy
 from vscand.queue.stale import StaleSelection, stale_endpoints
 from vscand.targets.policy import TargetPolicy
 

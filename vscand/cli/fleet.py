@@ -14,7 +14,8 @@ from typing import Any
 from twisted.internet import defer, task
 
 from vscand.cli.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from vscand.queue.client import RedisClient, RedisUnavailable
+from vscand.queue.client import RedisClient
+from vscand.queue.errors import RedisUnavailable
 from vscand.queue.keys import Keys
 from vscand.targets.policy import TargetPolicy
 

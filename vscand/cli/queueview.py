@@ -20,7 +20,8 @@ from typing import Any
 from vscand.cli.fleet import FleetError, Handler, keys_for
 from vscand.cli.options import EXIT_OK, add_redis_options
 from vscand.cli.replies import pairs, print_table, shown, untrusted_text
-from vscand.queue.client import RedisClient, RedisReplyError
+from vscand.queue.client import RedisClient
+from vscand.queue.errors import RedisReplyError
 from vscand.queue.keys import GROUP, Keys
 
 JOB_FIELDS = (

@@ -19,8 +19,8 @@ from twisted.logger import Logger
 
 from vscand.daemon.duty import duty_service
 from vscand.daemon.state import WorkerState
-from vscand.queue.client import RedisUnavailable
 from vscand.queue.consumer import Delivery
+from vscand.queue.errors import RedisUnavailable
 from vscand.queue.retry import retry_delay
 
 log = Logger()

@@ -23,8 +23,8 @@ from vscand.daemon.state import WorkerState
 from vscand.jobs.schema import Job
 from vscand.jobs.signing import JobSigner
 from vscand.queue import shards
-from vscand.queue.client import RedisUnavailable
 from vscand.queue.consumer import Delivery
+from vscand.queue.errors import RedisUnavailable
 from vscand.queue.retry import retrying
 from vscand.queue.stale import StaleSelection
 from vscand.scan.model import PortTask, Result, ScanOptions

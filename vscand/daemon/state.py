@@ -24,7 +24,7 @@ from vscand.daemon.metrics import DaemonMetrics
 from vscand.jobs.schema import JobLimits
 from vscand.jobs.signing import JobVerifier, load_key
 from vscand.ports import ServicesTable
-from vscand.queue.client import RedisUnavailable
+from vscand.queue.errors import RedisUnavailable
 from vscand.queue.keys import Keys
 from vscand.queue.retry import retrying
 from vscand.queue.worker_queue import WorkerQueue

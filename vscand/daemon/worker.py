@@ -44,8 +44,8 @@ from vscand.daemon.run import AttemptRunner
 from vscand.daemon.state import WorkerState
 from vscand.ports import ServicesTable, load_services
 from vscand.probes.matcher import Matcher, load_matcher
-from vscand.queue.client import RedisUnavailable
 from vscand.queue.consumer import Delivery
+from vscand.queue.errors import RedisUnavailable
 from vscand.queue.keys import Keys
 from vscand.queue.retry import retrying
 from vscand.queue.worker_queue import RedisWorkerQueue, WorkerQueue

@@ -32,7 +32,8 @@ from typing import Any
 from twisted.internet.defer import CancelledError, DeferredLock
 from twisted.logger import Logger
 
-from vscand.queue.client import RedisClient, RedisReplyError, RedisUnavailable
+from vscand.queue.client import RedisClient
+from vscand.queue.errors import RedisReplyError, RedisUnavailable
 from vscand.queue.resp import ReplyLimits
 
 log = Logger(namespace="vscand.consumer")

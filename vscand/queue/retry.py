@@ -2,7 +2,7 @@
 
 Every operation the daemon must not lose (start, write, finish, acknowledge, dead-letter a
 job; connect; confirm replicas) is retried through :func:`retrying` on
-:class:`~vscand.queue.client.RedisUnavailable`: another error is a bug or a reply to act on
+:class:`~vscand.queue.errors.RedisUnavailable`: another error is a bug or a reply to act on
 and goes up at once. The caller says what to log before each wait (``on_retry``) and when
 to give up (``give_up``, e.g. a daemon that is stopping gives up after a few tries).
 """
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from twisted.internet import task
 
-from vscand.queue.client import RedisUnavailable
+from vscand.queue.errors import RedisUnavailable
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ runs on a ``twisted.internet.task.Clock``, so a whole worker can be driven in-pr
 Test hooks make what another worker or a user does happen: :meth:`~FakeWorkerQueue.submit`,
 :meth:`~FakeWorkerQueue.take_over` (another consumer claims an entry and fences the job),
 :meth:`~FakeWorkerQueue.request_cancel`, and :attr:`~FakeWorkerQueue.down` (every operation
-fails with :class:`~vscand.queue.client.RedisUnavailable`, as in an outage).
+fails with :class:`~vscand.queue.errors.RedisUnavailable`, as in an outage).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 from twisted.internet import defer
 
 from vscand.jobs.schema import Job
-from vscand.queue.client import RedisUnavailable
 from vscand.queue.consumer import Delivery
+from vscand.queue.errors import RedisUnavailable
 from vscand.queue.heartbeat import Heartbeat
 from vscand.queue.keys import Keys
 from vscand.queue.results import FINAL_STATUSES, BeginState, SplitState

@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from vscand.jobs.schema import Job
 from vscand.queue import schedule_tick, stale
-from vscand.queue.client import RedisClient, RedisUnavailable
+from vscand.queue.client import RedisClient
 from vscand.queue.consumer import Delivery, JobConsumer, reader_limits
+from vscand.queue.errors import RedisUnavailable
 from vscand.queue.heartbeat import Heartbeat, write_heartbeat
 from vscand.queue.keys import Keys
 from vscand.queue.migrate import migrate
