@@ -35,6 +35,14 @@ from twisted.logger import Logger
 from vscand.queue.client import RedisClient
 from vscand.queue.errors import RedisReplyError, RedisUnavailable
 from vscand.queue.resp import ReplyLimits
+from vscand.queue.stream_scripts import (
+    ACK_ENDED,
+    AUTOCLAIM,
+    COUNTS,
+    DEAD_LETTER,
+    RENEW,
+    TAKE_OWN,
+)
 
 log = Logger(namespace="vscand.consumer")
 
@@ -44,152 +52,6 @@ DELETED_REASON = "deleted before processing"
 MAX_READ = 16
 #: fields an entry may have (a job entry has one, ``job``)
 MAX_FIELDS = 8
-
-# Lua shared by the scripts that hand out entries: values over ARGV-given limits become
-# cut markers (vscand/queue/resp.py) made with the client's token, so an entry of any
-# size costs the daemon a few bytes. capped(fields, token, max value bytes, max fields)
-_CAP_LIB = """
-local function capped(fields, token, max_value, max_fields)
-  if #fields > 2 * max_fields then return {token .. ':array:' .. #fields} end
-  local out = {}
-  for i = 1, #fields do
-    local v = fields[i]
-    if #v > max_value then out[i] = token .. ':bulk:' .. #v else out[i] = v end
-  end
-  return out
-end
-"""
-
-# Owner-checked lease renewal: XCLAIM ... JUSTID resets the idle time without counting a
-# delivery, and only when the entry is still ours (a janitor elsewhere may have claimed it).
-_RENEW = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
-return 1
-"""
-
-# Take entries of the own PEL back, counting one delivery each (XCLAIM without JUSTID adds
-# one and resets the idle time). ARGV: group, consumer, token, max value bytes, max fields,
-# entry ids. For every id still ours: {id, deliveries, fields (capped)}; fields is empty for
-# an entry deleted while pending (left in the PEL for the dead-letter call). Ids another
-# consumer claimed meanwhile are left out.
-_TAKE_OWN = (
-    _CAP_LIB
-    + """
-local out = {}
-for i = 6, #ARGV do
-  local id = ARGV[i]
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-  if #p == 1 and p[1][2] == ARGV[2] then
-    local e = redis.call('XRANGE', KEYS[1], id, id)
-    if #e == 0 then
-      out[#out + 1] = {id, p[1][4], {}}
-    else
-      local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
-      out[#out + 1] = {id, p[1][4] + 1, capped(c[1][2], ARGV[3], tonumber(ARGV[4]),
-                                               tonumber(ARGV[5]))}
-    end
-  end
-end
-return out
-"""
-)
-
-# XAUTOCLAIM with the entries' values capped. ARGV: group, consumer, min idle ms, cursor,
-# count, token, max value bytes, max fields. Reply as XAUTOCLAIM's (Redis 7: with the ids
-# of deleted entries as a third element).
-_AUTOCLAIM = (
-    _CAP_LIB
-    + """
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
-                     'COUNT', ARGV[5])
-for _, entry in ipairs(r[2]) do
-  if type(entry) == 'table' and type(entry[2]) == 'table' then
-    entry[2] = capped(entry[2], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]))
-  end
-end
-return r
-"""
-)
-
-# XACK only once the job's end is on this server. KEYS: stream, job hash; ARGV: group,
-# entry, attempt. 1 when the hash names the attempt and its end (a final status, or the
-# split into tasks): the entry is acknowledged (again, harmlessly, on a retry). 0 when it
-# does not: after a Redis failover the new master may lack writes the old one took, and
-# acknowledging there would lose the job; the caller hands it back for another run.
-_ACK_ENDED = """
-if redis.call('HGET', KEYS[2], 'attempt') ~= ARGV[3] then return 0 end
-local status = redis.call('HGET', KEYS[2], 'status')
-if status ~= 'done' and status ~= 'failed' and status ~= 'cancelled'
-   and redis.call('HGET', KEYS[2], 'sharded') ~= '1' then return 0 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
-
-# Delivery counts of entries of the PEL (0 for an entry no longer pending).
-_COUNTS = """
-local out = {}
-for i, id in ipairs(ARGV) do
-  if i > 1 then
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-    if #p == 0 then out[#out + 1] = 0 else out[#out + 1] = p[1][4] end
-  end
-end
-return out
-"""
-
-# XADD to the dead-letter stream and XACK, in one step. ARGV: group, entry, reason,
-# deliveries, at, only-if-pending ('1' or '0'), max length of the dead-letter stream
-# (MAXLEN ~), bytes of each value kept, seconds the refusal record (KEYS[3], by entry id)
-# is kept (0 = for ever). The entry's fields are read from the stream here, in
-# Redis (an entry of any size never travels to the daemon): each is kept as its first bytes
-# (field 'job' for the job, 'field:<name>' for the others, at most 16) with '<name>_bytes'
-# holding its full size when it was cut. With only-if-pending the call is idempotent: an
-# entry no longer pending is not dead-lettered again, so a call retried after a timeout or a
-# lost connection (the first try may have been applied) adds no second dead letter. Entries
-# XAUTOCLAIM reported as deleted are already out of the PEL: those are recorded
-# unconditionally.
-_DEAD_LETTER = """
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 0 and ARGV[6] == '1' then return 0 end
-local keep = tonumber(ARGV[8])
-local fields = {'reason', ARGV[3], 'entry', ARGV[2], 'deliveries', ARGV[4],
-                'stream', KEYS[1], 'at', ARGV[5]}
-local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-local job = ''
-if #e == 1 then
-  local raw = e[1][2]
-  local others = 0
-  for i = 1, #raw - 1, 2 do
-    local name, value = raw[i], raw[i + 1]
-    local label = nil
-    if name == 'job' then
-      label = 'job'
-    elseif others < 16 then
-      others = others + 1
-      label = 'field:' .. string.sub(name, 1, 64)
-    end
-    if label then
-      if label == 'job' then job = string.sub(value, 1, keep) else
-        fields[#fields + 1] = label
-        fields[#fields + 1] = string.sub(value, 1, keep)
-      end
-      if #value > keep then
-        fields[#fields + 1] = label .. '_bytes'
-        fields[#fields + 1] = tostring(#value)
-      end
-    end
-  end
-end
-table.insert(fields, 1, job)
-table.insert(fields, 1, 'job')
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', unpack(fields))
-redis.call('HSET', KEYS[3], 'reason', ARGV[3], 'at', ARGV[5], 'deliveries', ARGV[4],
-           'stream', KEYS[1])
-if tonumber(ARGV[9]) > 0 then redis.call('EXPIRE', KEYS[3], ARGV[9]) end
-return acked
-"""
 
 
 def reader_limits(max_value_bytes: int) -> ReplyLimits:
@@ -359,7 +221,7 @@ class JobConsumer:
             if not ids:
                 continue
             taken = await self.client.eval(
-                _TAKE_OWN, [self.stream], [self.group, self.consumer, *self._cap_args(), *ids]
+                TAKE_OWN, [self.stream], [self.group, self.consumer, *self._cap_args(), *ids]
             )
             deliveries: list[Delivery] = []
             for raw_id, n, raw_fields in taken:
@@ -411,7 +273,7 @@ class JobConsumer:
     async def _claim_idle(self, count: int) -> list[Delivery]:
         try:
             reply = await self.client.eval(
-                _AUTOCLAIM, [self.stream],
+                AUTOCLAIM, [self.stream],
                 [self.group, self.consumer, self.lease_ms, self._claim_cursor, count,
                  *self._cap_args()],
             )  # fmt: skip
@@ -448,7 +310,7 @@ class JobConsumer:
         took it over (or it is gone): stop working on it, its new owner redoes it."""
         try:
             owned = await self.client.eval(
-                _RENEW, [self.stream], [self.group, self.consumer, entry_id]
+                RENEW, [self.stream], [self.group, self.consumer, entry_id]
             )
         except RedisReplyError as exc:
             if exc.code != "NOGROUP":
@@ -473,9 +335,9 @@ class JobConsumer:
 
     async def ack_ended(self, entry_id: str, job_key: str, attempt: str) -> bool:
         """Acknowledge *entry_id* only if the job hash *job_key* records *attempt*'s end
-        (see ``_ACK_ENDED``); ``False`` (nothing acknowledged) when it does not."""
+        (see ``ACK_ENDED``); ``False`` (nothing acknowledged) when it does not."""
         done = await self.client.eval(
-            _ACK_ENDED, [self.stream, job_key], [self.group, entry_id, attempt]
+            ACK_ENDED, [self.stream, job_key], [self.group, entry_id, attempt]
         )
         if int(done) == 1:
             self._in_hand.discard(entry_id)
@@ -507,7 +369,7 @@ class JobConsumer:
         longer pending (acknowledged meanwhile, or dead-lettered by an earlier try of this
         call) is left alone, so retrying is safe."""
         await self.client.eval(
-            _DEAD_LETTER,
+            DEAD_LETTER,
             [delivery.stream, self.dead_stream, self.refused_key(delivery.entry_id)],
             [
                 self.group,
@@ -595,7 +457,7 @@ class JobConsumer:
         return Delivery(self.stream, entry_id, fields, deliveries, refusal)
 
     async def _delivery_counts(self, entry_ids: Sequence[str]) -> dict[str, int]:
-        reply = await self.client.eval(_COUNTS, [self.stream], [self.group, *entry_ids])
+        reply = await self.client.eval(COUNTS, [self.stream], [self.group, *entry_ids])
         return {entry_id: int(n) for entry_id, n in zip(entry_ids, reply, strict=False)}
 
     async def _dead_letter_deleted(self, entry_id: str) -> None:
