@@ -22,10 +22,11 @@ from twisted.internet.defer import succeed
 from tests.daemon_harness import vscan
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.sync_redis import RedisReplyError, SyncRedis, run
+from vscand.jobs.ids import task_id
 from vscand.jobs.parse import parse_job
 from vscand.jobs.schema import Job, JobError
 from vscand.queue import shards
-from vscand.queue.keys import Keys, task_id
+from vscand.queue.keys import Keys
 from vscand.queue.migrate import migrate
 from vscand.queue.results import ResultWriter
 from vscand.targets.policy import TargetPolicy

@@ -20,9 +20,9 @@ import pytest
 
 from tests.daemon_harness import CACHE_DIR, SSH_BANNER, Listeners, banner
 from tests.test_jobs import MALFORMED, NOW, encode, parse
+from vscand.jobs.ids import JOB_ID_PATTERN
 from vscand.jobs.schema import JOB_FIELDS, TIMEOUT_FIELDS, JobError
 from vscand.output.jsonl import RESULT_KEYS
-from vscand.queue.keys import JOB_ID_PATTERN
 from vscand.result import SERVICE_KEYS
 
 REPO = Path(__file__).resolve().parent.parent

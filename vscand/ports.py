@@ -15,8 +15,11 @@ import fnmatch
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vscand.probes.grammar import Grammar
+if TYPE_CHECKING:
+    from vscand.probes.grammar import Grammar
+
 
 SERVICES_FILE = "nmap-services"
 DEFAULT_SERVICES_PATHS = (

@@ -31,7 +31,8 @@ from typing import Any, cast
 import redis
 from redis.sentinel import Sentinel
 
-from vscand.queue.keys import JOB_ID_PATTERN, Keys, task_id
+from vscand.jobs.ids import JOB_ID_PATTERN, task_id
+from vscand.queue.keys import Keys
 from vscand.queue.lua import CANCEL, SUBMIT
 from vscand.queue.redis_url import RedisURL, parse_redis_url
 

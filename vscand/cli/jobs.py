@@ -25,6 +25,7 @@ from vscand.cli.options import (
     write_output,
 )
 from vscand.cli.replies import text
+from vscand.jobs.ids import task_id
 from vscand.jobs.parse import parse_job
 from vscand.jobs.schema import JobError, JobLimits
 from vscand.jobs.signing import JobSigner, load_key
@@ -33,7 +34,7 @@ from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
 from vscand.output.report import ScanMeta, parse_time
 from vscand.queue.client import RedisClient
-from vscand.queue.keys import Keys, task_id
+from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter
 from vscand.targets.parse import TargetError, parse_target
 

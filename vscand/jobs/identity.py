@@ -1,7 +1,7 @@
 """A job's id: as submitted, as a task of a sharded job, or named by its stream entry.
 
 A submitted id is 1-128 characters of ``A-Z a-z 0-9 . _ : -``; a task of a sharded job
-(``parent`` set) has the id ``<parent>/t<N>`` (:mod:`vscand.queue.keys`); a job sent
+(``parent`` set) has the id ``<parent>/t<N>`` (:mod:`vscand.jobs.ids`); a job sent
 without an id is named by its stream entry (:func:`entry_job_id`). :func:`id_hint` and
 :func:`object_id_hint` read the id an invalid job's status is recorded under.
 
@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from vscand.jobs.decode import decode_job
+from vscand.jobs.ids import TASK_SEP, legacy_task_index, task_id, task_index
 from vscand.jobs.schema import DEFAULT_LIMITS, JOB_ID, JobError, JobLimits, json_type, shorten
-from vscand.queue.keys import TASK_SEP, task_id
-from vscand.queue.shards import legacy_task_index, task_index
 
 
 def _job_id(obj: Mapping[str, Any]) -> str | None:
@@ -33,7 +32,7 @@ def _job_id(obj: Mapping[str, Any]) -> str | None:
 def job_identity(obj: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """``(id, parent)``. A submitted id is 1-128 characters of ``A-Z a-z 0-9 . _ : -``;
     a task of a sharded job (``parent`` set) has the id ``<parent>/t<N>``, the only ids
-    with a ``/`` (:mod:`vscand.queue.keys`). A task queued before the key layout 2 has
+    with a ``/`` (:mod:`vscand.jobs.ids`). A task queued before the key layout 2 has
     ``<base>:t<N>`` (base: the parent id or its digest): its id becomes ``<parent>/t<N>``."""
     if obj.get("parent") is None or obj.get("stale_after") not in (None, 0):
         return _job_id(obj), None  # a staleness rescan with a parent is refused later

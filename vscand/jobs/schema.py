@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from vscand.queue.keys import JOB_ID_PATTERN
+from vscand.jobs.ids import JOB_ID_PATTERN
 
 #: every field a job may carry
 JOB_FIELDS = frozenset(

@@ -226,7 +226,7 @@ REJECT = _TASK_LIB + REJECT
 
 # KEYS: parent hash, jobs stream, parent results stream, parent written set
 # ARGV: attempt, now, total ports, queue ('' for default), parent id, then the task jobs'
-#       JSON, in order (task i's id is keys.task_id(parent id, i), its hash the parent
+#       JSON, in order (task i's id is jobs.ids.task_id(parent id, i), its hash the parent
 #       hash's task_key(i): the parent's hash tag)
 # Atomic: either every task is queued and the parent marked sharded, or nothing is.
 SPLIT = (

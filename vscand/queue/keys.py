@@ -18,21 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vscand.jobs.ids import TASK_SEP, task_id
+
 GROUP = "vscand"
 
-#: a submitted job id (and a sharded job's ``parent``): no ``{``, ``}`` nor ``/``
-JOB_ID_PATTERN = r"[A-Za-z0-9._:-]{1,128}"
-#: between a sharded job's id and its task's index: task ``N`` of job ``P`` is ``P/tN``
-TASK_SEP = "/t"
 RESULTS_SUFFIX = ":results"
 WRITTEN_SUFFIX = ":written"
 #: the value of :attr:`Keys.layout` once the keys are in this layout (``queue/migrate.py``)
 LAYOUT_VERSION = "2"
-
-
-def task_id(parent_id: str, index: int) -> str:
-    """The id of task *index* of the sharded job *parent_id*."""
-    return f"{parent_id}{TASK_SEP}{index}"
 
 
 def _tagged(job_id: str) -> str:

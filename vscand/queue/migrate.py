@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
+from vscand.jobs.ids import legacy_task_index
+from vscand.jobs.ids import task_id as make_task_id
 from vscand.queue.commands import RedisCommands, integer, text
 from vscand.queue.keys import LAYOUT_VERSION, RESULTS_SUFFIX, WRITTEN_SUFFIX, Keys
-from vscand.queue.keys import task_id as make_task_id
-from vscand.queue.shards import legacy_task_index
 
 log = Logger()
 
