@@ -6,6 +6,8 @@
   nothing outside ``vscand/daemon/`` imports the daemon.
 * The pure floors import no Twisted: ``output/``, ``probes/``, ``rpc/``,
   ``targets/parse.py`` and ``targets/policy.py``.
+* Each floor imports only the floors below it: the list is DESIGN.md's, top to bottom
+  (``FLOORS``; imports for type checking only are left out).
 * No module is over 400 lines unless DESIGN.md names it, with its reason, in "Longer
   modules"; and every module named there still is.
 """
@@ -47,19 +49,34 @@ def _resolve(module: str, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def _import_nodes(tree: ast.Module, *, top_level_only: bool) -> Iterator[ast.AST]:
+    """Import statements, leaving out ``if TYPE_CHECKING:`` blocks (not imports at run
+    time) and, with *top_level_only*, whatever runs only when a function is called."""
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if _type_checking(node):
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif top_level_only and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        pending.extend(ast.iter_child_nodes(node))
+
+
 def _imports(module: str, *, top_level_only: bool) -> Iterator[str]:
-    """The vscand modules *module* imports (each ``from X import name`` as X.name when
-    that is a module, else X)."""
+    """The modules *module* imports (each ``from X import name`` as X.name when that is a
+    vscand module, else X)."""
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
-    nodes: list[ast.AST] = []
-    if top_level_only:
-        for node in tree.body:
-            if isinstance(node, ast.If):  # TYPE_CHECKING blocks are not imports at run time
-                continue
-            nodes.append(node)
-    else:
-        nodes = list(ast.walk(tree))
-    for node in nodes:
+    for node in _import_nodes(tree, top_level_only=top_level_only):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name
@@ -109,6 +126,50 @@ def test_nothing_below_imports_an_application(application: str) -> None:
         if name == application or name.startswith(application + ".")
     )
     assert offenders == []
+
+
+#: DESIGN.md's floors, top to bottom: a module may import its own package and anything on
+#: a lower floor (a top-level module such as ``config.py`` is its own package)
+FLOORS: tuple[frozenset[str], ...] = tuple(
+    frozenset(floor.split())
+    for floor in (
+        "cli daemon producer",
+        "config config_values",
+        "scripts",
+        "queue",
+        "jobs",
+        "targets",
+        "output",
+        "scan",
+        "service",
+        "probes rpc",
+        "ports cachedir",
+    )
+)
+
+
+def _package(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else module
+
+
+def _floor(module: str) -> int:
+    package = _package(module)
+    found = [i for i, floor in enumerate(FLOORS) if package in floor]
+    assert found, f"{module}: package {package!r} is on no floor of DESIGN.md's layout"
+    return found[0]
+
+
+def test_floors_import_only_below() -> None:
+    upward = sorted(
+        f"{module} imports {name}"
+        for module in MODULES
+        if module != "vscand"
+        for name in _vscand_imports(module, top_level_only=False)
+        if name != "vscand"
+        and _package(name) != _package(module)
+        and _floor(name) <= _floor(module)
+    )
+    assert upward == []
 
 
 PURE = (
