@@ -13,8 +13,8 @@ from tests.matching import MatchGate
 from vscand.probes.matcher import Matcher
 from vscand.probes.parser import parse_probe_text
 from vscand.scan.model import PortTask, ScanOptions
-from vscand.scan.tcp import READ_CAP
 from vscand.scan.udp import CHECK_WAIT, INBOX_CAP, MAX_DATAGRAM, DatagramSocket, UDPPortScan
+from vscand.scan.walk import READ_CAP
 
 PROBES = rb"""Exclude U:9999
 Probe TCP NULL q||

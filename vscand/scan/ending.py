@@ -18,9 +18,9 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from vscand.probes.model import Probe, ProbeDatabase
-from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scan.model import PortTask, Protocol, Result, ScanOptions, target_fields
-from vscand.scan.report import FinalState, Findings, build_service, table_service
+from vscand.scan.report import FinalState, build_service, table_service
+from vscand.scan.walk import Decision, Finish, ProbeWalk, RestartInTunnel, WalkSettings
 
 
 class PortEnding:
@@ -31,12 +31,11 @@ class PortEnding:
 
     # set by the machine's __init__
     task: PortTask
-    tcpwrap_possible: bool
     _options: ScanOptions
-    #: the probe database (its ``nmap_release`` is the fingerprints' ``V=``)
-    _db: ProbeDatabase
-    _findings: Findings
-    _fingerprint: ServiceFingerprint | None
+    #: the port's walk: plan, findings, fingerprint, tcpwrapped evidence, tunnel
+    _walk: ProbeWalk
+    #: what the first completed TLS/DTLS handshake showed (the result's ``tls``)
+    _tls: dict[str, Any] | None
     #: the probe being run and what it has read so far
     _probe: Probe | None
     _response: bytearray
@@ -60,29 +59,32 @@ class PortEnding:
         """Enter the final state and release everything the machine owns."""
         raise NotImplementedError
 
-    def _tunnel(self) -> tuple[bool, dict[str, Any] | None]:
-        """Whether the probes ran inside TLS, and what the handshake showed."""
-        return False, None
+    def _send_probe(self, probe: Probe, *, reuse: bool) -> None:
+        """Run ``probe`` next (``reuse``: on the connection still open)."""
+        raise NotImplementedError
 
-    def _record_response(self, probe_name: str, response: bytes) -> None:
-        """Add one probe's response to the port's fingerprint (made at the first)."""
-        if self._fingerprint is None:
-            tunnel_ssl, _ = self._tunnel()
-            self._fingerprint = ServiceFingerprint(
-                port=self.task.port,
-                protocol="UDP" if self.PROTOCOL == "udp" else "TCP",
-                intensity=self._options.intensity,
-                ssl=tunnel_ssl,
-                when=self._wallclock(),
-                nmap_version=self._db.nmap_release,
-                debugging=self._options.debugging,
-            )
-        self._fingerprint.add(probe_name, response)
+    def _restart_in_tunnel(self, probe: Probe | None) -> None:
+        """The walk restarted inside TLS/DTLS: run its first ``probe`` there."""
+        raise NotImplementedError
 
-    def _add_fingerprint(self) -> None:
-        """Record the current probe's response."""
-        assert self._probe is not None
-        self._record_response(self._probe.name, bytes(self._response))
+    def _decide(self, decision: Decision) -> None:
+        """Carry out the walk's decision."""
+        if isinstance(decision, Finish):
+            self._finish(decision.state)
+        elif isinstance(decision, RestartInTunnel):
+            self._restart_in_tunnel(decision.probe)
+        else:
+            self._send_probe(decision.probe, reuse=decision.reuse)
+
+    def _new_walk(self, db: ProbeDatabase, tunnel_services: frozenset[str]) -> ProbeWalk:
+        return ProbeWalk(
+            db,
+            self.PROTOCOL,
+            self.task.port,
+            WalkSettings(self._options.intensity, self._options.debugging),
+            tunnel_services=tunnel_services,
+            wallclock=self._wallclock,
+        )
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -93,25 +95,25 @@ class PortEnding:
         if self._ended():
             return
         self._interrupted = interrupted
-        if self.tcpwrap_possible and state is not FinalState.EXCLUDED and not interrupted:
+        walk = self._walk
+        if walk.tcpwrap_possible and state is not FinalState.EXCLUDED and not interrupted:
             # the final-state override of SPEC §2: nothing was ever read (and, over UDP, no
             # read timed out)
             state = FinalState.TCPWRAPPED
-        fingerprint = self._fingerprint.text() if self._fingerprint is not None else None
+        fingerprint = walk.fingerprint.text() if walk.fingerprint is not None else None
         self._teardown()
         if state is FinalState.HARDMATCHED:
             fingerprint = None
-        tunnel_ssl, tls = self._tunnel()
         service = build_service(
             state,
-            self._findings,
+            walk.findings,
             table_name=self._table_name,
-            tunnel_ssl=tunnel_ssl,
+            tunnel_ssl=walk.tunnel_ssl,
             intensity=self._options.intensity,
             fingerprint=fingerprint,
         )
-        if service["tunnel"] == "ssl" and tls is not None:
-            service["tls"] = tls
+        if service["tunnel"] == "ssl" and self._tls is not None:
+            service["tls"] = self._tls
         self._deliver(service, final_state=state.value)
 
     def _report_port(self, port_state: str, reason: str) -> None:
@@ -144,7 +146,7 @@ class PortEnding:
                 result["interrupted"] = True
             result["matches"] = [
                 {"probe": p, "matched_probe": m, "line": n, "soft": s}
-                for p, m, n, s in self._findings.trace
+                for p, m, n, s in self._walk.findings.trace
             ]
         self._done.callback(result)
 

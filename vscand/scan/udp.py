@@ -19,7 +19,7 @@ What Nmap 7.93 does, and so do we:
   makes a new one for every next probe, TCP or UDP (2104-2141@95b974b10): each
   probe goes out from **a socket of its own** (a new source port), and what
   arrives on an earlier probe's socket after that probe ended is lost.  We do
-  the same when ``db.grammar.udp_socket_per_probe``: ``_next_probe`` closes
+  the same when ``db.grammar.udp_socket_per_probe``: ``_send_probe`` closes
   the probe socket and opens another (``_reopen``) before the next probe;
 * one read = one datagram, appended to the probe's response buffer and the
   whole buffer matched; reading stops once the buffer holds 4096 bytes;
@@ -86,12 +86,10 @@ from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
 from vscand.scan.dtls import DTLSClient, DTLSFailed, dtls_context
 from vscand.scan.ending import PortEnding
-from vscand.scan.fast import QUIET_FACTOR
-from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scan.model import PortTask, Result, ScanOptions
-from vscand.scan.plan import ProbePlan
-from vscand.scan.report import FinalState, Findings
-from vscand.scan.tcp import READ_CAP, MatchFunction
+from vscand.scan.report import FinalState
+from vscand.scan.stream import MatchFunction
+from vscand.scan.walk import QUIET_FACTOR, READ_CAP, EndKind
 
 __all__ = [
     "CHECK_WAIT",
@@ -127,6 +125,10 @@ class DatagramSocket(Protocol):
 #: open(task, protocol) -> Deferred firing with a socket bound to an ephemeral port,
 #: connected to (task.address, task.port), delivering to ``protocol``
 DatagramOpener = Callable[[PortTask, DatagramProtocol], "defer.Deferred[DatagramSocket]"]
+
+
+#: the walk's restart (Nmap 7.94+): a hard ``dtls`` or ``ssl`` match goes on inside DTLS
+DTLS_SERVICES = frozenset({"dtls", "ssl"})
 
 
 class _State(enum.Enum):
@@ -224,14 +226,11 @@ class UDPPortScan(PortEnding):
         self._port_state = "open|filtered"
         self._reason = "no-response"
         # per-port scan record (SPEC §2)
-        self._plan = ProbePlan(db, "UDP", task.port, options.intensity)
+        self._walk = self._new_walk(db, DTLS_SERVICES if db.grammar.dtls_tunnel else frozenset())
         self._probe: Probe | None = None
         self._probes_sent = 0
         self._response = bytearray()
         self._probe_start = 0.0
-        self.tcpwrap_possible = True
-        self._findings = Findings()
-        self._fingerprint: ServiceFingerprint | None = None
         self._excluded_port = False
         self._received = False  # any datagram on either socket
         # what the current state owns
@@ -251,8 +250,7 @@ class UDPPortScan(PortEnding):
         self._inbox: collections.deque[bytes | _SocketError] = collections.deque()
         self.dropped = 0  # datagrams dropped because the inbox was full
         # the DTLS tunnel (Nmap 7.94+, DESIGN.md "DTLS restart (Nmap 7.94+)")
-        self._tunnel_ssl = False
-        self._tls: dict[str, Any] | None = None
+        self._tls = None
         self._dtls: DTLSClient | None = None
         self._retransmit_call: IDelayedCall | None = None
         self.handshakes = 0
@@ -263,7 +261,7 @@ class UDPPortScan(PortEnding):
         self._started = self._clock.seconds()
         self._excluded_port = self._excluded()
         if not self._excluded_port:
-            self._probe = self._plan.next()
+            self._probe = self._walk.plan.next()
         self._open(self._check_adapter, self._check_opened)
         return self._done
 
@@ -466,9 +464,9 @@ class UDPPortScan(PortEnding):
             self._read_error(event.code)
             return
         if not event:
-            self._eof()
+            self._probe_ended(EndKind.EOF)
             return
-        self.tcpwrap_possible = False
+        self._walk.heard()
         self._mark_open()
         self._response += event
         if len(self._response) >= READ_CAP:
@@ -494,15 +492,13 @@ class UDPPortScan(PortEnding):
         if self._state is not _State.READING:
             return
         assert self._probe is not None
-        if found is not None and self._findings.apply(found, self._probe.name):
-            if self._restarts_through_dtls():
-                self._restart_through_dtls()
-                return
-            self._finish(FinalState.HARDMATCHED)
+        decision = self._walk.matched(self._probe, found)
+        if decision is not None:
+            self._decide(decision)
             return
         if self._capped or self._deadline_passed:
             # the probe is over after data (SPEC §4.3): fingerprint, next probe
-            self._probe_over()
+            self._probe_ended(EndKind.DEADLINE if self._deadline_passed else EndKind.CAP)
             return
         self._read_next()
 
@@ -514,47 +510,34 @@ class UDPPortScan(PortEnding):
             self._deadline_passed = True
             return
         # read timeout
-        self.tcpwrap_possible = False
-        self._probe_over()
-
-    def _eof(self) -> None:
-        """A zero-length datagram: nsock reports EOF (SPEC §6)."""
-        self._cancel_deadline()
-        if self._response:
-            self._add_fingerprint()
-            self.tcpwrap_possible = False
-        self._next_probe()
+        self._probe_ended(EndKind.DEADLINE)
 
     def _read_error(self, code: int) -> None:
         """An error on the read: ICMP port-unreachable is ECONNREFUSED (SPEC §4.4, §6)."""
-        self._cancel_deadline()
         if code in _UNREACHABLE or code == errno.ENETDOWN:
-            self.tcpwrap_possible = False
-            self._finish(FinalState.INCOMPLETE)
+            self._probe_ended(EndKind.UNREACHABLE)
             return
         if code == errno.ECONNREFUSED and self._probes_sent == 1 and not self._received:
             # Nmap's UDP scan would have found the port closed and never probed it
+            self._cancel_deadline()
             self._report_port("closed", "port-unreach")
             return
         # the buffered response is lost, not fingerprinted; the next probe
-        self._next_probe()
+        self._probe_ended(EndKind.RESET)
 
-    def _probe_over(self) -> None:
-        """The current probe ended by deadline or read cap."""
+    def _probe_ended(self, kind: EndKind) -> None:
+        """The current probe ended: by deadline or read cap, an EOF (a zero-length
+        datagram, SPEC §6) or an ICMP error."""
+        assert self._probe is not None
         self._cancel_deadline()
-        if self._response:
-            self._add_fingerprint()
-        self._next_probe()
+        elapsed_ms = (self._clock.seconds() - self._probe_start) * 1000.0
+        decision = self._walk.ended(
+            self._probe, kind, bytes(self._response), elapsed_ms, reusable=False
+        )
+        self._decide(decision)
 
-    def _next_probe(self) -> None:
-        soft = self._findings.service if self._findings.soft_found else None
-        probe = self._plan.next(soft)
-        if probe is None:
-            self._finish(
-                FinalState.SOFTMATCHED if self._findings.soft_found else FinalState.NOMATCH
-            )
-            return
-        if self._tunnel_ssl:
+    def _send_probe(self, probe: Probe, *, reuse: bool) -> None:
+        if self._walk.tunnel_ssl:
             # through DTLS every probe has a socket and a handshake of its own
             self._probe = probe
             self._dtls_connect()
@@ -580,31 +563,16 @@ class UDPPortScan(PortEnding):
 
     # -- the DTLS restart (Nmap 7.94+) -------------------------------------------
 
-    def _restarts_through_dtls(self) -> bool:
-        """A hard ``dtls`` (or ``ssl``) match outside a tunnel, with a 7.94+ database."""
-        return (
-            self._db.grammar.dtls_tunnel
-            and not self._tunnel_ssl
-            and self._findings.service in ("dtls", "ssl")
-        )
-
-    def _restart_through_dtls(self) -> None:
+    def _restart_in_tunnel(self, probe: Probe | None) -> None:
         """Everything again, inside DTLS: the ``sslports`` plan, a handshake per probe.
 
-        What plain UDP found and the fingerprint are dropped (Nmap's
+        The walk dropped what plain UDP found and the fingerprint (Nmap's
         ``scanThroughTunnel`` + ``resetProbes(true)``); inside the tunnel a hard
         ``dtls`` match is final.
         """
         self._cancel_deadline()
         self._inbox.clear()
         self._response = bytearray()
-        self._findings.reset()
-        self._fingerprint = None
-        self._tunnel_ssl = True
-        self._plan = ProbePlan(
-            self._db, "UDP", self.task.port, self._options.intensity, tunnel_ssl=True
-        )
-        probe = self._plan.next()
         if probe is None:
             self._finish(FinalState.NOMATCH)
             return
@@ -729,9 +697,6 @@ class UDPPortScan(PortEnding):
         self._read_next()
 
     # -- ending ---------------------------------------------------------------
-
-    def _tunnel(self) -> tuple[bool, dict[str, Any] | None]:
-        return self._tunnel_ssl, self._tls
 
     def _teardown(self) -> None:
         self._state = _State.DONE
