@@ -1,11 +1,12 @@
-"""What the port machines share, from the probe responses they record to the end of the
-scan: the TCP machine (and fast mode's, a TCP machine too) and the UDP machine. The service
-fingerprint, the probe deadline, the final-state override of SPEC §2, the service record,
+"""What the port machines share, around the walk: the TCP machine (and fast mode's, a TCP
+machine too) and the UDP machine. The port's walk and what the current probe holds, the
+walk's decisions carried out, the final-state override of SPEC §2, the service record,
 the result dict and what a cancelled ``run()`` does.
 
-A machine subclasses :class:`PortEnding`, sets the attributes declared here in its own
-``__init__`` and supplies :meth:`PortEnding._ended` and :meth:`PortEnding._teardown` (what
-it owns: sockets, timers, matching in progress).
+A machine subclasses :class:`PortEnding`, calls its ``__init__`` and supplies
+:meth:`PortEnding._ended`, :meth:`PortEnding._teardown` (what it owns: sockets, timers,
+matching in progress), :meth:`PortEnding._send_probe` and
+:meth:`PortEnding._restart_in_tunnel` (its transport's side of the walk's decisions).
 """
 
 from __future__ import annotations
@@ -17,39 +18,75 @@ from typing import Any, ClassVar
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
 from vscand.scan.model import PortTask, Protocol, Result, ScanOptions, target_fields
 from vscand.scan.report import FinalState, build_service, table_service
-from vscand.scan.walk import Decision, Finish, ProbeWalk, RestartInTunnel, WalkSettings
+from vscand.scan.walk import Decision, EndKind, Finish, ProbeWalk, RestartInTunnel, WalkSettings
+
+#: match(probe, buffer) -> Deferred firing with the first line that matched (or None)
+MatchFunction = Callable[[Probe, bytes], "defer.Deferred[ServiceMatch | None]"]
+
+
+def cancel_call(call: IDelayedCall | None) -> None:
+    """Cancel a delayed call that may have run already."""
+    if call is not None and call.active():
+        call.cancel()
 
 
 class PortEnding:
-    """The ending half of a port machine."""
+    """The walk's half of a port machine, and its ending."""
 
     #: the result's ``protocol``
     PROTOCOL: ClassVar[Protocol] = "tcp"
 
-    # set by the machine's __init__
-    task: PortTask
-    _options: ScanOptions
-    #: the port's walk: plan, findings, fingerprint, tcpwrapped evidence, tunnel
-    _walk: ProbeWalk
-    #: what the first completed TLS/DTLS handshake showed (the result's ``tls``)
-    _tls: dict[str, Any] | None
-    #: the probe being run and what it has read so far
-    _probe: Probe | None
-    _response: bytearray
-    #: when the current wait ends
-    _deadline: IDelayedCall | None
-    _table_name: str | None
-    _port_state: str
-    _reason: str
-    #: the port was stopped by us (cancel, job timeout, shutdown), not by its peer
-    _interrupted: bool
-    _done: defer.Deferred[Result]
-    _clock: IReactorTime
-    _started: float
-    _wallclock: Callable[[], float]
+    def __init__(
+        self,
+        task: PortTask,
+        *,
+        db: ProbeDatabase,
+        match: MatchFunction,
+        clock: IReactorTime,
+        options: ScanOptions,
+        table_name: str | None,
+        wallclock: Callable[[], float],
+        tunnel_services: frozenset[str],
+        port_state: str,
+        reason: str,
+    ) -> None:
+        self.task = task
+        self._db = db
+        self._match = match
+        self._clock = clock
+        self._options = options
+        self._table_name = table_name
+        self._wallclock = wallclock
+        self._done: defer.Deferred[Result] = defer.Deferred(self._cancelled)
+        self._started = 0.0
+        self._port_state = port_state
+        self._reason = reason
+        #: the port's walk: plan, findings, fingerprint, tcpwrapped evidence, tunnel
+        self._walk = ProbeWalk(
+            db,
+            self.PROTOCOL,
+            task.port,
+            WalkSettings(options.intensity, options.debugging),
+            tunnel_services=tunnel_services,
+            wallclock=wallclock,
+        )
+        #: what the first completed TLS/DTLS handshake showed (the result's ``tls``)
+        self._tls: dict[str, Any] | None = None
+        #: the probe being run, when it started and what it has read so far
+        self._probe: Probe | None = None
+        self._probe_start = 0.0
+        self._response = bytearray()
+        # what the probe's reading owns: its wait, the match in flight
+        self._deadline: IDelayedCall | None = None
+        self._deadline_passed = False
+        self._capped = False
+        self._matching: defer.Deferred[ServiceMatch | None] | None = None
+        #: the port was stopped by us (cancel, job timeout, shutdown), not by its peer
+        self._interrupted = False
 
     def _ended(self) -> bool:
         """Whether the machine has delivered its result (or is delivering it)."""
@@ -76,20 +113,28 @@ class PortEnding:
         else:
             self._send_probe(decision.probe, reuse=decision.reuse)
 
-    def _new_walk(self, db: ProbeDatabase, tunnel_services: frozenset[str]) -> ProbeWalk:
-        return ProbeWalk(
-            db,
-            self.PROTOCOL,
-            self.task.port,
-            WalkSettings(self._options.intensity, self._options.debugging),
-            tunnel_services=tunnel_services,
-            wallclock=self._wallclock,
-        )
-
     def _cancel_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
+        cancel_call(self._deadline)
         self._deadline = None
+
+    def _cancel_matching(self) -> None:
+        matching, self._matching = self._matching, None
+        if matching is not None:
+            matching.cancel()
+
+    def _reusable(self) -> bool:
+        """Whether the current probe's connection could carry the next probe."""
+        return False
+
+    def _probe_ended(self, kind: EndKind) -> None:
+        """The current probe ended (SPEC §4.3, §4.4): the walk says what comes next."""
+        assert self._probe is not None
+        self._cancel_deadline()
+        elapsed_ms = (self._clock.seconds() - self._probe_start) * 1000.0
+        decision = self._walk.ended(
+            self._probe, kind, bytes(self._response), elapsed_ms, reusable=self._reusable()
+        )
+        self._decide(decision)
 
     def _finish(self, state: FinalState, *, interrupted: bool = False) -> None:
         if self._ended():

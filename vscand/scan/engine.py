@@ -27,6 +27,7 @@ from twisted.python.threadpool import ThreadPool
 from vscand.ports import ServicesTable
 from vscand.probes.matcher import Matcher, ServiceMatch
 from vscand.probes.model import Probe
+from vscand.scan.datagram import DatagramOpener, listen_udp_opener
 from vscand.scan.fast import FastTCPPortScan
 from vscand.scan.lag import ReactorLagMonitor
 from vscand.scan.model import PortTask, Result, ScanOptions
@@ -35,7 +36,7 @@ from vscand.scan.scheduler import ConnectLimiter, Scheduler, StartPool
 from vscand.scan.stream import Dialer
 from vscand.scan.tcp import TCPPortScan
 from vscand.scan.tls import TLSClient
-from vscand.scan.udp import DatagramOpener, UDPPortScan, listen_udp_opener
+from vscand.scan.udp import UDPPortScan
 from vscand.scan.udp_payloads import UDPPayloads, port_scan_payloads
 
 #: PCRE recurses on the C stack (recursion limit 10,000 frames of ~500 bytes)

@@ -13,9 +13,10 @@ from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe
+from vscand.scan.ending import MatchFunction
 from vscand.scan.model import PortTask
 from vscand.scan.records import CLOCK_SLACK, End, LaneBudget, ProbeRecord, Read, RoundTrip
-from vscand.scan.stream import Dialer, MatchFunction, end_kind, failed_with
+from vscand.scan.stream import Dialer, end_kind, failed_with
 from vscand.scan.walk import READ_CAP, EndKind
 
 

@@ -1,9 +1,8 @@
 """The stream transport of the TCP machines: a thin ``Protocol`` adapter and how a
 connection's end reads as an :class:`EndKind` (SPEC §4.4).
 
-What a port machine needs of the network is injected as a :data:`Dialer` (connects a
-protocol to the target, in TLS or not, honouring the connection-rate limit) and a
-:data:`MatchFunction` (the matcher, off the reactor thread in production).
+What a TCP machine needs of the network is injected as a :data:`Dialer`: it connects a
+protocol to the target, in TLS or not, honouring the connection-rate limit.
 """
 
 from __future__ import annotations
@@ -16,12 +15,9 @@ from twisted.internet import defer, error
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from vscand.probes.matcher import ServiceMatch
-from vscand.probes.model import Probe
 from vscand.scan.model import PortTask
 from vscand.scan.walk import EndKind
 
-MatchFunction = Callable[[Probe, bytes], "defer.Deferred[ServiceMatch | None]"]
 #: dial(task, protocol, timeout_seconds, tls) -> Deferred firing with the protocol once connected
 Dialer = Callable[[PortTask, Protocol, float, bool], "defer.Deferred[Protocol]"]
 

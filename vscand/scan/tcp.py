@@ -27,19 +27,18 @@ import time
 from collections.abc import Callable
 
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
-from vscand.scan.ending import PortEnding
+from vscand.scan.ending import MatchFunction, PortEnding
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.report import FinalState
 from vscand.scan.stream import (
     Dialer,
-    MatchFunction,
     ProbeConnection,
     end_kind,
     failed_with,
@@ -75,35 +74,23 @@ class TCPPortScan(PortEnding):
         table_name: str | None,
         wallclock: Callable[[], float] = time.time,
     ) -> None:
-        self.task = task
-        self._db = db
-        self._match = match
+        super().__init__(
+            task,
+            db=db,
+            match=match,
+            clock=clock,
+            options=options,
+            table_name=table_name,
+            wallclock=wallclock,
+            tunnel_services=TLS_SERVICES,
+            port_state="open",
+            reason="syn-ack",
+        )
         self._dial = dial
-        self._clock = clock
-        self._options = options
-        self._table_name = table_name
-        self._wallclock = wallclock
         self._state = _State.CONNECTING
-        self._done: defer.Deferred[Result] = defer.Deferred(self._cancelled)
-        self._started = 0.0
-        self._port_state = "open"
-        self._reason = "syn-ack"
-        # per-port scan record (SPEC §2)
-        self._walk = self._new_walk(db, TLS_SERVICES)
-        self._probe: Probe | None = None
-        self._response = bytearray()
-        self._probe_start = 0.0
-        #: what the first completed TLS handshake showed (the result's ``tls``)
-        self._tls = None
         # what the current state owns
         self._conn: ProbeConnection | None = None
         self._connecting: defer.Deferred[Protocol] | None = None
-        self._deadline: IDelayedCall | None = None
-        self._deadline_passed = False
-        self._capped = False
-        #: the port was stopped by us (cancel, job timeout, shutdown), not by its peer
-        self._interrupted = False
-        self._matching: defer.Deferred[ServiceMatch | None] | None = None
         self._pending: list[int] = []  # buffer lengths still to be matched, in order
         self._lost: EndKind | None = None  # held while matching
 
@@ -268,7 +255,7 @@ class TCPPortScan(PortEnding):
             return
         if self._deadline_passed or self._capped:
             # the probe is over after data: no EOF-style restart (SPEC §4.3)
-            self._probe_over(EndKind.DEADLINE if self._deadline_passed else EndKind.CAP)
+            self._probe_ended(EndKind.DEADLINE if self._deadline_passed else EndKind.CAP)
 
     def _restart_in_tunnel(self, probe: Probe | None) -> None:
         """A hard ``ssl`` match in plain text: everything again, inside TLS (SPEC §5.2).
@@ -294,7 +281,7 @@ class TCPPortScan(PortEnding):
             self._deadline_passed = True
             return
         # read timeout
-        self._probe_over(EndKind.DEADLINE)
+        self._probe_ended(EndKind.DEADLINE)
 
     def connection_lost(self, conn: ProbeConnection, reason: Failure) -> None:
         if conn is not self._conn or self._state is not _State.READING:
@@ -310,18 +297,8 @@ class TCPPortScan(PortEnding):
         self._conn = None
         self._probe_ended(kind)
 
-    def _probe_over(self, kind: EndKind) -> None:
-        """The current probe ended by deadline or read cap (not EOF/error)."""
-        self._probe_ended(kind)
-
-    def _probe_ended(self, kind: EndKind) -> None:
-        assert self._probe is not None
-        self._cancel_deadline()
-        elapsed_ms = (self._clock.seconds() - self._probe_start) * 1000.0
-        decision = self._walk.ended(
-            self._probe, kind, bytes(self._response), elapsed_ms, reusable=self._conn is not None
-        )
-        self._decide(decision)
+    def _reusable(self) -> bool:
+        return self._conn is not None
 
     def _send_probe(self, probe: Probe, *, reuse: bool) -> None:
         if reuse and self._conn is not None:
@@ -344,14 +321,10 @@ class TCPPortScan(PortEnding):
     def _teardown(self) -> None:
         self._state = _State.DONE
         self._cancel_deadline()
-        if self._connecting is not None:
-            connecting = self._connecting
-            self._connecting = None
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
             connecting.cancel()
-        if self._matching is not None:
-            matching = self._matching
-            self._matching = None
-            matching.cancel()
+        self._cancel_matching()
         self._pending.clear()
         self._close_connection()
 

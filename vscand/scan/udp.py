@@ -46,19 +46,11 @@ probe is sent at all (intensity too low, or the port is excluded), the check
 socket alone decides, waiting ``check_wait`` seconds.  Nmap's UDP scan
 retransmits; ours sends once.
 
-The DTLS restart (Nmap 7.94+, only when ``db.grammar.dtls_tunnel``; DESIGN.md
-"DTLS restart (Nmap 7.94+)").  Nmap's ``scanThroughTunnel`` (service_scan.cc:2165-2198
-@95b974b10) restarts a port whose *hard* match is exactly ``dtls`` or ``ssl``
-(:2180-2183), once: findings and fingerprint are cleared (``resetProbes(true)``,
-:2193), the plan starts over with the ``sslports`` lists, and since 7.94
-(``84e2e9be5``) every UDP probe has an iod of its own (:2104-2141), in the tunnel a
-DTLS connect bounded by ``DEFAULT_CONNECT_SSL_TIMEOUT`` = 8000 ms (service_scan.h:83);
-a failed or timed-out connect ends the port INCOMPLETE (:2366-2377), reported
-``tunnel="ssl"`` with the table name.  We do the same: ``_restart_through_dtls``,
-then per probe a new socket, state HANDSHAKE (``vscand.scan.dtls.DTLSClient`` on
-memory BIOs, deadline ``ssl_connect_timeout``), the probe sent encrypted once the
-handshake completed (its ``totalwaitms`` counted from then, :2363), and the
-plaintext read and matched as usual.
+The DTLS restart (Nmap 7.94+, only when ``db.grammar.dtls_tunnel``) is the
+walk's decision; its transport side is :class:`vscand.scan.udp_dtls.DTLSTunnel`.
+
+The transport (the socket adapter, Twisted's UDP port made fit for a scanner, the
+opener of real sockets) is :mod:`vscand.scan.datagram`.
 
 Collaborators are injected: the clock, the socket opener (binds an ephemeral
 port and connects it to the target; honours the connection-rate limit), the
@@ -69,84 +61,39 @@ database and the services table.
 from __future__ import annotations
 
 import collections
-import enum
 import errno
-import socket
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
 
-from twisted.internet import defer, udp
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
-from vscand.scan.dtls import DTLSClient, DTLSFailed, dtls_context
-from vscand.scan.ending import PortEnding
+from vscand.scan.datagram import (
+    MAX_DATAGRAM,
+    DatagramAdapter,
+    DatagramOpener,
+    DatagramSocket,
+    close_socket,
+)
+from vscand.scan.ending import MatchFunction
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.report import FinalState
-from vscand.scan.stream import MatchFunction
+from vscand.scan.udp_dtls import INBOX_CAP, DTLSTunnel, SocketError, UDPState
 from vscand.scan.walk import QUIET_FACTOR, READ_CAP, EndKind
-
-__all__ = [
-    "CHECK_WAIT",
-    "DATAGRAMS_PER_READ",
-    "INBOX_CAP",
-    "MAX_DATAGRAM",
-    "BoundedReadUDPPort",
-    "ConnectedUDPPort",
-    "DatagramOpener",
-    "DatagramSocket",
-    "UDPPortScan",
-]
 
 log = Logger()
 
-#: bytes of a datagram that are kept (nsock reads UDP into an 8192-byte buffer)
-MAX_DATAGRAM = 8192
-#: datagrams held while a match is in flight (Nmap leaves them in the kernel's queue);
-#: more are dropped, as a full socket buffer drops them
-INBOX_CAP = 64
 #: seconds a port without any version probe waits for an answer to the check datagram
 CHECK_WAIT = 1.0
-
-
-class DatagramSocket(Protocol):
-    """What the machine needs of a connected UDP socket (Twisted's ``udp.Port``)."""
-
-    def write(self, datagram: bytes) -> Any: ...
-
-    def stopListening(self) -> Any: ...
-
-
-#: open(task, protocol) -> Deferred firing with a socket bound to an ephemeral port,
-#: connected to (task.address, task.port), delivering to ``protocol``
-DatagramOpener = Callable[[PortTask, DatagramProtocol], "defer.Deferred[DatagramSocket]"]
-
 
 #: the walk's restart (Nmap 7.94+): a hard ``dtls`` or ``ssl`` match goes on inside DTLS
 DTLS_SERVICES = frozenset({"dtls", "ssl"})
 
-
-class _State(enum.Enum):
-    OPENING = "opening"
-    HANDSHAKE = "handshake"
-    READING = "reading"
-    CHECKING = "checking"
-    DONE = "done"
-
-
-class _SocketError:
-    """An ICMP error (``ECONNREFUSED``, ``EHOSTUNREACH``...), queued in order with the datagrams."""
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-
-_REFUSED = _SocketError(errno.ECONNREFUSED)
+_REFUSED = SocketError(errno.ECONNREFUSED)
 #: errors after which Nmap gives the port up (SPEC §4.4): INCOMPLETE
 _UNREACHABLE = frozenset(
     code
@@ -160,38 +107,7 @@ _UNREACHABLE = frozenset(
 )
 
 
-class DatagramAdapter(DatagramProtocol):
-    """Thin adapter: forwards a socket's events to its port machine."""
-
-    noisy = False
-
-    def __init__(self, machine: UDPPortScan) -> None:
-        self.machine = machine
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.machine.datagram_received(self, datagram)
-
-    def connectionRefused(self) -> None:
-        self.machine.refused(self)
-
-    def socketError(self, code: int) -> None:
-        """Another asynchronous error on the connected socket (ICMP host unreachable...)."""
-        self.machine.socket_error(self, code)
-
-
-def _log_close_failure(failure: Failure) -> None:
-    log.failure("closing a UDP socket failed", failure)
-
-
-def _close(sock: DatagramSocket | None) -> None:
-    if sock is None:
-        return
-    d = sock.stopListening()
-    if isinstance(d, defer.Deferred):
-        d.addErrback(_log_close_failure)
-
-
-class UDPPortScan(PortEnding):
+class UDPPortScan(DTLSTunnel):
     """Version detection of one UDP port; ``run()`` fires with the result."""
 
     PROTOCOL = "udp"
@@ -210,27 +126,23 @@ class UDPPortScan(PortEnding):
         check_wait: float = CHECK_WAIT,
         wallclock: Callable[[], float] = time.time,
     ) -> None:
-        self.task = task
-        self._db = db
-        self._match = match
+        super().__init__(
+            task,
+            db=db,
+            match=match,
+            clock=clock,
+            options=options,
+            table_name=table_name,
+            wallclock=wallclock,
+            tunnel_services=DTLS_SERVICES if db.grammar.dtls_tunnel else frozenset(),
+            port_state="open|filtered",
+            reason="no-response",
+        )
         self._open_socket = open_socket
-        self._clock = clock
-        self._options = options
-        self._table_name = table_name
         self._check_payloads = check_payloads or (b"",)
         self._check_wait = check_wait
-        self._wallclock = wallclock
-        self._state = _State.OPENING
-        self._done: defer.Deferred[Result] = defer.Deferred(self._cancelled)
-        self._started = 0.0
-        self._port_state = "open|filtered"
-        self._reason = "no-response"
-        # per-port scan record (SPEC §2)
-        self._walk = self._new_walk(db, DTLS_SERVICES if db.grammar.dtls_tunnel else frozenset())
-        self._probe: Probe | None = None
+        self._state = UDPState.OPENING
         self._probes_sent = 0
-        self._response = bytearray()
-        self._probe_start = 0.0
         self._excluded_port = False
         self._received = False  # any datagram on either socket
         # what the current state owns
@@ -239,20 +151,14 @@ class UDPPortScan(PortEnding):
         self._check_sock: DatagramSocket | None = None
         self._probe_sock: DatagramSocket | None = None
         self._opening: defer.Deferred[DatagramSocket] | None = None
-        self._deadline: IDelayedCall | None = None
         #: fast mode: the slowest first reply to a probe seen on this port (seconds)
         self._reply_latency = 0.0
-        self._deadline_passed = False
-        self._capped = False
-        self._interrupted = False
-        self._matching: defer.Deferred[ServiceMatch | None] | None = None
         #: datagrams (and ICMP errors) not yet consumed by a read, oldest first
-        self._inbox: collections.deque[bytes | _SocketError] = collections.deque()
+        self._inbox: collections.deque[bytes | SocketError] = collections.deque()
         self.dropped = 0  # datagrams dropped because the inbox was full
         # the DTLS tunnel (Nmap 7.94+, DESIGN.md "DTLS restart (Nmap 7.94+)")
-        self._tls = None
-        self._dtls: DTLSClient | None = None
-        self._retransmit_call: IDelayedCall | None = None
+        self._dtls = None
+        self._retransmit_call = None
         self.handshakes = 0
 
     # -- public ---------------------------------------------------------------
@@ -270,19 +176,19 @@ class UDPPortScan(PortEnding):
         return self._state.value
 
     def _ended(self) -> bool:
-        return self._state is _State.DONE
+        return self._state is UDPState.DONE
 
     # -- opening --------------------------------------------------------------
 
     def _open(self, adapter: DatagramAdapter, opened: Callable[[DatagramSocket], None]) -> None:
-        self._state = _State.OPENING
+        self._state = UDPState.OPENING
         d = self._open_socket(self.task, adapter)
         self._opening = d
         d.addCallbacks(opened, self._open_failed)
 
     def _open_failed(self, failure: Failure) -> None:
         self._opening = None
-        if self._state is _State.DONE:
+        if self._state is UDPState.DONE:
             return
         if isinstance(failure.value, defer.CancelledError):
             return
@@ -292,8 +198,8 @@ class UDPPortScan(PortEnding):
 
     def _check_opened(self, sock: DatagramSocket) -> None:
         self._opening = None
-        if self._state is _State.DONE:
-            _close(sock)
+        if self._state is UDPState.DONE:
+            close_socket(sock)
             return
         self._check_sock = sock
         for payload in self._check_payloads:
@@ -302,15 +208,15 @@ class UDPPortScan(PortEnding):
                 return
         if self._probe is None:
             # no version probe (excluded, or none at this intensity): the check decides
-            self._state = _State.CHECKING
+            self._state = UDPState.CHECKING
             self._deadline = self._clock.callLater(self._check_wait, self._check_over)
             return
         self._open(self._probe_adapter, self._probe_opened)
 
     def _probe_opened(self, sock: DatagramSocket) -> None:
         self._opening = None
-        if self._state is _State.DONE:
-            _close(sock)
+        if self._state is UDPState.DONE:
+            close_socket(sock)
             return
         self._probe_sock = sock
         assert self._probe is not None
@@ -340,7 +246,7 @@ class UDPPortScan(PortEnding):
 
     def _check_over(self) -> None:
         self._deadline = None
-        if self._state is not _State.CHECKING:
+        if self._state is not UDPState.CHECKING:
             return
         self._finish(FinalState.EXCLUDED if self._excluded_port else FinalState.NOMATCH)
 
@@ -355,7 +261,7 @@ class UDPPortScan(PortEnding):
     def _start_probe(self, probe: Probe) -> None:
         sock = self._probe_sock
         assert sock is not None
-        self._state = _State.READING
+        self._state = UDPState.READING
         self._probe = probe
         self._probes_sent += 1
         self._probe_start = self._clock.seconds()
@@ -365,21 +271,14 @@ class UDPPortScan(PortEnding):
         self._deadline = self._clock.callLater(self._probe_wait(probe), self._deadline_hit)
         # the write may report a pending ICMP error at once (Twisted calls
         # connectionRefused from write); it is queued and read like any event
-        if self._dtls is not None:
-            try:
-                datagrams = self._dtls.send(probe.string)
-            except DTLSFailed:
-                datagrams = []
-            for datagram in datagrams:
-                self._send(sock, datagram)
-                if self._ended():
-                    return
-        else:
-            self._send(sock, probe.string)
+        for datagram in self._sealed(probe.string):
+            self._send(sock, datagram)
+            if self._ended():
+                return
         self._read_next()
 
     def datagram_received(self, adapter: DatagramAdapter, datagram: bytes) -> None:
-        if self._state is _State.DONE:
+        if self._state is UDPState.DONE:
             return
         if adapter is self._check_adapter:
             # an answer to the port-scan datagram: the port is open, nothing more
@@ -414,7 +313,7 @@ class UDPPortScan(PortEnding):
 
     def _fast_heard(self) -> None:
         """A datagram for the current probe: learn the reply time, wait a window more."""
-        if self._state is not _State.READING or self._probe is None:
+        if self._state is not UDPState.READING or self._probe is None:
             return
         now = self._clock.seconds()
         if not self._response and not self._inbox:
@@ -430,7 +329,7 @@ class UDPPortScan(PortEnding):
         self.socket_error(adapter, errno.ECONNREFUSED)
 
     def socket_error(self, adapter: DatagramAdapter, code: int) -> None:
-        if self._state is _State.DONE:
+        if self._state is UDPState.DONE:
             return
         if adapter is self._check_adapter:
             if code == errno.ECONNREFUSED and not self._received:
@@ -438,18 +337,18 @@ class UDPPortScan(PortEnding):
             return
         if adapter is not self._probe_adapter:
             return
-        if self._state is _State.HANDSHAKE:
+        if self._state is UDPState.HANDSHAKE:
             # nsock's DTLS connect fails: the port ends INCOMPLETE
             self._finish(FinalState.INCOMPLETE)
             return
         if len(self._inbox) < INBOX_CAP:
-            self._inbox.append(_REFUSED if code == errno.ECONNREFUSED else _SocketError(code))
+            self._inbox.append(_REFUSED if code == errno.ECONNREFUSED else SocketError(code))
         self._read_next()
 
     def _reading(self) -> bool:
         """A read is outstanding: the probe runs, no match in flight, not over."""
         return (
-            self._state is _State.READING
+            self._state is UDPState.READING
             and self._matching is None
             and not self._capped
             and not self._deadline_passed
@@ -460,7 +359,7 @@ class UDPPortScan(PortEnding):
         if not self._reading() or not self._inbox:
             return
         event = self._inbox.popleft()
-        if isinstance(event, _SocketError):
+        if isinstance(event, SocketError):
             self._read_error(event.code)
             return
         if not event:
@@ -489,7 +388,7 @@ class UDPPortScan(PortEnding):
 
     def _match_done(self, found: ServiceMatch | None) -> None:
         self._matching = None
-        if self._state is not _State.READING:
+        if self._state is not UDPState.READING:
             return
         assert self._probe is not None
         decision = self._walk.matched(self._probe, found)
@@ -504,7 +403,7 @@ class UDPPortScan(PortEnding):
 
     def _deadline_hit(self) -> None:
         self._deadline = None
-        if self._state is not _State.READING:
+        if self._state is not UDPState.READING:
             return
         if self._matching is not None:
             self._deadline_passed = True
@@ -524,17 +423,6 @@ class UDPPortScan(PortEnding):
             return
         # the buffered response is lost, not fingerprinted; the next probe
         self._probe_ended(EndKind.RESET)
-
-    def _probe_ended(self, kind: EndKind) -> None:
-        """The current probe ended: by deadline or read cap, an EOF (a zero-length
-        datagram, SPEC §6) or an ICMP error."""
-        assert self._probe is not None
-        self._cancel_deadline()
-        elapsed_ms = (self._clock.seconds() - self._probe_start) * 1000.0
-        decision = self._walk.ended(
-            self._probe, kind, bytes(self._response), elapsed_ms, reusable=False
-        )
-        self._decide(decision)
 
     def _send_probe(self, probe: Probe, *, reuse: bool) -> None:
         if self._walk.tunnel_ssl:
@@ -557,277 +445,23 @@ class UDPPortScan(PortEnding):
         self._inbox.clear()
         old = self._probe_sock
         self._probe_sock = None
-        _close(old)
+        close_socket(old)
         self._probe_adapter = DatagramAdapter(self)
         self._open(self._probe_adapter, opened)
-
-    # -- the DTLS restart (Nmap 7.94+) -------------------------------------------
-
-    def _restart_in_tunnel(self, probe: Probe | None) -> None:
-        """Everything again, inside DTLS: the ``sslports`` plan, a handshake per probe.
-
-        The walk dropped what plain UDP found and the fingerprint (Nmap's
-        ``scanThroughTunnel`` + ``resetProbes(true)``); inside the tunnel a hard
-        ``dtls`` match is final.
-        """
-        self._cancel_deadline()
-        self._inbox.clear()
-        self._response = bytearray()
-        if probe is None:
-            self._finish(FinalState.NOMATCH)
-            return
-        self._probe = probe
-        self._dtls_connect()
-
-    def _dtls_connect(self) -> None:
-        """A new socket (a new source port, as nsock's new iod) and a DTLS handshake."""
-        self._cancel_retransmit()
-        self._close_dtls()  # its close_notify goes out on the old socket
-        self._new_probe_socket(self._dtls_opened)
-
-    def _dtls_opened(self, sock: DatagramSocket) -> None:
-        self._opening = None
-        if self._state is _State.DONE:
-            _close(sock)
-            return
-        self._probe_sock = sock
-        self._state = _State.HANDSHAKE
-        self.handshakes += 1
-        # no SNI: nsock leaves it out of DTLS ClientHellos (nsock_core.c:377@95b974b10)
-        self._dtls = DTLSClient(dtls_context())
-        # DEFAULT_CONNECT_SSL_TIMEOUT: the handshake's whole time
-        self._deadline = self._clock.callLater(
-            self._options.ssl_connect_timeout, self._handshake_timeout
-        )
-        try:
-            datagrams = self._dtls.start()
-        except DTLSFailed:
-            self._finish(FinalState.INCOMPLETE)
-            return
-        self._send_all(datagrams)
-        self._schedule_retransmit()
-
-    def _send_all(self, datagrams: list[bytes]) -> None:
-        sock = self._probe_sock
-        for datagram in datagrams:
-            if sock is None or self._ended():
-                return
-            self._send(sock, datagram)
-
-    def _close_dtls(self) -> None:
-        """End the association as nsock's iod delete does: ``SSL_shutdown``, a close_notify
-        (nsock_iod.c:251@95b974b10), sent once and not waited for."""
-        dtls, self._dtls = self._dtls, None
-        sock = self._probe_sock
-        if dtls is None or sock is None:
-            return
-        for datagram in dtls.close():
-            try:
-                sock.write(datagram)
-            except OSError:
-                return
-
-    def _schedule_retransmit(self) -> None:
-        self._cancel_retransmit()
-        if self._dtls is None or self._state is not _State.HANDSHAKE:
-            return
-        wait = self._dtls.next_retransmit()
-        if wait is not None:
-            self._retransmit_call = self._clock.callLater(wait, self._retransmit)
-
-    def _retransmit(self) -> None:
-        self._retransmit_call = None
-        if self._dtls is None or self._state is not _State.HANDSHAKE:
-            return
-        try:
-            datagrams = self._dtls.retransmit()
-        except DTLSFailed:
-            self._finish(FinalState.INCOMPLETE)
-            return
-        self._send_all(datagrams)
-        self._schedule_retransmit()
-
-    def _cancel_retransmit(self) -> None:
-        call = self._retransmit_call
-        self._retransmit_call = None
-        if call is not None and call.active():
-            call.cancel()
-
-    def _handshake_timeout(self) -> None:
-        self._deadline = None
-        if self._state is _State.HANDSHAKE:
-            self._finish(FinalState.INCOMPLETE)
-
-    def _dtls_datagram(self, datagram: bytes) -> None:
-        dtls = self._dtls
-        assert dtls is not None
-        if not datagram:
-            return  # no record in it: DTLS ignores it
-        handshaking = self._state is _State.HANDSHAKE
-        try:
-            datagrams, plaintext = dtls.datagram_received(datagram)
-        except DTLSFailed:
-            if handshaking:
-                self._finish(FinalState.INCOMPLETE)
-            return
-        self._send_all(datagrams)
-        if self._ended():
-            return
-        if handshaking:
-            if not dtls.handshake_done:
-                if datagrams:
-                    self._schedule_retransmit()  # a new flight: its own timer
-                return
-            self._cancel_retransmit()
-            self._cancel_deadline()
-            if self._tls is None:
-                self._tls = dtls.facts()
-            assert self._probe is not None
-            self._start_probe(self._probe)
-            if self._ended():
-                return
-        if plaintext and len(self._inbox) < INBOX_CAP:
-            if self._options.fast:
-                self._fast_heard()
-            self._inbox.append(plaintext[:MAX_DATAGRAM])
-        elif plaintext:
-            self.dropped += 1
-        if dtls.closed and len(self._inbox) < INBOX_CAP:
-            self._inbox.append(b"")  # close_notify: nsock reports EOF
-        self._read_next()
 
     # -- ending ---------------------------------------------------------------
 
     def _teardown(self) -> None:
-        self._state = _State.DONE
+        self._state = UDPState.DONE
         self._cancel_deadline()
         self._cancel_retransmit()
         self._close_dtls()
-        if self._opening is not None:
-            opening = self._opening
-            self._opening = None
+        opening, self._opening = self._opening, None
+        if opening is not None:
             opening.cancel()
-        if self._matching is not None:
-            matching = self._matching
-            self._matching = None
-            matching.cancel()
+        self._cancel_matching()
         self._inbox.clear()
         self._response = bytearray()
         for sock in (self._check_sock, self._probe_sock):
-            _close(sock)
+            close_socket(sock)
         self._check_sock = self._probe_sock = None
-
-
-#: datagrams one ``doRead`` takes from the socket before the reactor gets its turn back
-DATAGRAMS_PER_READ = 64
-
-
-class BoundedReadUDPPort(udp.Port):
-    """Twisted's UDP port, reading at most ``DATAGRAMS_PER_READ`` datagrams per turn.
-
-    Twisted's ``doRead`` loops until it has read ``maxThroughput`` bytes (256 KiB)
-    or the socket is empty. An empty datagram counts for no byte, and a small one
-    for very few: a peer that floods the socket faster than we read it (one thread
-    of a hostile server is enough) keeps that loop running for as long as the
-    flood lasts, and no timer, no other socket and no lease renewal gets the
-    reactor meanwhile. Here a turn ends after a fixed number of datagrams; the
-    rest wait in the kernel's queue (which drops what it cannot hold, as it
-    would for Nmap) until the reactor polls the socket again.
-    """
-
-    datagrams_per_read = DATAGRAMS_PER_READ
-
-    def doRead(self) -> None:
-        for _ in range(self.datagrams_per_read):
-            sock = getattr(self, "socket", None)
-            if sock is None:
-                return  # closed by a datagram's handler
-            try:
-                data, addr = sock.recvfrom(self.maxPacketSize)
-            except OSError as exc:
-                code = exc.args[0]
-                if code in udp._sockErrReadIgnore:
-                    return
-                if code in udp._sockErrReadRefuse:
-                    if self._connectedAddr:
-                        self.protocol.connectionRefused()
-                    return
-                raise
-            if self.addressFamily == socket.AF_INET6:
-                addr = addr[:2]
-            try:
-                self.protocol.datagramReceived(data, addr)
-            except BaseException:
-                log.failure("datagramReceived failed")
-
-
-class ConnectedUDPPort(BoundedReadUDPPort):
-    """Twisted's UDP port, kept alive by the asynchronous errors of a connected socket.
-
-    On Linux an ICMP error on a connected UDP socket makes epoll/poll report
-    ``POLLERR`` without ``POLLIN``; Twisted's poll-like reactors take that for a
-    lost connection and close the port before ``doRead`` could turn the
-    ``ECONNREFUSED`` into ``connectionRefused``.  Here the pending error is
-    read (``SO_ERROR``, which also clears it), delivered to the protocol
-    (``connectionRefused`` or ``socketError``) and reading resumes.  Only
-    ``stopListening`` closes the port.  (The select reactor already goes
-    through ``doRead``.)
-    """
-
-    _closing = False
-
-    def stopListening(self) -> Any:
-        self._closing = True
-        return super().stopListening()  # type: ignore[no-untyped-call]
-
-    def connectionLost(self, reason: Any = None) -> None:
-        sock = getattr(self, "socket", None)
-        if not self._closing and reason is not None and sock is not None:
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code:
-                self.startReading()  # type: ignore[no-untyped-call]
-                if code == errno.ECONNREFUSED:
-                    self.protocol.connectionRefused()
-                else:
-                    report = getattr(self.protocol, "socketError", None)
-                    if report is not None:
-                        report(code)
-                return
-            # nothing pending: a real loss; tell the protocol like an unreachable host
-            report = getattr(self.protocol, "socketError", None)
-            if report is not None:
-                report(errno.ENETDOWN)
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
-
-    def write(self, datagram: bytes, addr: Any = None) -> Any:
-        if getattr(self, "socket", None) is None:
-            raise OSError(errno.EBADF, "the UDP socket is closed")
-        return super().write(datagram, addr)
-
-
-def listen_udp_opener(reactor: Any, limiter: Any = None) -> DatagramOpener:
-    """Open real sockets: ``listenUDP`` on an ephemeral port, then ``connect`` it.
-
-    ``limiter`` (a ``ConnectLimiter``) paces socket opening like TCP connects.
-    The socket is bound to the wildcard address of the target's family, so
-    the kernel picks the source address the route needs (loopback for loopback).
-    """
-
-    async def open_socket(task: PortTask, protocol: DatagramProtocol) -> DatagramSocket:
-        if limiter is not None:
-            await limiter.acquire()
-        interface = "::" if ":" in task.address else "0.0.0.0"
-        port = ConnectedUDPPort(0, protocol, interface, MAX_DATAGRAM, reactor)  # type: ignore[no-untyped-call]
-        port.startListening()  # type: ignore[no-untyped-call]
-        try:
-            port.connect(task.address, task.port)  # type: ignore[no-untyped-call]
-        except BaseException:
-            _close(port)
-            raise
-        sock: DatagramSocket = port
-        return sock
-
-    def start(task: PortTask, protocol: DatagramProtocol) -> defer.Deferred[DatagramSocket]:
-        return defer.Deferred.fromCoroutine(open_socket(task, protocol))
-
-    return start
