@@ -80,11 +80,6 @@ class PortEnding:
         self._probe: Probe | None = None
         self._probe_start = 0.0
         self._response = bytearray()
-        # what the probe's reading owns: its wait, the match in flight
-        self._deadline: IDelayedCall | None = None
-        self._deadline_passed = False
-        self._capped = False
-        self._matching: defer.Deferred[ServiceMatch | None] | None = None
         #: the port was stopped by us (cancel, job timeout, shutdown), not by its peer
         self._interrupted = False
 
@@ -113,15 +108,6 @@ class PortEnding:
         else:
             self._send_probe(decision.probe, reuse=decision.reuse)
 
-    def _cancel_deadline(self) -> None:
-        cancel_call(self._deadline)
-        self._deadline = None
-
-    def _cancel_matching(self) -> None:
-        matching, self._matching = self._matching, None
-        if matching is not None:
-            matching.cancel()
-
     def _reusable(self) -> bool:
         """Whether the current probe's connection could carry the next probe."""
         return False
@@ -129,7 +115,6 @@ class PortEnding:
     def _probe_ended(self, kind: EndKind) -> None:
         """The current probe ended (SPEC §4.3, §4.4): the walk says what comes next."""
         assert self._probe is not None
-        self._cancel_deadline()
         elapsed_ms = (self._clock.seconds() - self._probe_start) * 1000.0
         decision = self._walk.ended(
             self._probe, kind, bytes(self._response), elapsed_ms, reusable=self._reusable()

@@ -36,6 +36,7 @@ from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
 from vscand.scan.ending import MatchFunction, PortEnding
 from vscand.scan.model import PortTask, Result, ScanOptions
+from vscand.scan.reading import ProbeReading, ReadState
 from vscand.scan.report import FinalState
 from vscand.scan.stream import (
     Dialer,
@@ -45,7 +46,7 @@ from vscand.scan.stream import (
     reset_after_handshake,
 )
 from vscand.scan.tls import session_facts
-from vscand.scan.walk import READ_CAP, EndKind
+from vscand.scan.walk import EndKind
 
 log = Logger()
 
@@ -91,8 +92,8 @@ class TCPPortScan(PortEnding):
         # what the current state owns
         self._conn: ProbeConnection | None = None
         self._connecting: defer.Deferred[Protocol] | None = None
-        self._pending: list[int] = []  # buffer lengths still to be matched, in order
-        self._lost: EndKind | None = None  # held while matching
+        #: the READING state's probe: it owns the probe's timer and match in flight
+        self._reading: ProbeReading | None = None
 
     # -- public ---------------------------------------------------------------
 
@@ -104,6 +105,10 @@ class TCPPortScan(PortEnding):
 
     @property
     def state(self) -> str:
+        """connecting, reading, matching (a read of the probe is being matched) or done."""
+        reading = self._reading
+        if self._state is _State.READING and reading and reading.state is ReadState.MATCHING:
+            return ReadState.MATCHING.value
         return self._state.value
 
     # -- connecting -----------------------------------------------------------
@@ -188,46 +193,53 @@ class TCPPortScan(PortEnding):
         self._state = _State.READING
         self._probe = probe
         self._probe_start = self._clock.seconds()
-        self._deadline_passed = False
-        self._capped = False
         if not reuse:
             self._response = bytearray()
+        reading = ProbeReading(
+            probe, self._response, clock=self._clock, match=self._match, owner=self
+        )
+        self._reading = reading
         if probe.string:
             transport = self._conn.transport
             assert transport is not None
             transport.write(probe.string)
-        self._deadline = self._clock.callLater(probe.totalwaitms / 1000.0, self._deadline_hit)
+        reading.arm()
+
+    def _current_reading(self, conn: ProbeConnection) -> ProbeReading | None:
+        """The probe reading on ``conn``, if any (late events of other states are dropped)."""
+        if conn is not self._conn or self._state is not _State.READING:
+            return None
+        return self._reading
 
     def data_received(self, conn: ProbeConnection, data: bytes) -> None:
-        if conn is not self._conn or self._state is not _State.READING or not data:
-            return
-        if self._capped:
-            # a read already brought this probe's buffer to the cap: Nmap reads no more
+        reading = self._current_reading(conn)
+        if reading is None or not data or not reading.accepts():
+            # (a read that brought this probe's buffer to the cap: Nmap reads no more)
             return
         self._walk.heard()
-        self._response += data
-        if len(self._response) >= READ_CAP:
-            self._capped = True
-        self._pending.append(len(self._response))
-        if self._matching is None:
-            self._match_next()
+        reading.take(data)
 
-    def _match_next(self) -> None:
-        assert self._probe is not None
-        length = self._pending.pop(0)
-        buffer = bytes(self._response[:length])
-        d = self._match(self._probe, buffer)
-        self._matching = d
-        d.addCallbacks(
-            lambda found: self._match_done(found, length),
-            self._match_failed,
-        )
+    def connection_lost(self, conn: ProbeConnection, reason: Failure) -> None:
+        reading = self._current_reading(conn)
+        if reading is not None:
+            # data that arrived before the close is matched first
+            reading.lose(end_kind(reason))
 
-    def _match_failed(self, failure: Failure) -> None:
-        if failed_with(failure, defer.CancelledError):
-            return
-        self.log_match_failure(failure)
-        self._match_done(None, len(self._response))
+    # -- what the reading tells (ReadingOwner) ------------------------------------
+
+    def read_matched(self, reading: ProbeReading, found: ServiceMatch | None, length: int) -> None:
+        decision = self._walk.matched(reading.probe, found)
+        if decision is not None:
+            self._decide(decision)
+
+    def read_waiting(self, reading: ProbeReading) -> None:
+        """Nothing to do: the one connection reads on."""
+
+    def reading_ended(self, reading: ProbeReading, kind: EndKind) -> None:
+        if kind not in (EndKind.DEADLINE, EndKind.CAP):
+            self._conn = None  # the connection ended with the probe
+        # after data, a deadline or the cap is no EOF-style restart (SPEC §4.3)
+        self._probe_ended(kind)
 
     def log_match_failure(self, failure: Failure) -> None:
         log.failure(
@@ -237,26 +249,6 @@ class TCPPortScan(PortEnding):
             port=self.task.port,
         )
 
-    def _match_done(self, found: ServiceMatch | None, length: int) -> None:
-        self._matching = None
-        if self._state is not _State.READING:
-            return
-        assert self._probe is not None
-        decision = self._walk.matched(self._probe, found)
-        if decision is not None:
-            self._decide(decision)
-            return
-        if self._pending:
-            self._match_next()
-            return
-        if self._lost is not None:
-            kind, self._lost = self._lost, None
-            self._connection_ended(kind)
-            return
-        if self._deadline_passed or self._capped:
-            # the probe is over after data: no EOF-style restart (SPEC §4.3)
-            self._probe_ended(EndKind.DEADLINE if self._deadline_passed else EndKind.CAP)
-
     def _restart_in_tunnel(self, probe: Probe | None) -> None:
         """A hard ``ssl`` match in plain text: everything again, inside TLS (SPEC §5.2).
 
@@ -265,37 +257,10 @@ class TCPPortScan(PortEnding):
         one, whose failed handshake ends the port INCOMPLETE.  Inside the tunnel a hard
         ``ssl`` match is final (no recursion).
         """
-        self._cancel_deadline()
-        self._pending.clear()
-        self._lost = None
         self._close_connection()
         self._probe = probe
         self._response = bytearray()
         self._connect()
-
-    def _deadline_hit(self) -> None:
-        self._deadline = None
-        if self._state is not _State.READING:
-            return
-        if self._matching is not None or self._pending:
-            self._deadline_passed = True
-            return
-        # read timeout
-        self._probe_ended(EndKind.DEADLINE)
-
-    def connection_lost(self, conn: ProbeConnection, reason: Failure) -> None:
-        if conn is not self._conn or self._state is not _State.READING:
-            return
-        kind = end_kind(reason)
-        if self._matching is not None or self._pending:
-            # data that arrived before the close is matched first
-            self._lost = kind
-            return
-        self._connection_ended(kind)
-
-    def _connection_ended(self, kind: EndKind) -> None:
-        self._conn = None
-        self._probe_ended(kind)
 
     def _reusable(self) -> bool:
         return self._conn is not None
@@ -320,12 +285,11 @@ class TCPPortScan(PortEnding):
 
     def _teardown(self) -> None:
         self._state = _State.DONE
-        self._cancel_deadline()
+        if self._reading is not None:
+            self._reading.stop()
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
-        self._cancel_matching()
-        self._pending.clear()
         self._close_connection()
 
     def _ended(self) -> bool:

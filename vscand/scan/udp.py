@@ -66,7 +66,7 @@ import time
 from collections.abc import Callable
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -79,7 +79,7 @@ from vscand.scan.datagram import (
     DatagramSocket,
     close_socket,
 )
-from vscand.scan.ending import MatchFunction
+from vscand.scan.ending import MatchFunction, cancel_call
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.report import FinalState
 from vscand.scan.udp_dtls import INBOX_CAP, DTLSTunnel, SocketError, UDPState
@@ -151,6 +151,11 @@ class UDPPortScan(DTLSTunnel):
         self._check_sock: DatagramSocket | None = None
         self._probe_sock: DatagramSocket | None = None
         self._opening: defer.Deferred[DatagramSocket] | None = None
+        # what the probe's reading owns: its wait, the match in flight
+        self._deadline: IDelayedCall | None = None
+        self._deadline_passed = False
+        self._capped = False
+        self._matching: defer.Deferred[ServiceMatch | None] | None = None
         #: fast mode: the slowest first reply to a probe seen on this port (seconds)
         self._reply_latency = 0.0
         #: datagrams (and ICMP errors) not yet consumed by a read, oldest first
@@ -424,6 +429,14 @@ class UDPPortScan(DTLSTunnel):
         # the buffered response is lost, not fingerprinted; the next probe
         self._probe_ended(EndKind.RESET)
 
+    def _cancel_deadline(self) -> None:
+        cancel_call(self._deadline)
+        self._deadline = None
+
+    def _probe_ended(self, kind: EndKind) -> None:
+        self._cancel_deadline()
+        super()._probe_ended(kind)
+
     def _send_probe(self, probe: Probe, *, reuse: bool) -> None:
         if self._walk.tunnel_ssl:
             # through DTLS every probe has a socket and a handshake of its own
@@ -459,7 +472,9 @@ class UDPPortScan(DTLSTunnel):
         opening, self._opening = self._opening, None
         if opening is not None:
             opening.cancel()
-        self._cancel_matching()
+        matching, self._matching = self._matching, None
+        if matching is not None:
+            matching.cancel()
         self._inbox.clear()
         self._response = bytearray()
         for sock in (self._check_sock, self._probe_sock):

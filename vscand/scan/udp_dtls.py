@@ -67,6 +67,11 @@ class DTLSTunnel(PortEnding):
     _retransmit_call: IDelayedCall | None
     handshakes: int
 
+    _deadline: IDelayedCall | None
+
+    def _cancel_deadline(self) -> None:
+        raise NotImplementedError
+
     def _send(self, sock: DatagramSocket, datagram: bytes) -> None:
         raise NotImplementedError
 
