@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NotRequired, TypedDict, Unpack
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -34,6 +34,19 @@ def cancel_call(call: IDelayedCall | None) -> None:
         call.cancel()
 
 
+class MachineArgs(TypedDict):
+    """The collaborators every port machine takes (keyword arguments)."""
+
+    db: ProbeDatabase
+    match: MatchFunction
+    clock: IReactorTime
+    options: ScanOptions
+    #: the services table's name for the port (nmap-services)
+    table_name: str | None
+    #: the wall clock of the fingerprints and ``scanned_at`` (tests fix it)
+    wallclock: NotRequired[Callable[[], float]]
+
+
 class PortEnding:
     """The walk's half of a port machine, and its ending."""
 
@@ -44,23 +57,18 @@ class PortEnding:
         self,
         task: PortTask,
         *,
-        db: ProbeDatabase,
-        match: MatchFunction,
-        clock: IReactorTime,
-        options: ScanOptions,
-        table_name: str | None,
-        wallclock: Callable[[], float],
         tunnel_services: frozenset[str],
         port_state: str,
         reason: str,
+        **machine: Unpack[MachineArgs],
     ) -> None:
         self.task = task
-        self._db = db
-        self._match = match
-        self._clock = clock
-        self._options = options
-        self._table_name = table_name
-        self._wallclock = wallclock
+        self._db = db = machine["db"]
+        self._match = machine["match"]
+        self._clock = machine["clock"]
+        self._options = options = machine["options"]
+        self._table_name = machine["table_name"]
+        self._wallclock = wallclock = machine.get("wallclock", time.time)
         self._done: defer.Deferred[Result] = defer.Deferred(self._cancelled)
         self._started = 0.0
         self._port_state = port_state

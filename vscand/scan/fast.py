@@ -51,7 +51,8 @@ from twisted.python.failure import Failure
 from vscand.probes.model import Probe
 from vscand.scan.lane import Lane
 from vscand.scan.model import Result
-from vscand.scan.records import CLOCK_SLACK, End, LaneBudget, ProbeRecord, Read, RoundTrip
+from vscand.scan.reading import CLOCK_SLACK
+from vscand.scan.records import End, LaneBudget, ProbeRecord, Read, RoundTrip
 from vscand.scan.report import FinalState
 from vscand.scan.tcp import TCPPortScan, _State
 from vscand.scan.tls import session_facts

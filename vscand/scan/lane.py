@@ -4,7 +4,6 @@ first probe, and maybe the one after it on the same connection) into its
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
@@ -16,8 +15,8 @@ from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe
 from vscand.scan.ending import MatchFunction
 from vscand.scan.model import PortTask
-from vscand.scan.reading import ProbeReading, ReadingOwner, ReadState
-from vscand.scan.records import CLOCK_SLACK, End, LaneBudget, ProbeRecord, Read, RoundTrip
+from vscand.scan.reading import ProbeReading, ReadState
+from vscand.scan.records import End, LaneBudget, ProbeRecord, Read, RoundTrip
 from vscand.scan.stream import Dialer, end_kind, failed_with
 from vscand.scan.walk import EndKind
 
@@ -51,71 +50,13 @@ class LaneOwner(TypingProtocol):
     def log_match_failure(self, failure: Failure) -> None: ...
 
 
-class QuietReading(ProbeReading):
-    """A lane's reading: its wait ends at ``totalwaitms``, or (opt-in, ``fast_wait`` > 0)
-    once the connection has been quiet for the window."""
-
-    def __init__(
-        self,
-        probe: Probe,
-        buffer: bytearray,
-        *,
-        clock: IReactorTime,
-        match: MatchFunction,
-        owner: ReadingOwner,
-        quiet_window: Callable[[Probe], float | None],
-    ) -> None:
-        super().__init__(probe, buffer, clock=clock, match=match, owner=owner)
-        self._quiet_window = quiet_window
-        self.last_activity = self.started
-
-    def arm(self) -> None:
-        clock = self.clock
-        probe = self.probe
-        at = self.started + probe.totalwaitms / 1000.0
-        quiet = self._quiet_window(probe)
-        if quiet is not None:
-            at = min(at, self.last_activity + quiet)
-        self.timer = clock.callLater(max(0.0, at - clock.seconds()), self._timer_fired)
-
-    def _timer_fired(self) -> None:
-        self.timer = None
-        if self.state is ReadState.ENDED:
-            return
-        now = self.clock.seconds()
-        if now >= self.started + self.probe.totalwaitms / 1000.0 - CLOCK_SLACK:
-            self.expire()
-            return
-        quiet = self._quiet_window(self.probe)
-        if quiet is not None and now >= self.last_activity + quiet - CLOCK_SLACK:
-            # confirm after one reactor turn: bytes already waiting in the socket are
-            # read first, so a busy reactor cannot make a prompt reply look late
-            self.timer = self.clock.callLater(0, self._confirm_quiet)
-            return
-        self.arm()
-
-    def _confirm_quiet(self) -> None:
-        self.timer = None
-        if self.state is ReadState.ENDED:
-            return
-        now = self.clock.seconds()
-        quiet = self._quiet_window(self.probe)
-        full = self.started + self.probe.totalwaitms / 1000.0
-        if now >= full - CLOCK_SLACK or (
-            quiet is not None and now >= self.last_activity + quiet - CLOCK_SLACK
-        ):
-            self.expire()
-        else:
-            self.arm()
-
-
 class Lane(Protocol):
     """One connection of a fast port, running one probe into its record.
 
     ``C0`` (``first=True``) is the port's first connection: it runs the first
     probe (NULL) and, when the walk says so, the next probe on the same
     connection.  Other lanes run one probe each.  The lane owns its connect and its
-    probe's :class:`QuietReading` (timer, match in flight) and cancels them in
+    probe's :class:`~vscand.scan.reading.ProbeReading` (timer, match in flight) and cancels them in
     :meth:`stop`.
     """
 
@@ -129,7 +70,7 @@ class Lane(Protocol):
         self.budgeted = False
         self.connecting: defer.Deferred[Protocol] | None = None
         #: the current record's reading (None before the first probe starts)
-        self.reading: QuietReading | None = None
+        self.reading: ProbeReading | None = None
         self.dialled_at = 0.0
         self._replied = False
         #: a speculative lane whose probe ended in silence stays open, watched: a byte
@@ -161,7 +102,7 @@ class Lane(Protocol):
         self.closed = True
         self.scan.lane_connect_failed(self, failure)
 
-    def _reading(self) -> QuietReading | None:
+    def _reading(self) -> ProbeReading | None:
         """The probe being read, if its reading has not ended."""
         reading = self.reading
         if reading is None or reading.state is ReadState.ENDED or not self.connected:
@@ -212,7 +153,7 @@ class Lane(Protocol):
         self._replied = False
         scan = self.scan
         # as faithful mode: a reused buffer may take one more read
-        self.reading = QuietReading(
+        self.reading = ProbeReading(
             record.probe,
             record.buffer,
             clock=scan.clock,

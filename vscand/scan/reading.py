@@ -17,6 +17,7 @@ once ENDED it absorbs late events. Its owner hears of each matched read and of t
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet import defer
@@ -27,6 +28,9 @@ from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe
 from vscand.scan.ending import MatchFunction, cancel_call
 from vscand.scan.walk import READ_CAP, EndKind
+
+#: float slack when comparing a Clock's time with a computed deadline
+CLOCK_SLACK = 1e-9
 
 
 class ReadingOwner(Protocol):
@@ -61,6 +65,7 @@ class ProbeReading:
         clock: IReactorTime,
         match: MatchFunction,
         owner: ReadingOwner,
+        quiet_window: Callable[[Probe], float | None] | None = None,
     ) -> None:
         self.probe = probe
         #: the probe's response (after a reused connection's, which stays in front)
@@ -70,6 +75,10 @@ class ProbeReading:
         self._owner = owner
         self.state = ReadState.READING
         self.started = clock.seconds()
+        #: fast mode's lanes: the probe's wait may end after a quiet window (opt-in,
+        #: ``fast_wait`` > 0; the function says None while it does not apply)
+        self._quiet_window = quiet_window
+        self.last_activity = self.started
         # what the state owns
         self.timer: IDelayedCall | None = None
         self._matching: defer.Deferred[ServiceMatch | None] | None = None
@@ -83,12 +92,52 @@ class ProbeReading:
 
     def arm(self) -> None:
         """Start the probe's wait (after its bytes were sent)."""
-        self.timer = self.clock.callLater(self.probe.totalwaitms / 1000.0, self._timer_fired)
+        clock = self.clock
+        probe = self.probe
+        if self._quiet_window is None:
+            self.timer = clock.callLater(probe.totalwaitms / 1000.0, self._timer_fired)
+            return
+        at = self.started + probe.totalwaitms / 1000.0
+        quiet = self._quiet_window(probe)
+        if quiet is not None:
+            at = min(at, self.last_activity + quiet)
+        self.timer = clock.callLater(max(0.0, at - clock.seconds()), self._timer_fired)
 
     def _timer_fired(self) -> None:
         self.timer = None
-        if self.state is not ReadState.ENDED:
+        if self.state is ReadState.ENDED:
+            return
+        if self._quiet_window is None or self._waited_out():
             self.expire()
+            return
+        if self._quiet():
+            # confirm after one reactor turn: bytes already waiting in the socket are
+            # read first, so a busy reactor cannot make a prompt reply look late
+            self.timer = self.clock.callLater(0, self._confirm_quiet)
+            return
+        self.arm()
+
+    def _confirm_quiet(self) -> None:
+        self.timer = None
+        if self.state is ReadState.ENDED:
+            return
+        if self._waited_out() or self._quiet():
+            self.expire()
+        else:
+            self.arm()
+
+    def _waited_out(self) -> bool:
+        """The probe's whole ``totalwaitms`` has passed."""
+        full = self.started + self.probe.totalwaitms / 1000.0
+        return self.clock.seconds() >= full - CLOCK_SLACK
+
+    def _quiet(self) -> bool:
+        """The connection has been quiet for the window."""
+        assert self._quiet_window is not None
+        quiet = self._quiet_window(self.probe)
+        return (
+            quiet is not None and self.clock.seconds() >= self.last_activity + quiet - CLOCK_SLACK
+        )
 
     def expire(self) -> None:
         """The probe's wait ran out: it ends once the reads before it are matched."""

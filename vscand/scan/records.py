@@ -17,9 +17,6 @@ from vscand.scan.walk import EndKind
 if TYPE_CHECKING:
     from vscand.scan.lane import Lane
 
-#: float slack when comparing a Clock's time with a computed deadline
-CLOCK_SLACK = 1e-9
-
 
 @dataclass(frozen=True)
 class Read:

@@ -23,19 +23,17 @@ services table.
 from __future__ import annotations
 
 import enum
-import time
-from collections.abc import Callable
+from typing import Unpack
 
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
-from vscand.probes.model import Probe, ProbeDatabase
-from vscand.scan.ending import MatchFunction, PortEnding
-from vscand.scan.model import PortTask, Result, ScanOptions
+from vscand.probes.model import Probe
+from vscand.scan.ending import MachineArgs, PortEnding
+from vscand.scan.model import PortTask, Result
 from vscand.scan.reading import ProbeReading, ReadState
 from vscand.scan.report import FinalState
 from vscand.scan.stream import (
@@ -63,29 +61,9 @@ class _State(enum.Enum):
 class TCPPortScan(PortEnding):
     """Version detection of one open-or-not TCP port; ``run()`` fires with the result."""
 
-    def __init__(
-        self,
-        task: PortTask,
-        *,
-        db: ProbeDatabase,
-        match: MatchFunction,
-        dial: Dialer,
-        clock: IReactorTime,
-        options: ScanOptions,
-        table_name: str | None,
-        wallclock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, task: PortTask, *, dial: Dialer, **machine: Unpack[MachineArgs]) -> None:
         super().__init__(
-            task,
-            db=db,
-            match=match,
-            clock=clock,
-            options=options,
-            table_name=table_name,
-            wallclock=wallclock,
-            tunnel_services=TLS_SERVICES,
-            port_state="open",
-            reason="syn-ack",
+            task, tunnel_services=TLS_SERVICES, port_state="open", reason="syn-ack", **machine
         )
         self._dial = dial
         self._state = _State.CONNECTING

@@ -62,16 +62,16 @@ from __future__ import annotations
 
 import collections
 import errno
-import time
 from collections.abc import Callable
+from typing import Unpack
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
-from vscand.probes.model import Probe, ProbeDatabase
+from vscand.probes.model import Probe
 from vscand.scan.datagram import (
     MAX_DATAGRAM,
     DatagramAdapter,
@@ -79,8 +79,8 @@ from vscand.scan.datagram import (
     DatagramSocket,
     close_socket,
 )
-from vscand.scan.ending import MatchFunction, cancel_call
-from vscand.scan.model import PortTask, Result, ScanOptions
+from vscand.scan.ending import MachineArgs, cancel_call
+from vscand.scan.model import PortTask, Result
 from vscand.scan.report import FinalState
 from vscand.scan.udp_dtls import INBOX_CAP, DTLSTunnel, SocketError, UDPState
 from vscand.scan.walk import QUIET_FACTOR, READ_CAP, EndKind
@@ -116,27 +116,18 @@ class UDPPortScan(DTLSTunnel):
         self,
         task: PortTask,
         *,
-        db: ProbeDatabase,
-        match: MatchFunction,
         open_socket: DatagramOpener,
-        clock: IReactorTime,
-        options: ScanOptions,
-        table_name: str | None,
         check_payloads: tuple[bytes, ...] = (),
         check_wait: float = CHECK_WAIT,
-        wallclock: Callable[[], float] = time.time,
+        **machine: Unpack[MachineArgs],
     ) -> None:
+        db = machine["db"]
         super().__init__(
             task,
-            db=db,
-            match=match,
-            clock=clock,
-            options=options,
-            table_name=table_name,
-            wallclock=wallclock,
             tunnel_services=DTLS_SERVICES if db.grammar.dtls_tunnel else frozenset(),
             port_state="open|filtered",
             reason="no-response",
+            **machine,
         )
         self._open_socket = open_socket
         self._check_payloads = check_payloads or (b"",)
