@@ -180,7 +180,14 @@ class UDPPortScan(DTLSTunnel):
         self._state = UDPState.OPENING
         d = self._open_socket(self.task, adapter)
         self._opening = d
-        d.addCallbacks(opened, self._open_failed)
+        d.addCallbacks(lambda sock: self._opened(sock, opened), self._open_failed)
+
+    def _opened(self, sock: DatagramSocket, then: Callable[[DatagramSocket], None]) -> None:
+        self._opening = None
+        if self._state is UDPState.DONE:
+            close_socket(sock)  # the port ended while the socket was opening
+            return
+        then(sock)
 
     def _open_failed(self, failure: Failure) -> None:
         self._opening = None
@@ -193,10 +200,6 @@ class UDPPortScan(DTLSTunnel):
         self._done.errback(failure)
 
     def _check_opened(self, sock: DatagramSocket) -> None:
-        self._opening = None
-        if self._state is UDPState.DONE:
-            close_socket(sock)
-            return
         self._check_sock = sock
         for payload in self._check_payloads:
             self._send(sock, payload)
@@ -210,10 +213,6 @@ class UDPPortScan(DTLSTunnel):
         self._open(self._probe_adapter, self._probe_opened)
 
     def _probe_opened(self, sock: DatagramSocket) -> None:
-        self._opening = None
-        if self._state is UDPState.DONE:
-            close_socket(sock)
-            return
         self._probe_sock = sock
         assert self._probe is not None
         self._start_probe(self._probe)

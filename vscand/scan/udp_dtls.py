@@ -22,11 +22,10 @@ import collections
 import enum
 from collections.abc import Callable
 
-from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 
 from vscand.probes.model import Probe
-from vscand.scan.datagram import MAX_DATAGRAM, DatagramSocket, close_socket
+from vscand.scan.datagram import MAX_DATAGRAM, DatagramSocket
 from vscand.scan.dtls import DTLSClient, DTLSFailed, dtls_context
 from vscand.scan.ending import PortEnding, cancel_call
 from vscand.scan.report import FinalState
@@ -57,7 +56,6 @@ class DTLSTunnel(PortEnding):
     # the UDP machine's, set by its __init__
     _state: UDPState
     _probe_sock: DatagramSocket | None
-    _opening: defer.Deferred[DatagramSocket] | None
     #: datagrams (and ICMP errors) not yet consumed by a read, oldest first
     _inbox: collections.deque[bytes | SocketError]
     dropped: int
@@ -119,10 +117,6 @@ class DTLSTunnel(PortEnding):
         self._new_probe_socket(self._dtls_opened)
 
     def _dtls_opened(self, sock: DatagramSocket) -> None:
-        self._opening = None
-        if self._state is UDPState.DONE:
-            close_socket(sock)
-            return
         self._probe_sock = sock
         self._state = UDPState.HANDSHAKE
         self.handshakes += 1
@@ -132,8 +126,13 @@ class DTLSTunnel(PortEnding):
         self._deadline = self._clock.callLater(
             self._options.ssl_connect_timeout, self._handshake_timeout
         )
+        self._send_flight(self._dtls.start)
+
+    def _send_flight(self, flight: Callable[[], list[bytes]]) -> None:
+        """Send a handshake flight (the first, or again) and time its retransmission; a
+        handshake that fails ends the port INCOMPLETE."""
         try:
-            datagrams = self._dtls.start()
+            datagrams = flight()
         except DTLSFailed:
             self._finish(FinalState.INCOMPLETE)
             return
@@ -172,13 +171,7 @@ class DTLSTunnel(PortEnding):
         self._retransmit_call = None
         if self._dtls is None or self._state is not UDPState.HANDSHAKE:
             return
-        try:
-            datagrams = self._dtls.retransmit()
-        except DTLSFailed:
-            self._finish(FinalState.INCOMPLETE)
-            return
-        self._send_all(datagrams)
-        self._schedule_retransmit()
+        self._send_flight(self._dtls.retransmit)
 
     def _cancel_retransmit(self) -> None:
         cancel_call(self._retransmit_call)
