@@ -8,13 +8,10 @@ each waiting out its ``totalwaitms``.  Fast mode gets the same answer by
    ``ScanOptions.fast_lanes`` per port — send the next probes of the faithful
    plan, each on its own connection, and record what each one produced: the
    matched reads, then how the probe ended (:class:`ProbeRecord`);
-2. **walking the faithful plan over those records**: the walk is faithful
-   mode's decision logic (NULL first; soft-match pruning; fallbacks; the
-   tcpwrapped rules; connection reuse after a NULL timeout; the SSL restart),
-   fed with records instead of live sockets.  It consumes each record's events
-   as they arrive, so the port ends as soon as every probe *before* the one
-   where faithful mode would stop has its full answer: the answer cannot change
-   any more;
+2. **walking the faithful plan over those records**: the port walk
+   (:mod:`vscand.scan.walk`, faithful mode's decisions) fed with records instead of
+   live sockets, each record's events as they arrive, so the port ends as soon as
+   every probe *before* the one where faithful mode would stop has its full answer;
 3. **no shortened waits** by default: every probe, the NULL probe first, waits its
    whole ``totalwaitms``, so the answer is faithful mode's by construction
    (DESIGN.md, "Fast mode: the guarantee"). The opt-in quiet window
@@ -23,11 +20,9 @@ each waiting out its ``totalwaitms``.  Fast mode gets the same answer by
    guarantee (a late banner, a pause inside a reply, a close on the service's own
    timer are read differently);
 4. **one connection at a time**: a server that takes the next connection only when
-   the current one closes leaves lanes connected and silent in its accept queue.
-   A lane's silence is trusted once another lane was answered while C0 was open,
-   or ``SETTLE_FLOOR`` (and 4 round-trip bounds) after C0 closed; a silent lane
-   stays open until then, and a byte or a close on it afterwards turns the port
-   sequential: the walk dials every probe it still needs alone.
+   the current one closes leaves lanes connected and silent in its accept queue; a
+   lane's silence is trusted only as :class:`~vscand.scan.records.ServingEvidence`
+   allows, and a late byte or close turns the port sequential.
 
 A probe sent on a fresh connection produces, for a service whose connections do
 not influence one another, exactly what faithful mode would have seen on the fresh
@@ -51,20 +46,15 @@ from twisted.python.failure import Failure
 from vscand.probes.model import Probe
 from vscand.scan.lane import Lane
 from vscand.scan.model import Result
-from vscand.scan.reading import CLOCK_SLACK
-from vscand.scan.records import End, LaneBudget, ProbeRecord, Read, RoundTrip
+from vscand.scan.records import End, LaneBudget, ProbeRecord, Read, RoundTrip, ServingEvidence
 from vscand.scan.report import FinalState
 from vscand.scan.tcp import TCPPortScan, _State
 from vscand.scan.tls import session_facts
-from vscand.scan.walk import QUIET_FACTOR, EndKind
+from vscand.scan.walk import EndKind
 
 #: lanes start this long after C0 connects (unless the NULL probe's first reply
 #: did not hard-match earlier): a banner that hard-matches at once costs no lane
 GRACE_FLOOR = 0.1
-#: before the walk trusts a lane's silence, at least this long (and 4 round-trip bounds)
-#: after C0 closed, unless the port served another connection while C0 was open: a
-#: server that serves one connection at a time answers the next queued one then
-SETTLE_FLOOR = 0.5
 
 
 class FastTCPPortScan(TCPPortScan):
@@ -94,10 +84,7 @@ class FastTCPPortScan(TCPPortScan):
         self._grace: IDelayedCall | None = None
         self._first_record: ProbeRecord | None = None
         #: this phase's evidence on how the server takes parallel connections
-        self._concurrent = False  # a lane was answered while C0 was open
-        self._serial = False  # a lane's silence ended late: one connection at a time
-        self._c0_closed_at: float | None = None
-        self._settle: IDelayedCall | None = None
+        self._serving = ServingEvidence(self._clock, self.rtt)
 
     # -- public ---------------------------------------------------------------
 
@@ -107,13 +94,7 @@ class FastTCPPortScan(TCPPortScan):
         return self._done
 
     def quiet_window(self, probe: Probe) -> float | None:
-        """Seconds of silence that end ``probe`` early; None: wait its full time."""
-        floor = self._options.fast_wait
-        if floor <= 0:
-            return None
-        quiet = max(floor, QUIET_FACTOR * self.rtt.bound())
-        full = probe.totalwaitms / 1000.0
-        return quiet if quiet < full else None
+        return self.rtt.quiet_window(self._options.fast_wait, probe)
 
     # -- phases (plain, then maybe TLS) -----------------------------------------
 
@@ -121,10 +102,7 @@ class FastTCPPortScan(TCPPortScan):
         self._state = _State.CONNECTING
         self._probe = probe
         self._lanes_open = False
-        self._concurrent = False
-        self._serial = False
-        self._c0_closed_at = None
-        self._cancel_settle()
+        self._serving.reset()
         if probe is None:
             # no probe at all: connect (the port scan), then NOMATCH as faithful mode
             probe_record = None
@@ -149,16 +127,17 @@ class FastTCPPortScan(TCPPortScan):
         """C0 closed (either side): a one-at-a-time server turns to a queued lane now.
         Only this phase's C0 counts: the plain C0 of a port restarting through TLS is
         closed before the TLS phase starts, but Twisted reports its loss a turn later."""
-        if lane is self._c0 and self._c0_closed_at is None:
-            self._c0_closed_at = self._clock.seconds()
+        if lane is self._c0:
+            self._serving.c0_closed()
 
     def lane_answered(self, lane: Lane) -> None:
         """A lane got a byte or a close while running its probe: served, and if C0 is
         still open, served alongside it."""
         c0 = self._c0
-        if self._concurrent or c0 is None or lane is c0 or not c0.connected or c0.closed:
+        serving = self._serving
+        if serving.concurrent or c0 is None or lane is c0 or not c0.connected or c0.closed:
             return
-        self._concurrent = True
+        serving.concurrent = True
         for other in self._lanes:
             if other.watching:
                 other.close()  # silence from a server that serves in parallel
@@ -167,10 +146,10 @@ class FastTCPPortScan(TCPPortScan):
         """A lane whose probe had ended in silence got a byte or a close: the server had
         not served it yet. From here on the walk goes one connection at a time, as
         faithful mode does: no lane's silence is an answer any more."""
-        if self._state is _State.DONE or self._serial or lane not in self._lanes:
+        if self._state is _State.DONE or self._serving.serial or lane not in self._lanes:
             return
-        self._serial = True
-        self._cancel_settle()
+        self._serving.serial = True
+        self._serving.cancel()
         current = self._current
         for record in self._spec.values():
             self._drop_lane(record)
@@ -181,22 +160,6 @@ class FastTCPPortScan(TCPPortScan):
             self._current = self._dial_on_demand(current.probe)
             self._cursor = 0
         self._advance()
-
-    def _settle_due(self) -> float | None:
-        """When a lane's silence may be trusted (None: now)."""
-        if self._concurrent or self._c0_closed_at is None:
-            return None
-        due = self._c0_closed_at + max(SETTLE_FLOOR, 4 * self.rtt.bound())
-        return due if due > self._clock.seconds() + CLOCK_SLACK else None
-
-    def _settled(self) -> None:
-        self._settle = None
-        self._advance()
-
-    def _cancel_settle(self) -> None:
-        if self._settle is not None and self._settle.active():
-            self._settle.cancel()
-        self._settle = None
 
     def lane_connected(self, lane: Lane) -> None:
         if self._walk.tunnel_ssl and self._tls is None:
@@ -281,12 +244,9 @@ class FastTCPPortScan(TCPPortScan):
                 return
             event = record.events[self._cursor]
             if isinstance(event, End) and record.speculative and record.silent:
-                due = self._settle_due()
+                due = self._serving.settle_due()
                 if due is not None:
-                    if self._settle is None:
-                        self._settle = self._clock.callLater(
-                            due - self._clock.seconds(), self._settled
-                        )
+                    self._serving.wait(due, self._advance)
                     return
             self._cursor += 1
             if isinstance(event, Read):
@@ -352,7 +312,7 @@ class FastTCPPortScan(TCPPortScan):
 
     def _fill_lanes(self) -> None:
         """Start speculative lanes for the plan's next probes, up to ``fast_lanes`` at once."""
-        if self._state is _State.DONE or not self._lanes_open or self._serial:
+        if self._state is _State.DONE or not self._lanes_open or self._serving.serial:
             return
         limit = self._options.fast_lanes
         if self._walk.findings.soft_found:
@@ -421,7 +381,7 @@ class FastTCPPortScan(TCPPortScan):
 
     def _teardown_lanes(self) -> None:
         self._cancel_grace()
-        self._cancel_settle()
+        self._serving.cancel()
         lanes, self._lanes = self._lanes, []
         for lane in lanes:
             lane.stop()

@@ -2,17 +2,23 @@
 
 A record does not depend on the port's state (the matcher is a pure function of probe
 and buffer), so a lane can collect it before the walk needs it. Also here: the budget of
-speculative lanes across a scan, and the port's round-trip estimate (RFC 6298).
+speculative lanes across a scan, the port's round-trip estimate (RFC 6298) and what the
+walk has learnt of how the server takes parallel connections.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe
-from vscand.scan.walk import EndKind
+from vscand.scan.ending import cancel_call
+from vscand.scan.reading import CLOCK_SLACK
+from vscand.scan.walk import QUIET_FACTOR, EndKind
 
 if TYPE_CHECKING:
     from vscand.scan.lane import Lane
@@ -115,3 +121,68 @@ class RoundTrip:
         if self.srtt is None:
             return 0.0
         return self.srtt + 4 * self.rttvar
+
+    def quiet_window(self, fast_wait: float, probe: Probe) -> float | None:
+        """Seconds of silence that end ``probe`` early (opt-in ``fast_wait`` > 0: at least
+        that, and QUIET_FACTOR round-trip bounds); None: wait its full time."""
+        if fast_wait <= 0:
+            return None
+        quiet = max(fast_wait, QUIET_FACTOR * self.bound())
+        full = probe.totalwaitms / 1000.0
+        return quiet if quiet < full else None
+
+
+#: before the walk trusts a lane's silence, at least this long (and 4 round-trip bounds)
+#: after C0 closed, unless the port served another connection while C0 was open: a
+#: server that serves one connection at a time answers the next queued one then
+SETTLE_FLOOR = 0.5
+
+
+class ServingEvidence:
+    """One phase's evidence on how the server takes parallel connections.
+
+    Two facts, each learnt once: ``concurrent`` (a lane was answered while C0 was
+    open: a lane's silence is its answer) and ``serial`` (a silent lane got a byte or
+    a close late: the server takes one connection at a time, the walk stops
+    speculating). Until one is known, a silent lane is trusted only
+    :meth:`settle_due` after C0 closed; the wait for that is a timer this object owns.
+    """
+
+    def __init__(self, clock: IReactorTime, rtt: RoundTrip) -> None:
+        self._clock = clock
+        self._rtt = rtt
+        self.concurrent = False
+        self.serial = False
+        self._c0_closed_at: float | None = None
+        self._settle: IDelayedCall | None = None
+
+    def reset(self) -> None:
+        """A new phase (plain, then TLS): nothing known."""
+        self.concurrent = False
+        self.serial = False
+        self._c0_closed_at = None
+        self.cancel()
+
+    def c0_closed(self) -> None:
+        if self._c0_closed_at is None:
+            self._c0_closed_at = self._clock.seconds()
+
+    def settle_due(self) -> float | None:
+        """When a lane's silence may be trusted (None: now)."""
+        if self.concurrent or self._c0_closed_at is None:
+            return None
+        due = self._c0_closed_at + max(SETTLE_FLOOR, 4 * self._rtt.bound())
+        return due if due > self._clock.seconds() + CLOCK_SLACK else None
+
+    def wait(self, due: float, then: Callable[[], None]) -> None:
+        """Call ``then`` at ``due`` (once: a wait already running stands)."""
+        if self._settle is None:
+            self._settle = self._clock.callLater(due - self._clock.seconds(), self._settled, then)
+
+    def _settled(self, then: Callable[[], None]) -> None:
+        self._settle = None
+        then()
+
+    def cancel(self) -> None:
+        cancel_call(self._settle)
+        self._settle = None
