@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from vscand.probes.model import Probe
-from vscand.scan.lane import Lane
+from vscand.scan.lane import Lane, LaneState
 from vscand.scan.model import Result
 from vscand.scan.records import End, LaneBudget, ProbeRecord, Read, RoundTrip, ServingEvidence
 from vscand.scan.report import FinalState
@@ -135,11 +135,11 @@ class FastTCPPortScan(TCPPortScan):
         still open, served alongside it."""
         c0 = self._c0
         serving = self._serving
-        if serving.concurrent or c0 is None or lane is c0 or not c0.connected or c0.closed:
+        if serving.concurrent or c0 is None or lane is c0 or not c0.is_open:
             return
         serving.concurrent = True
         for other in self._lanes:
-            if other.watching:
+            if other.state is LaneState.WATCHING:
                 other.close()  # silence from a server that serves in parallel
 
     def late_event(self, lane: Lane) -> None:
@@ -252,7 +252,7 @@ class FastTCPPortScan(TCPPortScan):
             if isinstance(event, Read):
                 self._walk_read(record, event)
             else:
-                if record.lane is not None and record.lane.watching:
+                if record.lane is not None and record.lane.state is LaneState.WATCHING:
                     record.lane.close()  # its silence is the answer now: no more watching
                 self._walk_end(record, event)
 

@@ -4,6 +4,7 @@ first probe, and maybe the one after it on the same connection) into its
 
 from __future__ import annotations
 
+import enum
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
@@ -50,6 +51,25 @@ class LaneOwner(TypingProtocol):
     def log_match_failure(self, failure: Failure) -> None: ...
 
 
+class LaneState(enum.Enum):
+    """A lane's connection.
+
+    ::
+
+        DIALLING --connected--> OPEN --probe ended in silence (speculative)--> WATCHING
+            |                    |                                                |
+            '--failed, stopped---+--closed (either side), stopped-----------------+--> CLOSED
+
+    WATCHING: the probe's record is complete, the connection kept open to see whether
+    a byte or a close comes late (the server had not served it yet).
+    """
+
+    DIALLING = "dialling"
+    OPEN = "open"
+    WATCHING = "watching"
+    CLOSED = "closed"
+
+
 class Lane(Protocol):
     """One connection of a fast port, running one probe into its record.
 
@@ -65,17 +85,22 @@ class Lane(Protocol):
         self.record = record
         record.lane = self
         self.first = first
-        self.connected = False
-        self.closed = False
+        self.state = LaneState.DIALLING
+        #: holds a place in the scan's LaneBudget (a speculative lane) until released
         self.budgeted = False
         self.connecting: defer.Deferred[Protocol] | None = None
         #: the current record's reading (None before the first probe starts)
         self.reading: ProbeReading | None = None
         self.dialled_at = 0.0
         self._replied = False
-        #: a speculative lane whose probe ended in silence stays open, watched: a byte
-        #: or a close now means the server had not served it yet (one at a time)
-        self.watching = False
+
+    @property
+    def closed(self) -> bool:
+        return self.state is LaneState.CLOSED
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in (LaneState.OPEN, LaneState.WATCHING)
 
     # -- the connection ---------------------------------------------------------
 
@@ -91,7 +116,7 @@ class Lane(Protocol):
         if self.closed or self.scan.lane_gone(self):
             self.abort()
             return
-        self.connected = True
+        self.state = LaneState.OPEN
         self.scan.rtt.sample(self.scan.clock.seconds() - self.dialled_at)
         self.scan.lane_connected(self)
 
@@ -99,19 +124,19 @@ class Lane(Protocol):
         self.connecting = None
         if failed_with(failure, defer.CancelledError) or self.closed:
             return
-        self.closed = True
+        self.state = LaneState.CLOSED
         self.scan.lane_connect_failed(self, failure)
 
     def _reading(self) -> ProbeReading | None:
         """The probe being read, if its reading has not ended."""
         reading = self.reading
-        if reading is None or reading.state is ReadState.ENDED or not self.connected:
+        if reading is None or reading.state is ReadState.ENDED:
             return None
         return reading
 
     def dataReceived(self, data: bytes) -> None:
-        if self.watching and data:
-            self.watching = False
+        if self.state is LaneState.WATCHING and data:
+            self.state = LaneState.OPEN
             self.scan.late_event(self)
             return
         reading = self._reading()
@@ -129,11 +154,11 @@ class Lane(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         ours = self.closed  # we closed it (close, abort, stop) before the loss
-        self.closed = True
+        watched = self.state is LaneState.WATCHING
+        self.state = LaneState.CLOSED
         if self.first:
             self.scan.c0_closed(self)
-        if self.watching and not ours:
-            self.watching = False
+        if watched:
             self.scan.late_event(self)
             return
         reading = self._reading()
@@ -147,7 +172,7 @@ class Lane(Protocol):
 
     def start(self, record: ProbeRecord) -> None:
         """Send ``record``'s probe on this (connected) lane and read its answer."""
-        assert self.connected and not self.closed
+        assert self.is_open
         self.record = record
         record.lane = self
         self._replied = False
@@ -185,8 +210,8 @@ class Lane(Protocol):
         record = self.record
         elapsed = (self.scan.clock.seconds() - reading.started) * 1000.0
         record.events.append(End(kind, elapsed))
-        if record.speculative and record.silent and not self.closed:
-            self.watching = True  # kept open: is it silent, or not served yet?
+        if record.speculative and record.silent and self.state is LaneState.OPEN:
+            self.state = LaneState.WATCHING  # kept open: is it silent, or not served yet?
         elif not (self.first and kind in (EndKind.DEADLINE, EndKind.CAP)):
             # only C0 after its NULL probe's timeout or cap may go on (reuse)
             self.close()
@@ -203,19 +228,17 @@ class Lane(Protocol):
             self.scan.budget.release()
 
     def close(self) -> None:
-        self.watching = False
         self._release_budget()
-        if not self.closed and self.transport is not None and self.connected:
-            self.closed = True
+        if self.is_open and self.transport is not None:
+            self.state = LaneState.CLOSED
             if self.first:
                 self.scan.c0_closed(self)
             self.transport.loseConnection()
 
     def abort(self) -> None:
-        self.watching = False
         self._release_budget()
         if not self.closed and self.transport is not None:
-            self.closed = True
+            self.state = LaneState.CLOSED
             abort = getattr(self.transport, "abortConnection", None)
             if abort is not None:
                 abort()
@@ -224,12 +247,11 @@ class Lane(Protocol):
 
     def stop(self) -> None:
         """The port ended: cancel everything this lane owns and close it."""
-        self.watching = False
         if self.reading is not None:
             self.reading.stop()
         if self.connecting is not None:
             connecting, self.connecting = self.connecting, None
-            self.closed = True
+            self.state = LaneState.CLOSED
             connecting.cancel()
         self.close()
         self._release_budget()
