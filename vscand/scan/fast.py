@@ -99,7 +99,7 @@ class FastTCPPortScan(TCPPortScan):
     # -- phases (plain, then maybe TLS) -----------------------------------------
 
     def _start_phase(self, probe: Probe | None, *, first: bool) -> None:
-        self._state = _State.CONNECTING
+        self._enter(_State.CONNECTING)
         self._probe = probe
         self._lanes_open = False
         self._serving.reset()
@@ -167,7 +167,7 @@ class FastTCPPortScan(TCPPortScan):
         if lane is not self._c0:
             lane.start(lane.record)
             return
-        self._state = _State.READING
+        self._enter(_State.READING)
         if self._c0_first and self._excluded():
             self._finish(FinalState.EXCLUDED)
             return

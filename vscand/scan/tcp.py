@@ -96,7 +96,7 @@ class TCPPortScan(PortEnding):
         return options.ssl_connect_timeout if self._walk.tunnel_ssl else options.connect_timeout
 
     def _connect(self, first: bool = False) -> None:
-        self._state = _State.CONNECTING
+        self._enter(_State.CONNECTING)
         conn = ProbeConnection(self)
         d = self._dial(self.task, conn, self._connect_timeout(), self._walk.tunnel_ssl)
         self._connecting = d
@@ -168,7 +168,7 @@ class TCPPortScan(PortEnding):
 
     def _start_probe(self, probe: Probe, *, reuse: bool) -> None:
         assert self._conn is not None
-        self._state = _State.READING
+        self._enter(_State.READING)
         self._probe = probe
         self._probe_start = self._clock.seconds()
         if not reuse:
@@ -261,13 +261,19 @@ class TCPPortScan(PortEnding):
         if conn is not None:
             conn.close()
 
-    def _teardown(self) -> None:
-        self._state = _State.DONE
-        if self._reading is not None:
-            self._reading.stop()
+    def _enter(self, state: _State) -> None:
+        """The transition function: leaving a state cancels what it owned (CONNECTING:
+        the connect in flight; READING: the probe's timer and match)."""
+        self._state = state
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.stop()
         connecting, self._connecting = self._connecting, None
         if connecting is not None:
             connecting.cancel()
+
+    def _teardown(self) -> None:
+        self._enter(_State.DONE)
         self._close_connection()
 
     def _ended(self) -> bool:

@@ -177,7 +177,7 @@ class UDPPortScan(DTLSTunnel):
     # -- opening --------------------------------------------------------------
 
     def _open(self, adapter: DatagramAdapter, opened: Callable[[DatagramSocket], None]) -> None:
-        self._state = UDPState.OPENING
+        self._enter(UDPState.OPENING)
         d = self._open_socket(self.task, adapter)
         self._opening = d
         d.addCallbacks(lambda sock: self._opened(sock, opened), self._open_failed)
@@ -207,7 +207,7 @@ class UDPPortScan(DTLSTunnel):
                 return
         if self._probe is None:
             # no version probe (excluded, or none at this intensity): the check decides
-            self._state = UDPState.CHECKING
+            self._enter(UDPState.CHECKING)
             self._deadline = self._clock.callLater(self._check_wait, self._check_over)
             return
         self._open(self._probe_adapter, self._probe_opened)
@@ -256,7 +256,7 @@ class UDPPortScan(DTLSTunnel):
     def _start_probe(self, probe: Probe) -> None:
         sock = self._probe_sock
         assert sock is not None
-        self._state = UDPState.READING
+        self._enter(UDPState.READING)
         self._probe = probe
         self._probes_sent += 1
         self._probe_start = self._clock.seconds()
@@ -454,10 +454,15 @@ class UDPPortScan(DTLSTunnel):
 
     # -- ending ---------------------------------------------------------------
 
-    def _teardown(self) -> None:
-        self._state = UDPState.DONE
+    def _enter(self, state: UDPState) -> None:
+        """The transition function: leaving a state cancels what it owned (its wait:
+        the check's, the handshake's or the probe's; the handshake's retransmission)."""
+        self._state = state
         self._cancel_deadline()
         self._cancel_retransmit()
+
+    def _teardown(self) -> None:
+        self._enter(UDPState.DONE)
         self._close_dtls()
         opening, self._opening = self._opening, None
         if opening is not None:

@@ -70,6 +70,9 @@ class DTLSTunnel(PortEnding):
     def _cancel_deadline(self) -> None:
         raise NotImplementedError
 
+    def _enter(self, state: UDPState) -> None:
+        raise NotImplementedError
+
     def _send(self, sock: DatagramSocket, datagram: bytes) -> None:
         raise NotImplementedError
 
@@ -118,7 +121,7 @@ class DTLSTunnel(PortEnding):
 
     def _dtls_opened(self, sock: DatagramSocket) -> None:
         self._probe_sock = sock
-        self._state = UDPState.HANDSHAKE
+        self._enter(UDPState.HANDSHAKE)
         self.handshakes += 1
         # no SNI: nsock leaves it out of DTLS ClientHellos (nsock_core.c:377@95b974b10)
         self._dtls = DTLSClient(dtls_context())
