@@ -34,6 +34,12 @@ def cancel_call(call: IDelayedCall | None) -> None:
         call.cancel()
 
 
+def cancel_deferred(d: defer.Deferred[Any] | None) -> None:
+    """Cancel an operation in flight (a connect, a socket opening, a match), if any."""
+    if d is not None:
+        d.cancel()
+
+
 class MachineArgs(TypedDict):
     """The collaborators every port machine takes (keyword arguments)."""
 

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe
-from vscand.scan.ending import MatchFunction, cancel_call
+from vscand.scan.ending import MatchFunction, cancel_call, cancel_deferred
 from vscand.scan.walk import READ_CAP, EndKind
 
 #: float slack when comparing a Clock's time with a computed deadline
@@ -177,8 +177,7 @@ class ProbeReading:
         self.timer = None
         self._pending.clear()
         matching, self._matching = self._matching, None
-        if matching is not None:
-            matching.cancel()
+        cancel_deferred(matching)
 
     # -- matching ---------------------------------------------------------------------
 

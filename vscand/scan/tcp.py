@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe
-from vscand.scan.ending import MachineArgs, PortEnding
+from vscand.scan.ending import MachineArgs, PortEnding, cancel_deferred
 from vscand.scan.model import PortTask, Result
 from vscand.scan.reading import ProbeReading, ReadState
 from vscand.scan.report import FinalState
@@ -269,8 +269,7 @@ class TCPPortScan(PortEnding):
         if reading is not None:
             reading.stop()
         connecting, self._connecting = self._connecting, None
-        if connecting is not None:
-            connecting.cancel()
+        cancel_deferred(connecting)
 
     def _teardown(self) -> None:
         self._enter(_State.DONE)

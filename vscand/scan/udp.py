@@ -79,7 +79,7 @@ from vscand.scan.datagram import (
     DatagramSocket,
     close_socket,
 )
-from vscand.scan.ending import MachineArgs, cancel_call
+from vscand.scan.ending import MachineArgs, cancel_call, cancel_deferred
 from vscand.scan.model import PortTask, Result
 from vscand.scan.report import FinalState
 from vscand.scan.udp_dtls import INBOX_CAP, DTLSTunnel, SocketError, UDPState
@@ -465,11 +465,9 @@ class UDPPortScan(DTLSTunnel):
         self._enter(UDPState.DONE)
         self._close_dtls()
         opening, self._opening = self._opening, None
-        if opening is not None:
-            opening.cancel()
+        cancel_deferred(opening)
         matching, self._matching = self._matching, None
-        if matching is not None:
-            matching.cancel()
+        cancel_deferred(matching)
         self._inbox.clear()
         self._response = bytearray()
         for sock in (self._check_sock, self._probe_sock):
