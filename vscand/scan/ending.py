@@ -105,6 +105,13 @@ class PortEnding:
         """Enter the final state and release everything the machine owns."""
         raise NotImplementedError
 
+    def _excluded(self) -> bool:
+        """The probe file's ``Exclude`` lists the port (unless ``--allports``)."""
+        if self._options.allports:
+            return False
+        scanned = [p.upper() for p in self._options.scanned_protocols]
+        return self._db.exclude.excludes(self.PROTOCOL.upper(), self.task.port, scanned)
+
     def _send_probe(self, probe: Probe, *, reuse: bool) -> None:
         """Run ``probe`` next (``reuse``: on the connection still open)."""
         raise NotImplementedError

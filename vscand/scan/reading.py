@@ -1,7 +1,7 @@
-"""One probe read off a stream: the READING state shared by faithful TCP (one connection)
-and fast mode's lanes (one per probe). SPEC §4.3: every read is matched, whole buffer, in
-order; the probe ends at its deadline, at the read cap, or when the connection ends, but
-what was read before is matched first.
+"""One probe's reads: the READING state shared by faithful TCP (one connection), fast
+mode's lanes (one per probe) and UDP (one datagram per read). SPEC §4.3: every read is
+matched, whole buffer, in order; the probe ends at its deadline, at the read cap, or when
+the connection ends (EOF, RESET...), but what was read before is matched first.
 
 States::
 
@@ -90,12 +90,13 @@ class ProbeReading:
 
     # -- the wait ---------------------------------------------------------------------
 
-    def arm(self) -> None:
-        """Start the probe's wait (after its bytes were sent)."""
+    def arm(self, wait: float | None = None) -> None:
+        """Start the probe's wait: ``wait`` seconds, by default its ``totalwaitms``."""
         clock = self.clock
         probe = self.probe
         if self._quiet_window is None:
-            self.timer = clock.callLater(probe.totalwaitms / 1000.0, self._timer_fired)
+            seconds = probe.totalwaitms / 1000.0 if wait is None else wait
+            self.timer = clock.callLater(seconds, self._timer_fired)
             return
         at = self.started + probe.totalwaitms / 1000.0
         quiet = self._quiet_window(probe)
@@ -151,6 +152,11 @@ class ProbeReading:
     def accepts(self) -> bool:
         """Whether another read is taken (Nmap reads no more once the cap is reached)."""
         return self.state is not ReadState.ENDED and not self.capped
+
+    def idle(self) -> bool:
+        """Whether a read is outstanding with nothing being matched (UDP reads one
+        datagram at a time: the next only then)."""
+        return self.state is ReadState.READING and not self.capped
 
     def take(self, data: bytes) -> None:
         """Bytes arrived for the probe (check :meth:`accepts` first)."""

@@ -132,6 +132,41 @@ class RoundTrip:
         return quiet if quiet < full else None
 
 
+class DatagramQuietWindow:
+    """Fast mode over UDP (DESIGN.md "Fast mode"): probes stay one at a time; with the
+    opt-in ``fast_wait`` > 0 a probe's wait ends a quiet window after its last datagram,
+    ``max(fast_wait, QUIET_FACTOR x`` the slowest first reply seen on the port``)``."""
+
+    def __init__(self, fast_wait: float) -> None:
+        self._fast_wait = fast_wait
+        #: the slowest first reply to a probe seen on this port (seconds)
+        self.reply_latency = 0.0
+
+    def window(self) -> float | None:
+        if self._fast_wait <= 0:
+            return None
+        return max(self._fast_wait, QUIET_FACTOR * self.reply_latency)
+
+    def probe_wait(self, probe: Probe) -> float:
+        """How long a probe waits: its totalwaitms, at most the quiet window."""
+        full = probe.totalwaitms / 1000.0
+        quiet = self.window()
+        return full if quiet is None else min(full, quiet)
+
+    def heard(
+        self, timer: IDelayedCall | None, probe: Probe, started: float, *, now: float, first: bool
+    ) -> None:
+        """A datagram for the probe that started at ``started``: learn the reply time
+        (``first``: the probe's first reply) and move ``timer`` to a window from now."""
+        if first:
+            self.reply_latency = max(self.reply_latency, now - started)
+        quiet = self.window()
+        if quiet is None or timer is None or not timer.active():
+            return
+        end = min(started + probe.totalwaitms / 1000.0, now + quiet)
+        timer.reset(max(0.0, end - now))
+
+
 #: before the walk trusts a lane's silence, at least this long (and 4 round-trip bounds)
 #: after C0 closed, unless the port served another connection while C0 was open: a
 #: server that serves one connection at a time answers the next queued one then

@@ -157,13 +157,6 @@ class TCPPortScan(PortEnding):
             )
             self._report_port("filtered", "no-response")
 
-    def _excluded(self) -> bool:
-        if self._options.allports:
-            return False
-        return self._db.exclude.excludes(
-            "TCP", self.task.port, [p.upper() for p in self._options.scanned_protocols]
-        )
-
     # -- probing --------------------------------------------------------------
 
     def _start_probe(self, probe: Probe, *, reuse: bool) -> None:

@@ -1,60 +1,29 @@
-"""One UDP port's version detection: Nmap 7.93's UDP path (SPEC §6, §3, §8), and 7.94's.
+"""One UDP port's version detection: Nmap 7.93's UDP path (SPEC §6, §3, §8), and 7.94's
+(DESIGN.md "UDP", where the Nmap behaviour reproduced here is described and sourced).
 
-``UDPPortScan`` is the state machine for one (address, port) over UDP.  Like
-the TCP machine, its protocol objects are thin adapters that forward
-``datagramReceived``/``connectionRefused`` as inputs; the machine owns every
-timer and in-flight Deferred and cancels them on every exit; ``DONE`` absorbs
-late events.
+``UDPPortScan`` is the port walk (:mod:`vscand.scan.walk`) over datagrams. Its states::
 
-What Nmap 7.93 does, and so do we:
+    OPENING --check socket--> (no probe: CHECKING --check_wait--> DONE)
+       '--probe socket--> READING --datagram--> (matched) --> READING ... --> DONE
+                          (7.94+ DTLS: HANDSHAKE --done--> READING, per probe)
 
-* no NULL probe: port-listed UDP probes first, then the rest by rarity
-  (``ProbePlan`` with protocol ``UDP``);
-* **one connected UDP socket for all probes of the port**; each probe is one
-  datagram, never retransmitted, followed by reads until ``totalwaitms``;
-  a late reply to an earlier probe is attributed to the current one
-  (service_scan.cc ``startNextProbe``: "Can maintain the same UDP
-  'connection'", 2094-2101@9732e6979).  From Nmap 7.94 (``84e2e9be5``, the
-  DTLS tunnel commit) ``startNextProbe`` deletes the probe's nsock iod and
-  makes a new one for every next probe, TCP or UDP (2104-2141@95b974b10): each
-  probe goes out from **a socket of its own** (a new source port), and what
-  arrives on an earlier probe's socket after that probe ended is lost.  We do
-  the same when ``db.grammar.udp_socket_per_probe``: ``_send_probe`` closes
-  the probe socket and opens another (``_reopen``) before the next probe;
-* one read = one datagram, appended to the probe's response buffer and the
-  whole buffer matched; reading stops once the buffer holds 4096 bytes;
-  a datagram is cut to 8192 bytes (nsock's read buffer, verified: a
-  10,000-byte reply is fingerprinted with length ``2000``);
-* a zero-length datagram is an EOF: the probe ends, the next one starts;
-* ICMP port-unreachable (``ECONNREFUSED`` on the connected socket) ends the
-  probe without fingerprinting its buffer; the next probe starts;
-* any datagram makes an ``open|filtered`` port ``open`` (``udp-response``);
-  a port nothing answered ends NOMATCH with the table name and stays
-  ``open|filtered`` (so no ``?``);
-* the tcpwrapped override of SPEC §2 applies (nothing ever read and no read
-  timeout): a port with no usable probe is ``tcpwrapped``.
+Each state owns its wait (the check's, the handshake's, the probe's) and the transition
+function cancels it on exit; DONE absorbs late datagrams and ICMP errors. One read is one
+datagram from the *inbox* (datagrams and ICMP errors, in arrival order, at most
+``INBOX_CAP``); a zero-length datagram is an EOF, ICMP port-unreachable a RESET, host
+unreachable the end of the port (the walk's :class:`~vscand.scan.walk.EndKind`). One
+connected socket carries every probe (7.93), or one per probe
+(``db.grammar.udp_socket_per_probe``, 7.94+).
 
-The port scan.  Nmap finds the port's state with its UDP scan (``-sU``) before
-version detection: a reply → ``open``, ICMP port-unreachable → ``closed`` (and
-no version detection), silence → ``open|filtered``.  We have no separate port
-scan; instead the machine opens a second connected socket (the *check
-socket*) and sends on it, at the start, the datagram Nmap's UDP scan would
-send (``nmap-payloads``' payload for the port, else empty).  A reply on either
-socket makes the port ``open``; ICMP on the check socket, or on the first
-probe before anything was received, makes it ``closed``.  When no version
-probe is sent at all (intensity too low, or the port is excluded), the check
-socket alone decides, waiting ``check_wait`` seconds.  Nmap's UDP scan
-retransmits; ours sends once.
+The port scan: a second connected socket, the *check socket*, sends at the start what
+Nmap's ``-sU`` would send; a reply on either socket makes the port ``open``; ICMP on it,
+or on the first probe before anything was received, makes it ``closed``; with no version
+probe at all it alone decides, waiting ``check_wait`` seconds.
 
-The DTLS restart (Nmap 7.94+, only when ``db.grammar.dtls_tunnel``) is the
-walk's decision; its transport side is :class:`vscand.scan.udp_dtls.DTLSTunnel`.
-
-The transport (the socket adapter, Twisted's UDP port made fit for a scanner, the
-opener of real sockets) is :mod:`vscand.scan.datagram`.
-
-Collaborators are injected: the clock, the socket opener (binds an ephemeral
-port and connects it to the target; honours the connection-rate limit), the
-match function (the matcher off the reactor thread in production), the probe
+The DTLS restart (7.94+, ``db.grammar.dtls_tunnel``) is the walk's decision; its
+transport side is :class:`vscand.scan.udp_dtls.DTLSTunnel`. The socket adapter and
+Twisted's UDP port made fit for a scanner are :mod:`vscand.scan.datagram`.
+Collaborators are injected: the clock, the socket opener, the match function, the probe
 database and the services table.
 """
 
@@ -81,9 +50,11 @@ from vscand.scan.datagram import (
 )
 from vscand.scan.ending import MachineArgs, cancel_call, cancel_deferred
 from vscand.scan.model import PortTask, Result
+from vscand.scan.reading import ProbeReading
+from vscand.scan.records import DatagramQuietWindow
 from vscand.scan.report import FinalState
 from vscand.scan.udp_dtls import INBOX_CAP, DTLSTunnel, SocketError, UDPState
-from vscand.scan.walk import QUIET_FACTOR, READ_CAP, EndKind
+from vscand.scan.walk import EndKind
 
 log = Logger()
 
@@ -142,13 +113,12 @@ class UDPPortScan(DTLSTunnel):
         self._check_sock: DatagramSocket | None = None
         self._probe_sock: DatagramSocket | None = None
         self._opening: defer.Deferred[DatagramSocket] | None = None
-        # what the probe's reading owns: its wait, the match in flight
+        #: the wait of CHECKING and HANDSHAKE (READING's is its reading's)
         self._deadline: IDelayedCall | None = None
-        self._deadline_passed = False
-        self._capped = False
-        self._matching: defer.Deferred[ServiceMatch | None] | None = None
-        #: fast mode: the slowest first reply to a probe seen on this port (seconds)
-        self._reply_latency = 0.0
+        #: the READING state's probe: it owns the probe's wait and match in flight
+        self._reading: ProbeReading | None = None
+        #: fast mode's quiet windows (probes stay one at a time)
+        self._quiet = DatagramQuietWindow(self._options.fast_wait if self._options.fast else 0.0)
         #: datagrams (and ICMP errors) not yet consumed by a read, oldest first
         self._inbox: collections.deque[bytes | SocketError] = collections.deque()
         self.dropped = 0  # datagrams dropped because the inbox was full
@@ -217,13 +187,6 @@ class UDPPortScan(DTLSTunnel):
         assert self._probe is not None
         self._start_probe(self._probe)
 
-    def _excluded(self) -> bool:
-        if self._options.allports:
-            return False
-        return self._db.exclude.excludes(
-            "UDP", self.task.port, [p.upper() for p in self._options.scanned_protocols]
-        )
-
     def _send(self, sock: DatagramSocket, datagram: bytes) -> None:
         try:
             sock.write(datagram)
@@ -260,10 +223,12 @@ class UDPPortScan(DTLSTunnel):
         self._probe = probe
         self._probes_sent += 1
         self._probe_start = self._clock.seconds()
-        self._deadline_passed = False
-        self._capped = False
         self._response = bytearray()
-        self._deadline = self._clock.callLater(self._probe_wait(probe), self._deadline_hit)
+        reading = ProbeReading(
+            probe, self._response, clock=self._clock, match=self._match, owner=self
+        )
+        self._reading = reading
+        reading.arm(self._quiet.probe_wait(probe))
         # the write may report a pending ICMP error at once (Twisted calls
         # connectionRefused from write); it is queued and read like any event
         for datagram in self._sealed(probe.string):
@@ -292,33 +257,17 @@ class UDPPortScan(DTLSTunnel):
         self._inbox.append(datagram[:MAX_DATAGRAM])
         self._read_next()
 
-    # -- fast mode: quiet windows (DESIGN.md, "Fast mode"); probes stay one at a time --
-
-    def _quiet_window(self) -> float | None:
-        floor = self._options.fast_wait
-        if not self._options.fast or floor <= 0:
-            return None
-        return max(floor, QUIET_FACTOR * self._reply_latency)
-
-    def _probe_wait(self, probe: Probe) -> float:
-        """How long a probe waits: its totalwaitms, in fast mode at most the quiet window."""
-        full = probe.totalwaitms / 1000.0
-        quiet = self._quiet_window()
-        return full if quiet is None else min(full, quiet)
-
     def _fast_heard(self) -> None:
         """A datagram for the current probe: learn the reply time, wait a window more."""
         if self._state is not UDPState.READING or self._probe is None:
             return
-        now = self._clock.seconds()
-        if not self._response and not self._inbox:
-            self._reply_latency = max(self._reply_latency, now - self._probe_start)
-        quiet = self._quiet_window()
-        deadline = self._deadline
-        if quiet is None or deadline is None or not deadline.active():
-            return
-        end = min(self._probe_start + self._probe.totalwaitms / 1000.0, now + quiet)
-        deadline.reset(max(0.0, end - now))
+        self._quiet.heard(
+            self._reading.timer if self._reading is not None else None,
+            self._probe,
+            self._probe_start,
+            now=self._clock.seconds(),
+            first=not self._response and not self._inbox,
+        )
 
     def refused(self, adapter: DatagramAdapter) -> None:
         self.socket_error(adapter, errno.ECONNREFUSED)
@@ -340,84 +289,59 @@ class UDPPortScan(DTLSTunnel):
             self._inbox.append(_REFUSED if code == errno.ECONNREFUSED else SocketError(code))
         self._read_next()
 
-    def _reading(self) -> bool:
-        """A read is outstanding: the probe runs, no match in flight, not over."""
-        return (
-            self._state is UDPState.READING
-            and self._matching is None
-            and not self._capped
-            and not self._deadline_passed
-        )
-
     def _read_next(self) -> None:
         """Deliver the oldest waiting datagram (or ICMP error) to the current read."""
-        if not self._reading() or not self._inbox:
+        reading = self._reading
+        if self._state is not UDPState.READING or reading is None or not reading.idle():
+            return
+        if not self._inbox:
             return
         event = self._inbox.popleft()
         if isinstance(event, SocketError):
             self._read_error(event.code)
             return
         if not event:
-            self._probe_ended(EndKind.EOF)
+            reading.lose(EndKind.EOF)
             return
         self._walk.heard()
         self._mark_open()
-        self._response += event
-        if len(self._response) >= READ_CAP:
-            self._capped = True
-        assert self._probe is not None
-        d = self._match(self._probe, bytes(self._response))
-        self._matching = d
-        d.addCallbacks(self._match_done, self._match_failed)
+        reading.take(event)
 
-    def _match_failed(self, failure: Failure) -> None:
-        if isinstance(failure.value, defer.CancelledError):
-            return
+    # -- what the reading tells (ReadingOwner) ------------------------------------
+
+    def read_matched(self, reading: ProbeReading, found: ServiceMatch | None, length: int) -> None:
+        decision = self._walk.matched(reading.probe, found)
+        if decision is not None:
+            self._decide(decision)
+
+    def read_waiting(self, reading: ProbeReading) -> None:
+        self._read_next()
+
+    def reading_ended(self, reading: ProbeReading, kind: EndKind) -> None:
+        # after data, a deadline or the cap ends the probe (SPEC §4.3): fingerprint, next
+        self._probe_ended(kind)
+
+    def log_match_failure(self, failure: Failure) -> None:
         log.failure(
             "matching failed on {address}:{port}/udp",
             failure,
             address=self.task.address,
             port=self.task.port,
         )
-        self._match_done(None)
-
-    def _match_done(self, found: ServiceMatch | None) -> None:
-        self._matching = None
-        if self._state is not UDPState.READING:
-            return
-        assert self._probe is not None
-        decision = self._walk.matched(self._probe, found)
-        if decision is not None:
-            self._decide(decision)
-            return
-        if self._capped or self._deadline_passed:
-            # the probe is over after data (SPEC §4.3): fingerprint, next probe
-            self._probe_ended(EndKind.DEADLINE if self._deadline_passed else EndKind.CAP)
-            return
-        self._read_next()
-
-    def _deadline_hit(self) -> None:
-        self._deadline = None
-        if self._state is not UDPState.READING:
-            return
-        if self._matching is not None:
-            self._deadline_passed = True
-            return
-        # read timeout
-        self._probe_ended(EndKind.DEADLINE)
 
     def _read_error(self, code: int) -> None:
         """An error on the read: ICMP port-unreachable is ECONNREFUSED (SPEC §4.4, §6)."""
+        assert self._reading is not None
         if code in _UNREACHABLE or code == errno.ENETDOWN:
-            self._probe_ended(EndKind.UNREACHABLE)
+            self._reading.lose(EndKind.UNREACHABLE)
             return
         if code == errno.ECONNREFUSED and self._probes_sent == 1 and not self._received:
             # Nmap's UDP scan would have found the port closed and never probed it
-            self._cancel_deadline()
+            self._reading.stop()
             self._report_port("closed", "port-unreach")
             return
         # the buffered response is lost, not fingerprinted; the next probe
-        self._probe_ended(EndKind.RESET)
+        self._reading.lose(EndKind.RESET)
 
     def _cancel_deadline(self) -> None:
         cancel_call(self._deadline)
@@ -460,14 +384,15 @@ class UDPPortScan(DTLSTunnel):
         self._state = state
         self._cancel_deadline()
         self._cancel_retransmit()
+        reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.stop()
 
     def _teardown(self) -> None:
         self._enter(UDPState.DONE)
         self._close_dtls()
         opening, self._opening = self._opening, None
         cancel_deferred(opening)
-        matching, self._matching = self._matching, None
-        cancel_deferred(matching)
         self._inbox.clear()
         self._response = bytearray()
         for sock in (self._check_sock, self._probe_sock):
