@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, NotRequired, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, NotRequired, TypedDict, Unpack
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
@@ -40,6 +42,10 @@ def cancel_deferred(d: defer.Deferred[Any] | None) -> None:
         d.cancel()
 
 
+if TYPE_CHECKING:
+    from vscand.scan.reading import ProbeReading
+
+
 class MachineArgs(TypedDict):
     """The collaborators every port machine takes (keyword arguments)."""
 
@@ -58,6 +64,9 @@ class PortEnding:
 
     #: the result's ``protocol``
     PROTOCOL: ClassVar[Protocol] = "tcp"
+    #: the machine's module logger, and what it says when matching fails
+    _log: ClassVar[Logger]
+    _MATCH_FAILED: ClassVar[str] = "matching failed on {address}:{port}"
 
     def __init__(
         self,
@@ -104,6 +113,18 @@ class PortEnding:
     def _teardown(self) -> None:
         """Enter the final state and release everything the machine owns."""
         raise NotImplementedError
+
+    # -- what a probe's reading tells (ReadingOwner) -----------------------------------
+
+    def read_matched(self, reading: ProbeReading, found: ServiceMatch | None, length: int) -> None:
+        decision = self._walk.matched(reading.probe, found)
+        if decision is not None:
+            self._decide(decision)
+
+    def log_match_failure(self, failure: Failure) -> None:
+        self._log.failure(
+            self._MATCH_FAILED, failure, address=self.task.address, port=self.task.port
+        )
 
     def _excluded(self) -> bool:
         """The probe file's ``Exclude`` lists the port (unless ``--allports``)."""

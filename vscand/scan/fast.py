@@ -41,6 +41,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vscand.probes.model import Probe
@@ -52,18 +53,18 @@ from vscand.scan.tcp import TCPPortScan, _State
 from vscand.scan.tls import session_facts
 from vscand.scan.walk import EndKind
 
+log = Logger()
+
 #: lanes start this long after C0 connects (unless the NULL probe's first reply
 #: did not hard-match earlier): a banner that hard-matches at once costs no lane
 GRACE_FLOOR = 0.1
 
 
 class FastTCPPortScan(TCPPortScan):
-    """A TCP port in fast mode: same inputs, same result dict as :class:`TCPPortScan`.
+    """A TCP port in fast mode: same inputs, same result dict as :class:`TCPPortScan`,
+    whose walk and ending it keeps; its one connection is replaced by lanes."""
 
-    The result-building half of the faithful machine (final-state override,
-    ``build_service``, delivery, cancellation) is inherited unchanged; the
-    reading half is replaced by lanes and the walk.
-    """
+    _log = log
 
     def __init__(self, *args: Any, budget: LaneBudget | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

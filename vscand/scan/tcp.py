@@ -30,7 +30,6 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe
 from vscand.scan.ending import MachineArgs, PortEnding, cancel_deferred
 from vscand.scan.model import PortTask, Result
@@ -60,6 +59,8 @@ class _State(enum.Enum):
 
 class TCPPortScan(PortEnding):
     """Version detection of one open-or-not TCP port; ``run()`` fires with the result."""
+
+    _log = log
 
     def __init__(self, task: PortTask, *, dial: Dialer, **machine: Unpack[MachineArgs]) -> None:
         super().__init__(
@@ -198,11 +199,6 @@ class TCPPortScan(PortEnding):
 
     # -- what the reading tells (ReadingOwner) ------------------------------------
 
-    def read_matched(self, reading: ProbeReading, found: ServiceMatch | None, length: int) -> None:
-        decision = self._walk.matched(reading.probe, found)
-        if decision is not None:
-            self._decide(decision)
-
     def read_waiting(self, reading: ProbeReading) -> None:
         """Nothing to do: the one connection reads on."""
 
@@ -211,14 +207,6 @@ class TCPPortScan(PortEnding):
             self._conn = None  # the connection ended with the probe
         # after data, a deadline or the cap is no EOF-style restart (SPEC §4.3)
         self._probe_ended(kind)
-
-    def log_match_failure(self, failure: Failure) -> None:
-        log.failure(
-            "matching failed on {address}:{port}",
-            failure,
-            address=self.task.address,
-            port=self.task.port,
-        )
 
     def _restart_in_tunnel(self, probe: Probe | None) -> None:
         """A hard ``ssl`` match in plain text: everything again, inside TLS (SPEC §5.2).

@@ -39,7 +39,6 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe
 from vscand.scan.datagram import (
     MAX_DATAGRAM,
@@ -82,6 +81,8 @@ class UDPPortScan(DTLSTunnel):
     """Version detection of one UDP port; ``run()`` fires with the result."""
 
     PROTOCOL = "udp"
+    _log = log
+    _MATCH_FAILED = "matching failed on {address}:{port}/udp"
 
     def __init__(
         self,
@@ -309,25 +310,12 @@ class UDPPortScan(DTLSTunnel):
 
     # -- what the reading tells (ReadingOwner) ------------------------------------
 
-    def read_matched(self, reading: ProbeReading, found: ServiceMatch | None, length: int) -> None:
-        decision = self._walk.matched(reading.probe, found)
-        if decision is not None:
-            self._decide(decision)
-
     def read_waiting(self, reading: ProbeReading) -> None:
         self._read_next()
 
     def reading_ended(self, reading: ProbeReading, kind: EndKind) -> None:
         # after data, a deadline or the cap ends the probe (SPEC §4.3): fingerprint, next
         self._probe_ended(kind)
-
-    def log_match_failure(self, failure: Failure) -> None:
-        log.failure(
-            "matching failed on {address}:{port}/udp",
-            failure,
-            address=self.task.address,
-            port=self.task.port,
-        )
 
     def _read_error(self, code: int) -> None:
         """An error on the read: ICMP port-unreachable is ECONNREFUSED (SPEC §4.4, §6)."""
