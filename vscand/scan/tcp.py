@@ -2,17 +2,18 @@
 
 ``TCPPortScan`` is the port walk (:mod:`vscand.scan.walk`) run over one connection at a
 time. Its protocol objects are thin adapters (:class:`~vscand.scan.stream.ProbeConnection`)
-that forward ``dataReceived``/``connectionLost`` as inputs; the machine owns every timer
-and in-flight Deferred of its current state and cancels them on every exit; the final
-state absorbs late events.
+that forward ``dataReceived``/``connectionLost`` as inputs. States::
 
-States::
+    CONNECTING --connected--> READING --the probe ended; the walk says:
+        |   ^                (a ProbeReading:    |-- next probe, same connection --> READING
+        |   |                 reading <-> matching)|-- next probe, new connection --> CONNECTING
+        |   '------------------------------------- |-- restart through TLS --------> CONNECTING
+        '--- port scan failed ----> DONE <---------'-- finish (hard match, no probe left,
+                                                        tcpwrapped, a later connect failed)
 
-    CONNECTING --connected--> READING <--match done--> MATCHING
-        |                       |  ^                      |
-        |                       |  '-- next probe (reuse or reconnect)
-        '--- failed --------->  DONE  <-- finish (hard match, no probes left,
-                                           tcpwrapped, connect failure)
+Each state owns what it waits on (CONNECTING the connect, READING the probe's
+:class:`~vscand.scan.reading.ProbeReading`: its timer and match in flight); the transition
+function ``_enter`` cancels them when the state is left; DONE absorbs late events.
 
 Collaborators are injected: the clock, the dialer (connects a protocol to the
 target, honouring the connection-rate limit), the match function (runs the
