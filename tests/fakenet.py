@@ -1,6 +1,6 @@
 """In-memory TCP peers on a ``Clock``: scripted services for the port machines' tests.
 
-A :class:`FakeNetwork` is a dialer (the ``Dialer`` signature of ``vscand.scan.tcp``):
+A :class:`FakeNetwork` is a dialer (the ``Dialer`` signature of ``vscand.scan.stream``):
 each dial becomes, one ``LATENCY`` later, a :class:`PeerConnection` whose behaviour
 (a :class:`Peer`) decides what the service does on connect and on data, with delays
 on the same clock.  The same peer can be scanned by the faithful machine and by

@@ -17,6 +17,7 @@ from tests.e2e.tls_servers import make_certificate
 from tests.matching import MatchGate
 from vscand.probes.matcher import Matcher
 from vscand.probes.parser import parse_probe_text
+from vscand.scan.datagram import DatagramSocket
 from vscand.scan.dtls import (
     MAX_HANDSHAKE_BYTES,
     MAX_RETRANSMITS,
@@ -25,7 +26,7 @@ from vscand.scan.dtls import (
     split_records,
 )
 from vscand.scan.model import PortTask, ScanOptions
-from vscand.scan.udp import DatagramSocket, UDPPortScan
+from vscand.scan.udp import UDPPortScan
 
 PORT = 4433
 PROBES = rb"""Probe UDP Hello q|HELLO|

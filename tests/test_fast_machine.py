@@ -30,8 +30,9 @@ from tests.fakenet import FakeNetwork, Peer, PeerConnection, peer, run_until_res
 from vscand.probes.matcher import Matcher, ServiceMatch
 from vscand.probes.model import Probe
 from vscand.probes.parser import parse_probe_text
-from vscand.scan.fast import FastTCPPortScan, LaneBudget
+from vscand.scan.fast import FastTCPPortScan
 from vscand.scan.model import PortTask, ScanOptions
+from vscand.scan.records import LaneBudget
 from vscand.scan.tcp import TCPPortScan
 
 PROBES = rb"""Exclude T:9100

@@ -19,8 +19,9 @@ from twisted.internet.task import Clock
 from tests.test_udp_machine import PROBES, SRC, WALL
 from vscand.probes.matcher import Matcher
 from vscand.probes.parser import parse_probe_text
+from vscand.scan.datagram import DatagramSocket
 from vscand.scan.model import PortTask, ScanOptions
-from vscand.scan.udp import DatagramSocket, UDPPortScan
+from vscand.scan.udp import UDPPortScan
 
 Responder = Callable[[bytes], list[tuple[float, bytes]]]
 

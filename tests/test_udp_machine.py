@@ -12,9 +12,11 @@ from twisted.internet.task import Clock
 from tests.matching import MatchGate
 from vscand.probes.matcher import Matcher
 from vscand.probes.parser import parse_probe_text
+from vscand.scan.datagram import MAX_DATAGRAM, DatagramSocket
 from vscand.scan.model import PortTask, ScanOptions
-from vscand.scan.tcp import READ_CAP
-from vscand.scan.udp import CHECK_WAIT, INBOX_CAP, MAX_DATAGRAM, DatagramSocket, UDPPortScan
+from vscand.scan.udp import CHECK_WAIT, UDPPortScan
+from vscand.scan.udp_dtls import INBOX_CAP
+from vscand.scan.walk import READ_CAP
 
 PROBES = rb"""Exclude U:9999
 Probe TCP NULL q||

@@ -28,8 +28,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.hostile.servers import HostilePool
 from tests.reactor_thread import ReactorThread
 from vscand.rpc.programs import load_rpc_programs
+from vscand.scan.datagram import DATAGRAMS_PER_READ, BoundedReadUDPPort, ConnectedUDPPort
 from vscand.scan.lag import ReactorLagMonitor
-from vscand.scan.udp import DATAGRAMS_PER_READ, BoundedReadUDPPort, ConnectedUDPPort
 from vscand.scripts.api import PortView, RuleContext
 from vscand.scripts.builtin.rpc import RpcGrind
 from vscand.scripts.exchange import (

@@ -27,14 +27,17 @@ from twisted.python.threadpool import ThreadPool
 from vscand.ports import ServicesTable
 from vscand.probes.matcher import Matcher, ServiceMatch
 from vscand.probes.model import Probe
-from vscand.scan.fast import FastTCPPortScan, LaneBudget
+from vscand.scan.datagram import DatagramOpener, listen_udp_opener
+from vscand.scan.fast import FastTCPPortScan
 from vscand.scan.lag import ReactorLagMonitor
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.pacing import ConnectLimiter, StartPool
+from vscand.scan.records import LaneBudget
 from vscand.scan.scheduler import Scheduler
-from vscand.scan.tcp import Dialer, TCPPortScan
+from vscand.scan.stream import Dialer
+from vscand.scan.tcp import TCPPortScan
 from vscand.scan.tls import TLSClient
-from vscand.scan.udp import DatagramOpener, UDPPortScan, listen_udp_opener
+from vscand.scan.udp import UDPPortScan
 from vscand.scan.udp_payloads import UDPPayloads, port_scan_payloads
 
 #: PCRE recurses on the C stack (recursion limit 10,000 frames of ~500 bytes)

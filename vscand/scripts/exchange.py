@@ -23,8 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vscand.scan.datagram import MAX_DATAGRAM, ConnectedUDPPort
 from vscand.scan.pacing import ConnectLimiter
-from vscand.scan.udp import MAX_DATAGRAM, ConnectedUDPPort
 
 log = Logger()
 
