@@ -42,7 +42,7 @@ PORTS = {"snmp": 161, "ike": 500, "stun": 3478}
 RUN_SCRIPTS = """
 import json, sys
 from twisted.internet import reactor, defer
-from vscand.result import empty_service
+from vscand.service import empty_service
 from vscand.scripts.api import RuleContext
 from vscand.scripts.registry import builtin_scripts
 from vscand.scripts.runner import ScriptRunner

@@ -32,7 +32,7 @@ from tests.pcre8 import needs_pcre8
 from tests.releases import debian12, require
 from vscand.probes import pcre2
 from vscand.probes.matcher import Matcher, ServiceMatch, load_matcher
-from vscand.result import service_from_match
+from vscand.service import service_from_match
 
 #: the fixtures are Nmap 7.93's answers on its probe file, replayed with its regex library,
 #: PCRE 8, where it exists (Debian 12); on Debian 13, which has no PCRE 8, with PCRE2 on 7.93's

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.loopback import nmap_or_skip
+from vscand.output.hosts import ScanMeta, port_ranges
 from vscand.output.jsonl import RESULT_KEYS, dumps, write_jsonl
 from vscand.output.nmapxml import escape, format_xml, service_element
 from vscand.output.normal import (
@@ -25,10 +26,9 @@ from vscand.output.normal import (
     format_table,
     not_shown_line,
 )
-from vscand.output.report import ScanMeta, port_ranges
 from vscand.output.table import service_column, service_info_line, version_column
-from vscand.result import SERVICE_KEYS, empty_service
 from vscand.scan.fingerprint import ServiceFingerprint
+from vscand.service import SERVICE_KEYS, empty_service
 
 DTD = Path("/usr/share/nmap/nmap.dtd")
 META = ScanMeta(args="vscan scan -p 1-40 127.0.0.1", start=1795348049.0, end=1795348051.5)
@@ -583,7 +583,7 @@ def test_host_times_end_at_scanned_at_and_lie_inside_the_run() -> None:
     """``scanned_at`` is when a port's scan ended: the host ends at the last one and starts at
     the first one's start (``scanned_at - duration``), within the run's own times (the host's
     endtime used to be scanned_at + duration: later than the run's end)."""
-    from vscand.output.report import Host, parse_time
+    from vscand.output.hosts import Host, parse_time
 
     at = parse_time("2026-11-22T10:00:00Z")
     assert at is not None

@@ -23,13 +23,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.hostile.measure import allowed, faithful_bound
 from tests.loopback import BannerServer, nmap_or_skip
+from vscand.output.hosts import ScanMeta
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
-from vscand.output.report import ScanMeta
 from vscand.probes.parser import load_probe_files
-from vscand.result import empty_service
 from vscand.scan.fingerprint import wrap
 from vscand.scan.model import PortTask, ScanOptions
+from vscand.service import empty_service
 from vscand.targets.policy import TargetPolicy
 from vscand.targets.resolve import system_addresses
 from vscand.targets.tasks import plan_tasks

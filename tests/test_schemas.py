@@ -23,7 +23,7 @@ from tests.test_jobs import MALFORMED, NOW, encode, parse
 from vscand.jobs.ids import JOB_ID_PATTERN
 from vscand.jobs.schema import JOB_FIELDS, TIMEOUT_FIELDS, JobError
 from vscand.output.jsonl import RESULT_KEYS
-from vscand.result import SERVICE_KEYS
+from vscand.service import SERVICE_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_SCHEMA = json.loads((REPO / "schemas" / "job.schema.json").read_text())

@@ -13,7 +13,6 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from tests.e2e.script_servers_brokers_vpn import connection_start
-from vscand.result import empty_service
 from vscand.scripts.api import PortView, RuleContext
 from vscand.scripts.builtin.amqp_info import (
     CLIENT_HEADER,
@@ -40,6 +39,7 @@ from vscand.scripts.builtin.xmpp_info import (
 )
 from vscand.scripts.runner import ScriptRunner
 from vscand.scripts.testing import FakeConnection, FakeExchange, Reply
+from vscand.service import empty_service
 
 
 def port_result(

@@ -8,13 +8,13 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from vscand.result import empty_service
 from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scripts.api import PortView, RuleContext
 from vscand.scripts.builtin.docker_version import DockerVersion
 from vscand.scripts.builtin.skypev2_version import SkypeV2Version
 from vscand.scripts.runner import ScriptRunner
 from vscand.scripts.testing import FakeConnection, FakeExchange, Reply
+from vscand.service import empty_service
 
 
 def port_result(port: int, name: str | None, **service: Any) -> dict[str, Any]:

@@ -7,12 +7,12 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from vscand.result import empty_service
 from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scripts.api import PortView, RuleContext
 from vscand.scripts.builtin.http_server_header import HttpServerHeader, server_header
 from vscand.scripts.runner import ScriptRunner
 from vscand.scripts.testing import FakeConnection, FakeExchange
+from vscand.service import empty_service
 
 OK = b"HTTP/1.0 200 OK\r\nServer: ZzzServer/1.2\r\nContent-Length: 2\r\n\r\nok"
 

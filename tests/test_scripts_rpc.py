@@ -10,7 +10,6 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
 from tests.e2e.script_servers_rpc_http import rpc_reply
-from vscand.result import empty_service
 from vscand.rpc.messages import (
     ACCEPT_PROG_MISMATCH,
     PortmapEntry,
@@ -25,6 +24,7 @@ from vscand.scripts.api import PortView, RuleContext
 from vscand.scripts.builtin.rpc import RpcGrind, RpcInfoScript
 from vscand.scripts.runner import ScriptRunner
 from vscand.scripts.testing import FakeConnection, FakeExchange, Reply
+from vscand.service import empty_service
 
 PROGRAMS = load_rpc_programs()
 

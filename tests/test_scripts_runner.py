@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from vscand.result import empty_service
 from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scan.model import PortTask
 from vscand.scripts.api import (
@@ -28,6 +27,7 @@ from vscand.scripts.fingerprints import fingerprint_response
 from vscand.scripts.runner import ScriptPhase, ScriptRunner, runlevels
 from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.testing import FakeExchange
+from vscand.service import empty_service
 
 
 def result(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vscand.probes.matcher import Matcher
 from vscand.probes.model import Probe, ProbeDatabase
 from vscand.probes.parser import parse_probe_text
-from vscand.scan.report import FinalState
+from vscand.scan.findings import FinalState
 from vscand.scan.walk import (
     EndKind,
     Finish,

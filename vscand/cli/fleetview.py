@@ -15,10 +15,10 @@ from twisted.internet import task
 from vscand.cli.fleet import FleetError, Handler, keys_for
 from vscand.cli.options import EXIT_FAILED, EXIT_OK, add_redis_options, write_output
 from vscand.cli.replies import print_table, text
+from vscand.output.hosts import ScanMeta, parse_time
 from vscand.output.jsonl import dumps
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
-from vscand.output.report import ScanMeta, parse_time
 from vscand.queue.client import RedisClient
 from vscand.queue.heartbeat import read_heartbeats
 from vscand.queue.keys import Keys

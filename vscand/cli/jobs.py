@@ -29,10 +29,10 @@ from vscand.jobs.ids import task_id
 from vscand.jobs.parse import parse_job
 from vscand.jobs.schema import JobError, JobLimits
 from vscand.jobs.signing import JobSigner, load_key
+from vscand.output.hosts import ScanMeta, parse_time
 from vscand.output.jsonl import dumps
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
-from vscand.output.report import ScanMeta, parse_time
 from vscand.queue.client import RedisClient
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter

@@ -19,7 +19,7 @@ from vscand.probes import pcre
 from vscand.probes.grammar import grammar_for
 from vscand.probes.matcher import Matcher, load_matcher
 from vscand.probes.parser import ProbeFileError
-from vscand.result import service_from_match
+from vscand.service import service_from_match
 
 
 def add_match_command(sub: Any) -> None:

@@ -31,10 +31,10 @@ from vscand.cli.options import (
 )
 from vscand.cli.probes import load_probes
 from vscand.cli.progress import Progress
+from vscand.output.hosts import ScanMeta
 from vscand.output.jsonl import dumps, write_jsonl
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts, format_normal
-from vscand.output.report import ScanMeta
 from vscand.ports import PortSpecError, ServicesTable, load_services
 from vscand.probes.matcher import Matcher
 from vscand.scan.engine import ScanEngine

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
-from vscand.result import SERVICE_KEYS
+from vscand.service import SERVICE_KEYS
 
 RESULT_KEYS = (
     "job",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from vscand.output.report import (
+from vscand.output.hosts import (
     Host,
     Result,
     ScanMeta,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from vscand.output.report import (
+from vscand.output.hosts import (
     Host,
     Result,
     ScanMeta,

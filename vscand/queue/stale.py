@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.internet.defer import FirstError, gatherResults
 
-from vscand.output.report import parse_time
+from vscand.output.hosts import parse_time
 from vscand.queue.client import RedisClient
 from vscand.queue.keys import Keys
 from vscand.scan.model import Protocol, endpoint_text

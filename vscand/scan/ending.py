@@ -22,8 +22,8 @@ from twisted.python.failure import Failure
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
+from vscand.scan.findings import FinalState, build_service, table_service
 from vscand.scan.model import PortTask, Protocol, Result, ScanOptions, target_fields
-from vscand.scan.report import FinalState, build_service, table_service
 from vscand.scan.walk import Decision, EndKind, Finish, ProbeWalk, RestartInTunnel, WalkSettings
 
 #: match(probe, buffer) -> Deferred firing with the first line that matched (or None)

@@ -45,10 +45,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vscand.probes.model import Probe
+from vscand.scan.findings import FinalState
 from vscand.scan.lane import Lane, LaneState
 from vscand.scan.model import Result
 from vscand.scan.records import End, LaneBudget, ProbeRecord, Read, RoundTrip, ServingEvidence
-from vscand.scan.report import FinalState
 from vscand.scan.tcp import TCPPortScan, _State
 from vscand.scan.tls import session_facts
 from vscand.scan.walk import EndKind

@@ -12,7 +12,7 @@ A port's result is a plain dict in the result format of ``CONTRACTS.md``
 ``state`` is one of ``open``, ``closed``, ``filtered``, ``open|filtered``;
 ``reason`` one of ``syn-ack``, ``conn-refused``, ``no-response``,
 ``host-unreach``, ``net-unreach``, ``udp-response``, ``port-unreach``.
-``service`` is the dict of ``vscand.result`` (``SERVICE_KEYS``); for closed and
+``service`` is the dict of ``vscand.service`` (``SERVICE_KEYS``); for closed and
 filtered ports it carries the ``nmap-services`` name with method ``table``,
 conf 3, as Nmap's XML does. ``other_addresses`` (after ``hostname``; absent when
 empty) lists the addresses the name also resolved to that were not scanned

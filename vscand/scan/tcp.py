@@ -33,9 +33,9 @@ from twisted.python.failure import Failure
 
 from vscand.probes.model import Probe
 from vscand.scan.ending import MachineArgs, PortEnding, cancel_deferred
+from vscand.scan.findings import FinalState
 from vscand.scan.model import PortTask, Result
 from vscand.scan.reading import ProbeReading, ReadState
-from vscand.scan.report import FinalState
 from vscand.scan.stream import (
     Dialer,
     ProbeConnection,

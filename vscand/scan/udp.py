@@ -48,10 +48,10 @@ from vscand.scan.datagram import (
     close_socket,
 )
 from vscand.scan.ending import MachineArgs, cancel_call, cancel_deferred
+from vscand.scan.findings import FinalState
 from vscand.scan.model import PortTask, Result
 from vscand.scan.reading import ProbeReading
 from vscand.scan.records import DatagramQuietWindow
-from vscand.scan.report import FinalState
 from vscand.scan.udp_dtls import INBOX_CAP, DTLSTunnel, SocketError, UDPState
 from vscand.scan.walk import EndKind
 

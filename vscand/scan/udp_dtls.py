@@ -28,7 +28,7 @@ from vscand.probes.model import Probe
 from vscand.scan.datagram import MAX_DATAGRAM, DatagramSocket
 from vscand.scan.dtls import DTLSClient, DTLSFailed, dtls_context
 from vscand.scan.ending import PortEnding, cancel_call
-from vscand.scan.report import FinalState
+from vscand.scan.findings import FinalState
 
 #: datagrams held while a match is in flight (Nmap leaves them in the kernel's queue);
 #: more are dropped, as a full socket buffer drops them

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from vscand.probes.matcher import ServiceMatch
 from vscand.probes.model import Probe, ProbeDatabase
+from vscand.scan.findings import FinalState, Findings
 from vscand.scan.fingerprint import ServiceFingerprint
 from vscand.scan.plan import ProbePlan
-from vscand.scan.report import FinalState, Findings
 
 #: no further read is issued for a probe once its buffer holds this many bytes
 READ_CAP = 4096

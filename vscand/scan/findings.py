@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vscand.probes.matcher import ServiceMatch
-from vscand.result import empty_service
+from vscand.service import empty_service
 
 EXCLUDED_PRODUCT = "Excluded from version scan"
 VERSION_FIELDS = ("product", "version", "extrainfo", "hostname", "ostype", "devicetype")
