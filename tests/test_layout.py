@@ -165,9 +165,7 @@ def test_floors_import_only_below() -> None:
         for module in MODULES
         if module != "vscand"
         for name in _vscand_imports(module, top_level_only=False)
-        if name != "vscand"
-        and _package(name) != _package(module)
-        and _floor(name) < _floor(module)
+        if name != "vscand" and _package(name) != _package(module) and _floor(name) < _floor(module)
     )
     assert upward == []
 
