@@ -11,6 +11,7 @@ from typing import Any
 from vscand.cli.fleet import FleetError, Handler, keys_for
 from vscand.cli.options import EXIT_OK, add_redis_options
 from vscand.cli.replies import print_table, text
+from vscand.queue import fleet_reads
 from vscand.queue.changes import describe, since_entry_id
 from vscand.queue.client import RedisClient
 
@@ -56,15 +57,11 @@ async def cmd_changes(reactor: Any, client: RedisClient, args: argparse.Namespac
         except ValueError as exc:
             raise FleetError(str(exc)) from None
     events: list[dict[str, Any]] = []
-    while True:
-        batch = await client.execute("XRANGE", keys.changes, start, "+", "COUNT", 1000)
-        for entry_id, fields in batch or []:
+    async for batch in fleet_reads.stream_pages(client, keys.changes, start):
+        for entry_id, fields in batch:
             event = _change_event(entry_id, fields)
             if not args.host or event["host"] == args.host:
                 events.append(event)
-            start = "(" + event["id"]
-        if not batch or len(batch) < 1000:
-            break
     if args.json:
         for event in events:
             print(json.dumps(event, sort_keys=False))

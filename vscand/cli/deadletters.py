@@ -18,6 +18,7 @@ from vscand.cli.options import EXIT_FAILED, EXIT_OK, add_commands_on, add_redis_
 from vscand.cli.replies import pairs, print_table, shown, untrusted_text
 from vscand.jobs.parse import parse_job
 from vscand.jobs.schema import JobError, JobLimits
+from vscand.queue import fleet_reads
 from vscand.queue.client import RedisClient
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter
@@ -75,7 +76,7 @@ def _entry_arg(entry: str) -> str:
 
 async def _dead_letter(client: RedisClient, keys: Keys, entry: str) -> tuple[dict[str, Any], bytes]:
     """The dead letter *entry*, and its job's stored bytes as they are."""
-    reply = await client.execute("XRANGE", keys.dead, _entry_arg(entry), entry)
+    reply = await fleet_reads.dead_letter(client, keys, _entry_arg(entry))
     if not reply:
         raise FleetError(f"no dead letter {entry} in {keys.dead}", EXIT_FAILED)
     entry_id, fields = reply[0]
@@ -91,8 +92,8 @@ async def cmd_dead(reactor: Any, client: RedisClient, args: argparse.Namespace) 
     if action == "list":
         if args.limit < 1:
             raise FleetError("--limit: give a number of dead letters, 1 or more")
-        reply = await client.execute("XREVRANGE", keys.dead, "+", "-", "COUNT", args.limit)
-        letters = [_letter(e, f) for e, f in reply or []]
+        reply = await fleet_reads.dead_letters(client, keys, args.limit)
+        letters = [_letter(e, f) for e, f in reply]
         if args.json:
             for letter in letters:
                 print(json.dumps(letter, sort_keys=True))
@@ -121,7 +122,7 @@ async def cmd_dead(reactor: Any, client: RedisClient, args: argparse.Namespace) 
                 print(f"{name}: {shown(value)}")
         return EXIT_OK
     if action == "drop":
-        if not int(await client.execute("XDEL", keys.dead, letter["dead_entry"])):
+        if not await fleet_reads.drop_dead_letter(client, keys, letter["dead_entry"]):
             raise FleetError(f"no dead letter {args.entry} in {keys.dead}", EXIT_FAILED)
         print(f"dead letter {letter['dead_entry']} dropped")
         return EXIT_OK

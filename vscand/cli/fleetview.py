@@ -19,6 +19,7 @@ from vscand.output.hosts import ScanMeta, parse_time
 from vscand.output.jsonl import dumps
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
+from vscand.queue import fleet_reads
 from vscand.queue.client import RedisClient
 from vscand.queue.heartbeat import read_heartbeats
 from vscand.queue.keys import Keys
@@ -89,9 +90,9 @@ async def cmd_workers(reactor: Any, client: RedisClient, args: argparse.Namespac
 async def cmd_inventory(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
     keys = keys_for(args)
     if not args.host:
-        hosts = sorted(text(h) for h in await client.execute("SMEMBERS", keys.inventory_hosts))
+        hosts = sorted(text(h) for h in await fleet_reads.inventory_hosts(client, keys))
         for host in hosts:
-            count = await client.execute("HLEN", keys.inventory(host))
+            count = await fleet_reads.inventory_size(client, keys, host)
             if args.json:
                 print(json.dumps({"host": host, "ports": int(count)}))
             else:
@@ -109,7 +110,7 @@ async def cmd_inventory(reactor: Any, client: RedisClient, args: argparse.Namesp
 
 
 async def _inventory_results(client: RedisClient, keys: Keys, host: str) -> list[dict[str, Any]]:
-    reply = list(await client.execute("HGETALL", keys.inventory(host)) or [])
+    reply = await fleet_reads.inventory(client, keys, host)
     return [json.loads(reply[i + 1]) for i in range(0, len(reply), 2)]
 
 
@@ -118,7 +119,7 @@ async def cmd_export_inventory(reactor: Any, client: RedisClient, args: argparse
     if args.job:
         raise FleetError("export: give a JOB or --inventory, not both")
     keys = keys_for(args)
-    hosts = sorted(text(h) for h in await client.execute("SMEMBERS", keys.inventory_hosts))
+    hosts = sorted(text(h) for h in await fleet_reads.inventory_hosts(client, keys))
     results: list[dict[str, Any]] = []
     for host in hosts:
         results.extend(await _inventory_results(client, keys, host))

@@ -33,6 +33,7 @@ from vscand.output.hosts import ScanMeta, parse_time
 from vscand.output.jsonl import dumps
 from vscand.output.nmapxml import format_xml
 from vscand.output.normal import format_hosts
+from vscand.queue import fleet_reads
 from vscand.queue.client import RedisClient
 from vscand.queue.keys import Keys
 from vscand.queue.results import ResultWriter
@@ -116,8 +117,7 @@ def add_job_commands(sub: Any) -> None:
 
 
 async def _job_hash(client: RedisClient, keys: Keys, job_id: str) -> dict[str, str]:
-    reply = await client.execute("HGETALL", keys.job(job_id))
-    pairs = list(reply or [])
+    pairs = await fleet_reads.job_hash(client, keys, job_id)
     status = {text(pairs[i]): text(pairs[i + 1]) for i in range(0, len(pairs), 2)}
     if not status:
         raise FleetError(f"no job {job_id!r} (no {keys.job(job_id)} hash)", EXIT_FAILED)
@@ -125,8 +125,7 @@ async def _job_hash(client: RedisClient, keys: Keys, job_id: str) -> dict[str, s
     if status.get("status") == "queued" and entry:
         # refused without a word in the job's hash (signed mode: an unverified entry writes
         # nothing under the id it claims): the refusal is recorded by stream entry
-        refusal = await client.execute("HGETALL", keys.refused(entry))
-        record = [text(part) for part in refusal or []]
+        record = [text(part) for part in await fleet_reads.refusal(client, keys, entry)]
         found = dict(zip(record[::2], record[1::2], strict=False))
         if "reason" in found:
             status["refused"] = found["reason"]
@@ -207,12 +206,9 @@ async def cmd_submit(reactor: Any, client: RedisClient, args: argparse.Namespace
         )
     if args.replica_confirm > 0:
         # the same connection made the submission: WAIT covers it
-        reached = int(await client.execute("WAIT", args.replica_confirm, 5000, timeout=10))
-        # and it is on the server WAIT answered for (a reconnection in between, to a new
-        # master, would make WAIT count nothing of ours)
-        owner = await client.execute("HGET", keys.job(parsed.id), "entry")
-        if text(owner or b"") != status:
-            reached = 0
+        reached = await fleet_reads.replicas_reached(
+            client, keys, parsed.id, status, args.replica_confirm
+        )
         if reached < args.replica_confirm:
             raise FleetError(
                 f"job {parsed.id} was queued (entry {status}) but only {reached} of "
@@ -293,18 +289,12 @@ async def _results(client: RedisClient, keys: Keys, job_id: str) -> list[dict[st
 
 async def _stream_results(client: RedisClient, stream: str) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
-    start = "-"
-    while True:
-        batch = await client.execute("XRANGE", stream, start, "+", "COUNT", 1000)
-        if not batch:
-            return results
-        for entry_id, fields in batch:
+    async for batch in fleet_reads.stream_pages(client, stream):
+        for _entry_id, fields in batch:
             values = {text(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}
             if "result" in values:
                 results.append(json.loads(values["result"]))
-            start = "(" + text(entry_id)
-        if len(batch) < 1000:
-            return results
+    return results
 
 
 async def cmd_results(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:

@@ -20,8 +20,8 @@ from typing import Any
 from vscand.cli.fleet import FleetError, Handler, keys_for
 from vscand.cli.options import EXIT_OK, add_redis_options
 from vscand.cli.replies import pairs, print_table, shown, untrusted_text
+from vscand.queue import fleet_reads
 from vscand.queue.client import RedisClient
-from vscand.queue.errors import RedisReplyError
 from vscand.queue.keys import GROUP, Keys
 
 JOB_FIELDS = (
@@ -43,17 +43,6 @@ JOB_FIELDS = (
 
 # KEYS: job hashes; ARGV: field names. One HMGET per key, in one round trip; nil for a key
 # gone since SCAN saw it (expired, deleted), so it is not shown as a damaged job.
-_HMGET_MANY = """
-local out = {}
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    out[i] = redis.call('HMGET', KEYS[i], unpack(ARGV))
-  else
-    out[i] = false
-  end
-end
-return out
-"""
 
 
 def add_queue_commands(sub: Any) -> None:
@@ -97,30 +86,10 @@ def _job_row(key: str, prefix: str, values: list[Any]) -> dict[str, Any]:
 
 
 async def _scan_jobs(client: RedisClient, keys: Keys, tasks: bool) -> list[dict[str, Any]]:
-    prefix = keys.job_prefix
-    pattern = prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
-    pattern = pattern.replace("[", "\\[") + "{*"
     rows: list[dict[str, Any]] = []
-    cursor = "0"
-    while True:
-        reply = await client.execute(
-            "SCAN", cursor, "MATCH", pattern, "COUNT", 1000, "TYPE", "hash"
-        )
-        cursor = untrusted_text(reply[0])
-        # a job's hash ends with its tag's '}'; a task's with '}/t<N>'. The names go back to
-        # Redis as they came (bytes): a name that is not UTF-8 still names its key
-        wanted = [
-            k for k in reply[1] or [] if bytes(k).endswith(b"}") or (tasks and b"}/t" in bytes(k))
-        ]
-        if wanted:
-            values = await client.execute("EVAL", _HMGET_MANY, len(wanted), *wanted, *JOB_FIELDS)
-            rows.extend(
-                _job_row(untrusted_text(k), prefix, list(v))
-                for k, v in zip(wanted, values, strict=False)
-                if v is not None
-            )
-        if cursor == "0":
-            return rows
+    async for batch in fleet_reads.job_hashes(client, keys, JOB_FIELDS, tasks=tasks):
+        rows.extend(_job_row(untrusted_text(k), keys.job_prefix, v) for k, v in batch)
+    return rows
 
 
 async def cmd_jobs(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
@@ -174,13 +143,7 @@ async def cmd_jobs(reactor: Any, client: RedisClient, args: argparse.Namespace) 
 
 
 async def _xinfo(client: RedisClient, *args: Any) -> list[dict[str, Any]]:
-    try:
-        reply = await client.execute("XINFO", *args)
-    except RedisReplyError as exc:
-        if "no such key" in str(exc).lower():
-            return []
-        raise
-    return [pairs(item) for item in reply or []]
+    return [pairs(item) for item in await fleet_reads.stream_info(client, *args)]
 
 
 def _int(value: Any) -> int | None:
@@ -195,13 +158,9 @@ def _entry_ms(entry_id: str) -> int | None:
 async def _count_after(client: RedisClient, stream: str, last: str, cap: int) -> int:
     """Entries of *stream* after *last* (at most *cap*): the lag where XINFO has none."""
     start, counted = ("(" + last) if last and last != "0-0" else "-", 0
-    while counted < cap:
-        batch = await client.execute("XRANGE", stream, start, "+", "COUNT", 1000)
-        if not batch:
-            break
+    async for batch in fleet_reads.stream_pages(client, stream, start):
         counted += len(batch)
-        start = "(" + untrusted_text(batch[-1][0])
-        if len(batch) < 1000:
+        if counted >= cap:
             break
     return min(counted, cap)
 
@@ -212,7 +171,7 @@ async def queue_report(client: RedisClient, keys: Keys, queue: str | None) -> di
     report: dict[str, Any] = {
         "queue": queue or "default",
         "stream": stream,
-        "length": int(await client.execute("XLEN", stream) or 0),
+        "length": await fleet_reads.stream_length(client, stream),
         "group": None,
         "pending": 0,
         "lag": None,
@@ -221,7 +180,7 @@ async def queue_report(client: RedisClient, keys: Keys, queue: str | None) -> di
         "oldest_pending": None,
         "oldest_pending_age_seconds": None,
         "oldest_pending_idle_seconds": None,
-        "dead_length": int(await client.execute("XLEN", keys.dead) or 0),
+        "dead_length": await fleet_reads.stream_length(client, keys.dead),
     }
     groups = [
         g for g in await _xinfo(client, "GROUPS", stream) if untrusted_text(g.get("name")) == GROUP
@@ -250,9 +209,9 @@ async def queue_report(client: RedisClient, keys: Keys, queue: str | None) -> di
             }
         )
     if report["pending"]:
-        oldest = await client.execute("XPENDING", stream, GROUP, "-", "+", 1)
+        oldest = await fleet_reads.oldest_pending(client, stream)
         if oldest:
-            entry, _consumer, idle, _count = oldest[0]
+            entry, _consumer, idle, _count = oldest
             entry_id = untrusted_text(entry)
             added = _entry_ms(entry_id)
             report["oldest_pending"] = entry_id
