@@ -8,6 +8,7 @@
   ``targets/parse.py`` and ``targets/policy.py``.
 * Each floor imports only itself and the floors below it: the list is DESIGN.md's, top to bottom
   (``FLOORS``; imports for type checking only are left out).
+* Every Redis command is sent from ``vscand/queue/``.
 * No module is over 400 lines unless DESIGN.md names it, with its reason, in "Longer
   modules"; and every module named there still is.
 """
@@ -208,3 +209,19 @@ def test_modules_over_400_lines_are_named_with_a_reason() -> None:
     stale = sorted(p for p in named if longer.get(p, 0) <= LIMIT)
     assert (unexplained, stale) == ([], [])
     assert all(len(reason) > 20 for reason in named.values())
+
+
+def test_redis_commands_live_in_queue() -> None:
+    """Every Redis command is sent from ``vscand/queue/`` behind a named operation (the
+    producer, a synchronous client library for other services, runs queue/lua.py's
+    scripts through its own redis-py client)."""
+    offenders = sorted(
+        f"{module}:{node.lineno} calls .{node.func.attr}()"
+        for module, path in MODULES.items()
+        if not module.startswith("vscand.queue") and module != "vscand.producer"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("execute", "eval", "blocking")
+    )
+    assert offenders == []
