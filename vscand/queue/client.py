@@ -26,7 +26,6 @@ Replies are raw: bulk strings ``bytes``, status replies ``bytes`` (``b"OK"``), i
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -37,6 +36,13 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from vscand.queue.errors import (
+    TRANSIENT_REPLY_CODES,
+    RedisRefused,
+    RedisReplyError,
+    RedisUnavailable,
+)
+from vscand.queue.link import Arg, Link, RespProtocol, retry_policy, txredisapi
 from vscand.queue.redis_url import (
     DEFAULT_PORT,
     DEFAULT_SENTINEL_PORT,
@@ -44,19 +50,6 @@ from vscand.queue.redis_url import (
     parse_redis_url,
 )
 from vscand.queue.resp import ReplyLimits, cut_size, new_token
-
-with warnings.catch_warnings():
-    # its module body builds a set mixing b"subscribe" and "subscribe" (python -b warns)
-    warnings.simplefilter("ignore", BytesWarning)
-    import txredisapi
-
-from vscand.queue.errors import (
-    TRANSIENT_REPLY_CODES,
-    RedisRefused,
-    RedisReplyError,
-    RedisUnavailable,
-)
-from vscand.queue.link import Arg, Link, RespProtocol, retry_policy
 from vscand.queue.sentinel import SentinelEndpoint
 
 log = Logger(namespace="vscand.redis")

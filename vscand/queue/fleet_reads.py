@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from vscand.queue.commands import RedisCommands
+from vscand.queue.commands import RedisCommands, text
 from vscand.queue.errors import RedisReplyError
 from vscand.queue.keys import GROUP, Keys
 
@@ -42,8 +42,7 @@ async def stream_pages(
         yield list(batch)
         if len(batch) < page:
             return
-        last = batch[-1][0]
-        start = "(" + (last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last))
+        start = "(" + (text(batch[-1][0]) or "")
 
 
 async def job_hash(client: RedisCommands, keys: Keys, job_id: str) -> list[Any]:
@@ -63,9 +62,8 @@ async def replicas_reached(
     0 when the job's entry is not *entry* on the server that answered (a reconnection to a
     new master in between would make ``WAIT`` count nothing of ours)."""
     reached = int(await client.execute("WAIT", replicas, 5000, timeout=10))
-    owner = await client.execute("HGET", keys.job(job_id), "entry")
-    owner_text = owner.decode("utf-8", "replace") if isinstance(owner, bytes) else str(owner or "")
-    return reached if owner_text == entry else 0
+    owner = text(await client.execute("HGET", keys.job(job_id), "entry"))
+    return reached if owner == entry else 0
 
 
 async def inventory_hosts(client: RedisCommands, keys: Keys) -> list[Any]:

@@ -28,7 +28,7 @@ from vscand.queue.resp import ReplyCap, ReplyCapError, ReplyLimits
 with warnings.catch_warnings():
     # its module body builds a set mixing b"subscribe" and "subscribe" (python -b warns)
     warnings.simplefilter("ignore", BytesWarning)
-    import txredisapi
+    import txredisapi as txredisapi  # noqa: PLC0414 - re-exported: client.py, sentinel.py
 
 from vscand.queue.errors import RedisUnavailable
 

@@ -16,12 +16,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from vscand.queue.errors import RedisUnavailable
+from vscand.queue.link import txredisapi
 from vscand.queue.redis_url import RedisURL
-
-with warnings.catch_warnings():
-    # its module body builds a set mixing b"subscribe" and "subscribe" (python -b warns)
-    warnings.simplefilter("ignore", BytesWarning)
-    import txredisapi
 
 log = Logger(namespace="vscand.redis")
 
