@@ -30,6 +30,35 @@ def mask_fingerprint(fp: str) -> str:
     return _VOLATILE.sub(lambda m: f"%{m.group(1)}=*", fp)
 
 
+def _elements(node: ET.Element) -> list[Any]:
+    """A ``<script>``'s or ``<table>``'s children as comparable data, in order."""
+    items: list[Any] = []
+    for child in node:
+        if child.tag == "table":
+            items.append(("table", child.get("key"), _elements(child)))
+        elif child.tag == "elem":
+            items.append(("elem", child.get("key"), child.text or ""))
+    return items
+
+
+def parse_scripts(port: ET.Element) -> dict[str, dict[str, Any]]:
+    """A port's ``<script>`` elements: id -> its output string and structured elements."""
+    return {
+        script.get("id", ""): {"output": script.get("output"), "elements": _elements(script)}
+        for script in port.findall("script")
+    }
+
+
+#: per script id, a function masking what depends on time or randomness in its output
+#: (both the string and the elements pass through it); listed in DESIGN.md
+SCRIPT_MASKS: dict[str, Any] = {}
+
+
+def _masked(script_id: str, value: Any) -> Any:
+    mask = SCRIPT_MASKS.get(script_id)
+    return value if mask is None else mask(value)
+
+
 def parse_xml(path: Path) -> dict[int, dict[str, Any]]:
     """Per TCP port of 127.0.0.1: state and every service attribute, CPEs, servicefp."""
     root = ET.parse(path).getroot()
@@ -48,6 +77,7 @@ def parse_xml(path: Path) -> dict[int, dict[str, Any]]:
                 rec[key] = svc.get(key) if svc is not None else None
             rec["cpe"] = [c.text or "" for c in svc.findall("cpe")] if svc is not None else []
             rec["servicefp"] = svc.get("servicefp") if svc is not None else None
+            rec["scripts"] = parse_scripts(port)
             ports[int(port.get("portid", "0"))] = rec
     return ports
 
@@ -78,6 +108,16 @@ def differences(nmap: dict[str, Any] | None, vscan: dict[str, Any] | None) -> li
         n_masked, v_masked = mask_fingerprint(n_fp), mask_fingerprint(v_fp)
         if n_masked != v_masked:
             diffs.append(f"servicefp (%D/%Time masked):\n  nmap ={n_masked}\n  vscan={v_masked}")
+    n_scripts, v_scripts = nmap.get("scripts") or {}, vscan.get("scripts") or {}
+    for script_id in sorted(set(n_scripts) | set(v_scripts)):
+        n_out, v_out = n_scripts.get(script_id), v_scripts.get(script_id)
+        if n_out is None or v_out is None:
+            diffs.append(f"script {script_id}: nmap={n_out!r} vscan={v_out!r}")
+            continue
+        for part in ("output", "elements"):
+            n_part, v_part = _masked(script_id, n_out[part]), _masked(script_id, v_out[part])
+            if n_part != v_part:
+                diffs.append(f"script {script_id} {part}:\n  nmap ={n_part!r}\n  vscan={v_part!r}")
     return diffs
 
 

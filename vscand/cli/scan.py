@@ -249,6 +249,7 @@ async def _scan(
             table_name=prepared.services.name,
             limiter=engine.limiter,
             settings=prepared.scripts,
+            release=prepared.matcher.db.nmap_release,
         )
         sink = phase.on_result
     lag = ReactorLagMonitor(reactor, interval=0.02)

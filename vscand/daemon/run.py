@@ -193,6 +193,7 @@ class AttemptRunner:
             excluded=state.exclude.excludes,
             table_name=services.name,
             limiter=engine.limiter,
+            release=state.nmap_release,
         )
         scheduler = engine.make_scheduler(scan_port, phase.on_result, options)
         attempt.scheduler = scheduler

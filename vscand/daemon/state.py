@@ -58,6 +58,8 @@ class WorkerState:
     engine: ScanEngine | None = None
     services: ServicesTable | None = None
     exclude: Any = None
+    #: the Nmap release the probe database reproduces (decides the version-script set)
+    nmap_release: str | None = None
 
     def __post_init__(self) -> None:
         config = self.config

@@ -180,6 +180,7 @@ class WorkerService(service.MultiService):
         )
         state.services = services
         state.exclude = matcher.db.exclude
+        state.nmap_release = matcher.db.nmap_release
         await self._until_connected()
         await state.retrying("create the consumer group", state.queue.ensure_group)
         await state.retrying(

@@ -26,6 +26,7 @@ from vscand.output.hosts import (
     ignored_groups,
     port_ranges,
 )
+from vscand.output.script_output import protect_xml
 from vscand.scan.fingerprint import servicefp
 
 XML_OUTPUT_VERSION = "1.05"
@@ -87,6 +88,29 @@ def service_element(service: Mapping[str, Any]) -> str:
     return head + ">" + "".join(f"<cpe>{escape(c)}</cpe>" for c in cpes) + "</service>"
 
 
+def _script_items(items: Iterable[Mapping[str, Any]]) -> str:
+    """NSE's ``format_xml``: ``<elem key=…>`` for a value, ``<table key=…>`` for a table."""
+    parts: list[str] = []
+    for item in items:
+        key = item.get("key")
+        attr = f' key="{escape(protect_xml(str(key)))}"' if key is not None else ""
+        if "table" in item:
+            parts.append(f"<table{attr}>\n{_script_items(item['table'])}</table>\n")
+        else:
+            parts.append(f"<elem{attr}>{escape(protect_xml(str(item['value'])))}</elem>\n")
+    return "".join(parts)
+
+
+def script_element(item: Mapping[str, Any]) -> str:
+    """``<script id=… output=…>`` (``ScriptResult::write_xml``): the printed string, then
+    the structured table, if the script returned one."""
+    head = f'<script id="{escape(item["id"])}" output="{escape(protect_xml(item["output"]))}"'
+    elements = item.get("elements")
+    if elements is None:
+        return head + "/>"
+    return head + ">" + _script_items(elements) + "</script>"
+
+
 def port_element(result: Result) -> str:
     state = _attrs(
         (
@@ -102,6 +126,8 @@ def port_element(result: Result) -> str:
     service = result.get("service")
     if service and (service.get("name") or service.get("fingerprint") or service.get("tunnel")):
         text += service_element(service)
+    for item in (service or {}).get("script_results") or ():
+        text += script_element(item)
     return text + "</port>"
 
 

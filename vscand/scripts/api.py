@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    from vscand.output.script_output import ScriptOutput
     from vscand.scripts.exchange import Exchange
 
 __all__ = [
@@ -230,6 +231,8 @@ def apply_update(
     if isinstance(rpc, RpcInfo):
         new["rpc"] = rpc.as_dict()
     new["scripts"] = dict(service.get("scripts") or {})
+    if service.get("script_results"):
+        new["script_results"] = list(service["script_results"])
     return new
 
 
@@ -289,7 +292,7 @@ class VersionScript(Protocol):
 
     def portrule(self, port: PortView, ctx: RuleContext) -> bool: ...
 
-    async def action(self, run: ScriptRun) -> str | None: ...
+    async def action(self, run: ScriptRun) -> str | ScriptOutput | None: ...
 
 
 class BaseScript:

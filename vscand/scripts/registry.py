@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vscand.probes.grammar import release_key
 from vscand.rpc.programs import RpcPrograms, load_rpc_programs
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.pacing import ConnectLimiter
@@ -74,10 +75,23 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
 ]
 
 
-def builtin_scripts(settings: ScriptSettings | None = None) -> list[VersionScript]:
+#: scripts that joined the version category in a later Nmap release: name -> first release
+#: (7.93's script.db has 45, 7.95's 47); a scan runs the set of the release it reproduces
+SINCE: dict[str, str] = {}
+
+
+def in_release(name: str, release: str | None) -> bool:
+    """Is the script part of the ``version`` category of Nmap ``release`` (None: 7.93)?"""
+    first = SINCE.get(name)
+    return first is None or release_key(release or "7.93") >= release_key(first)
+
+
+def builtin_scripts(
+    settings: ScriptSettings | None = None, release: str | None = None
+) -> list[VersionScript]:
     settings = settings or ScriptSettings()
     scripts = [make(settings) for make in BUILTIN]
-    return [s for s in scripts if s.name not in settings.disabled]
+    return [s for s in scripts if s.name not in settings.disabled and in_release(s.name, release)]
 
 
 def make_phase(
@@ -91,14 +105,16 @@ def make_phase(
     limiter: ConnectLimiter | None,
     settings: ScriptSettings | None = None,
     scripts: Sequence[VersionScript] | None = None,
+    release: str | None = None,
 ) -> ScriptPhase:
     """The script phase of one scan: the engine's results go through it to ``sink``.
 
     ``excluded(PROTOCOL, port, scanned_protocols)`` is the probe file's
-    ``ExcludeSpec.excludes``.
+    ``ExcludeSpec.excludes``. ``release``: the Nmap release reproduced (the
+    probe database's ``nmap_release``), which decides the script set.
     """
     settings = settings or ScriptSettings()
-    chosen = list(scripts) if scripts is not None else builtin_scripts(settings)
+    chosen = list(scripts) if scripts is not None else builtin_scripts(settings, release)
     runner = ScriptRunner(
         reactor,
         chosen,

@@ -27,6 +27,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from vscand.output.script_output import SCRIPT_ERROR_OUTPUT, ScriptFailed, ScriptOutput
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import (
@@ -220,8 +221,13 @@ class ScriptRunner:
         run = _Run(view, host, ctx.intensity, exchange)
         action = defer.Deferred.fromCoroutine(script.action(run))
         action.addTimeout(remaining, self._clock)
+        failed = False
         try:
             output = await action
+        except ScriptFailed:
+            # NSE: a Lua runtime error; what set_port_version did stays, the
+            # output is Nmap's error line
+            output, failed = ScriptOutput(text=SCRIPT_ERROR_OUTPUT), True
         except Exception as exc:
             reason = "timed out" if isinstance(exc, defer.CancelledError) else repr(exc)
             log.info(
@@ -250,8 +256,17 @@ class ScriptRunner:
                 target["service"], update, state, table_name=self._table_name(*key)
             )
         own = ports[view.key]["service"]
-        own.setdefault("scripts", {})
-        own["scripts"] = {**(own["scripts"] or {}), script.name: output or ""}
+        if isinstance(output, str):
+            output = ScriptOutput(text=output)
+        own["scripts"] = {
+            **(own.get("scripts") or {}),
+            script.name: output.output if output else "",
+        }
+        if output is not None and (failed or output.output or output.table is not None):
+            # NSE keeps a result for any non-nil return; Nmap prints it by id
+            kept = [r for r in own.get("script_results") or () if r["id"] != script.name]
+            kept.append(output.to_json(script.name))
+            own["script_results"] = sorted(kept, key=lambda r: str(r["id"]))
 
 
 def rule_context(options: ScanOptions, excluded: Callable[[int, str], bool]) -> RuleContext:

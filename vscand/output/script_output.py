@@ -1,0 +1,201 @@
+"""Script output as NSE keeps it: a structured table, a string, or both.
+
+An NSE action returns up to two values (``nse_main.lua``'s ``set_output``):
+a table (usually ``stdnse.output_table()``, which keeps its keys in insertion
+order) and/or a string. Nmap prints the string when there is one, else the
+table formatted by ``format_table``; ``-oX`` carries the string as the
+``output`` attribute and the table as nested ``<elem>``/``<table>``.
+
+:class:`Table` is that table: the *array* part (Lua's integer keys, printed
+first) and the *fields* (string keys, in insertion order). Values are strings
+(use :func:`lua_str` for numbers and booleans, as Lua's ``tostring``) or
+nested tables. :class:`ScriptOutput` is what an action returns; a plain
+``str`` return is ``ScriptOutput(text=...)``.
+
+The renderers of the output formats (``-oN`` ``|``/``|_`` lines, ``-oX``
+``<script>``) live in :mod:`vscand.output`; here are the pure parts they and
+the result's JSON share. Pure code: no Twisted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+__all__ = [
+    "SCRIPT_ERROR_OUTPUT",
+    "ScriptFailed",
+    "ScriptOutput",
+    "Table",
+    "Value",
+    "format_table",
+    "from_json",
+    "lua_str",
+    "protect_xml",
+    "screen_text",
+]
+
+#: what Nmap prints for a script whose Lua died with a runtime error (no ``-d``)
+SCRIPT_ERROR_OUTPUT = "ERROR: Script execution failed (use -d to debug)"
+
+Value = Union[str, "Table"]
+
+
+class ScriptFailed(Exception):
+    """The script died as NSE's Lua would with a runtime error (not ``nmap.new_try``).
+
+    Raise it where the NSE script itself crashes on an odd answer: the
+    runner applies the updates made before (NSE's ``set_port_version`` takes
+    effect at once) and the port's output for the script is
+    :data:`SCRIPT_ERROR_OUTPUT`, as ``nmap -sV`` prints it.
+    """
+
+
+@dataclass
+class Table:
+    """An NSE output table: integer-keyed values, then string-keyed ones in order."""
+
+    array: list[Value] = field(default_factory=list)
+    fields: list[tuple[str, Value]] = field(default_factory=list)
+
+    def append(self, value: Value) -> Table:
+        self.array.append(value)
+        return self
+
+    def __setitem__(self, key: str, value: Value | None) -> None:
+        """``t[key] = value`` as in ``stdnse.output_table``: a new key goes last,
+        an existing one keeps its place, ``None`` removes it."""
+        for i, (k, _) in enumerate(self.fields):
+            if k == key:
+                if value is None:
+                    del self.fields[i]
+                else:
+                    self.fields[i] = (key, value)
+                return
+        if value is not None:
+            self.fields.append((key, value))
+
+    def __getitem__(self, key: str) -> Value:
+        for k, v in self.fields:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return any(k == key for k, _ in self.fields)
+
+    def __bool__(self) -> bool:
+        """Lua's ``#t > 0 or next(t)``: a table with anything in it."""
+        return bool(self.array or self.fields)
+
+    @classmethod
+    def of(
+        cls, fields: Mapping[str, Value | None] | None = None, array: Iterable[Value] = ()
+    ) -> Table:
+        table = cls(list(array))
+        for key, value in (fields or {}).items():
+            table[key] = value
+        return table
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The elements as JSON: each ``{"key", "value"}`` or ``{"key", "table": [...]}``."""
+        items: list[dict[str, Any]] = []
+        for key, value in [(None, v) for v in self.array] + list(self.fields):
+            if isinstance(value, Table):
+                items.append({"key": key, "table": value.to_json()})
+            else:
+                items.append({"key": key, "value": value})
+        return items
+
+
+def _from_elements(elements: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table()
+    for item in elements:
+        value: Value = _from_elements(item["table"]) if "table" in item else str(item["value"])
+        key = item.get("key")
+        if key is None:
+            table.array.append(value)
+        else:
+            table.fields.append((str(key), value))
+    return table
+
+
+@dataclass(frozen=True)
+class ScriptOutput:
+    """What an action returns: NSE's (table, string) pair; at least one is set."""
+
+    table: Table | None = None
+    text: str | None = None
+
+    @property
+    def output(self) -> str:
+        """The string Nmap prints (``ScriptResult::get_output_str``)."""
+        if self.text is not None and self.text != "":
+            return self.text
+        if self.table is not None:
+            return format_table(self.table)
+        return ""
+
+    def to_json(self, script_id: str) -> dict[str, Any]:
+        return {
+            "id": script_id,
+            "output": self.output,
+            "elements": self.table.to_json() if self.table is not None else None,
+        }
+
+
+def from_json(item: Mapping[str, Any]) -> ScriptOutput:
+    """The inverse of :meth:`ScriptOutput.to_json` (for writers reading results back)."""
+    elements = item.get("elements")
+    table = _from_elements(elements) if elements is not None else None
+    return ScriptOutput(table=table, text=str(item.get("output") or ""))
+
+
+def format_table(value: Value, indent: str = "  ") -> str:
+    """``nse_main.lua``'s ``format_table``: each entry on a new line, nested two more spaces."""
+    if not isinstance(value, Table):
+        return value
+    parts: list[str] = []
+    for item in value.array:
+        parts += ["\n", indent, format_table(item, indent + "  ")]
+    for key, item in value.fields:
+        parts += ["\n", indent, key, ": ", format_table(item, indent + "  ")]
+    return "".join(parts)
+
+
+def lua_str(value: object) -> str:
+    """Lua 5.3's ``tostring`` for the values scripts put in tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nil"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**63:
+            return f"{value:.1f}"
+        return f"{value:.14g}"
+    return str(value)
+
+
+def _escape(text: str, keep: str) -> str:
+    out: list[str] = []
+    for char in text:
+        code = ord(char)
+        if char in keep or 0x20 <= code <= 0x7E:
+            out.append(char)
+        else:
+            for byte in (
+                char.encode("latin-1", errors="replace") if code < 256 else char.encode("utf-8")
+            ):
+                out.append(f"\\x{byte:02X}")
+    return "".join(out)
+
+
+def screen_text(text: str) -> str:
+    """Nmap's ``escape_for_screen`` (``-oN``): tab and newline kept, others ``\\xHH``."""
+    return _escape(text, "\t\n")
+
+
+def protect_xml(text: str) -> str:
+    """Nmap's ``protect_xml`` (``-oX``): tab, CR and newline kept, others ``\\xHH``."""
+    return _escape(text, "\t\r\n")
