@@ -141,6 +141,9 @@ class RuleContext:
     intensity: int = 7
     #: Nmap's ``port_is_excluded`` (the probe file's ``Exclude``), (port, protocol) -> bool
     excluded: Callable[[int, str], bool] = field(default=lambda _port, _proto: False)
+    #: the Nmap release reproduced ("7.93", "7.95", …): a script that changed between
+    #: releases follows the one reproduced
+    release: str = "7.93"
 
     def is_excluded(self, port: int, protocol: str) -> bool:
         return self.excluded(port, protocol)
@@ -256,6 +259,10 @@ class ScriptRun(Protocol):
 
     @property
     def exchange(self) -> Exchange: ...
+
+    @property
+    def release(self) -> str:
+        """The Nmap release reproduced (``RuleContext.release``)."""
 
     def set_version(
         self,

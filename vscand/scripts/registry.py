@@ -123,5 +123,5 @@ def make_phase(
         port_budget=settings.port_budget,
     )
     scanned = [p.upper() for p in options.scanned_protocols]
-    ctx = rule_context(options, lambda port, proto: excluded(proto.upper(), port, scanned))
+    ctx = rule_context(options, lambda port, proto: excluded(proto.upper(), port, scanned), release)
     return ScriptPhase(runner, tasks, sink, ctx)

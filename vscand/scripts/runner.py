@@ -87,6 +87,8 @@ class _Run:
     host: _Host
     intensity: int
     exchange: Exchange
+    #: the Nmap release reproduced (a script that changed between releases asks)
+    release: str = "7.93"
     updates: list[tuple[PortKey, VersionUpdate, MatchState]] = field(default_factory=list)
     states: list[tuple[PortKey, PortState]] = field(default_factory=list)
 
@@ -218,7 +220,7 @@ class ScriptRunner:
             )
             return
         exchange = self._exchange_factory(view)
-        run = _Run(view, host, ctx.intensity, exchange)
+        run = _Run(view, host, ctx.intensity, exchange, ctx.release)
         action = defer.Deferred.fromCoroutine(script.action(run))
         action.addTimeout(remaining, self._clock)
         failed = False
@@ -269,13 +271,15 @@ class ScriptRunner:
             own["script_results"] = sorted(kept, key=lambda r: str(r["id"]))
 
 
-def rule_context(options: ScanOptions, excluded: Callable[[int, str], bool]) -> RuleContext:
-    """The rule context of a scan: its intensity and the probe file's Exclude."""
+def rule_context(
+    options: ScanOptions, excluded: Callable[[int, str], bool], release: str | None = None
+) -> RuleContext:
+    """The rule context of a scan: its intensity, the probe file's Exclude, the release."""
 
     def is_excluded(port: int, protocol: str) -> bool:
         return not options.allports and excluded(port, protocol)
 
-    return RuleContext(intensity=options.intensity, excluded=is_excluded)
+    return RuleContext(intensity=options.intensity, excluded=is_excluded, release=release or "7.93")
 
 
 class ScriptPhase:
