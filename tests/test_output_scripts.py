@@ -307,3 +307,12 @@ def test_rows_reassemble_to_the_escaped_output(output: str) -> None:
         return
     body = "\n".join(line[2:] for line in row.split("\n"))
     assert body.removeprefix("id: ") == output.removesuffix("\n")
+
+
+def test_an_empty_string_falls_back_to_the_table_in_793_only() -> None:
+    """7.93's get_output_str tests the string for emptiness; 7.95's for a Lua string."""
+    out = ScriptOutput(table=Table.of({"k": "v"}), text="")
+    assert out.printed("7.93") == out.output == "\n  k: v"
+    assert out.printed("7.95") == ""
+    assert out.to_json("s", "7.95")["output"] == ""
+    assert ScriptOutput(text="").printed("7.95") == "" == ScriptOutput(text="").output

@@ -133,6 +133,10 @@ def _from_elements(elements: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
+def _release_key(release: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in release.split(".") if part.isdigit())
+
+
 @dataclass(frozen=True)
 class ScriptOutput:
     """What an action returns: NSE's (table, string) pair; at least one is set."""
@@ -142,17 +146,23 @@ class ScriptOutput:
 
     @property
     def output(self) -> str:
-        """The string Nmap prints (``ScriptResult::get_output_str``)."""
-        if self.text is not None and self.text != "":
+        """The string Nmap 7.93 prints (``ScriptResult::get_output_str``)."""
+        return self.printed()
+
+    def printed(self, release: str = "7.93") -> str:
+        """The string Nmap prints: the script's string, else its table formatted. An empty
+        string falls back to the table in 7.93 (it tests ``empty()``); from 7.95 on any
+        string the script returned is the output, ``""`` too (it tests for a Lua string)."""
+        if self.text is not None and (self.text != "" or _release_key(release) >= (7, 95)):
             return self.text
         if self.table is not None:
             return format_table(self.table)
         return ""
 
-    def to_json(self, script_id: str) -> dict[str, Any]:
+    def to_json(self, script_id: str, release: str = "7.93") -> dict[str, Any]:
         return {
             "id": script_id,
-            "output": self.output,
+            "output": self.printed(release),
             "elements": self.table.to_json() if self.table is not None else None,
         }
 

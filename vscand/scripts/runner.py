@@ -267,14 +267,14 @@ class ScriptRunner:
             output = ScriptOutput(text=output)
         own["scripts"] = {
             **(own.get("scripts") or {}),
-            script.name: output.output[:MAX_OUTPUT_CHARS] if output else "",
+            script.name: output.printed(ctx.release)[:MAX_OUTPUT_CHARS] if output else "",
         }
         if output is not None:
             # NSE keeps a result for any non-nil return, even an empty string (-oX then has
             # <script output="">, -oN no line); Nmap prints them by id. Bounded
             # (script_result): what a hostile peer makes a script print cannot grow a
             # result without limit
-            recorded = script_result(output.to_json(script.name))
+            recorded = script_result(output.to_json(script.name, ctx.release))
             kept = [r for r in own.get("script_results") or () if r["id"] != script.name]
             if recorded is not None:
                 kept.append(recorded)
