@@ -518,3 +518,47 @@ def test_vscan_export_of_a_job_still_works(redis_server: RedisServer, scenario: 
     done = vscan(redis_server, "export", "j2", "-oX", "-")
     assert done.returncode == 0, done.stderr
     assert 'portid="6379"' in done.stdout
+
+
+# ---------------------------------------------------------------- version scripts' output
+
+
+def scripted(output: str, elements: list[dict[str, Any]] | None) -> Any:
+    item = {"id": "http-server-header", "output": output, "elements": elements}
+    return {**HTTP, "scripts": {"http-server-header": output}, "script_results": [item]}
+
+
+def test_script_output_is_stored_and_shown_but_is_no_change(
+    redis_server: RedisServer, redis: SyncRedis, writer: ResultWriter
+) -> None:
+    """Script output (often time- or peer-dependent: rfc868-time, a server's uptime...) does
+    not take part in change detection; the inventory keeps the latest, and the fleet's
+    reports print it with --script-output as ``vscan scan`` does."""
+    first = result(80, svc=scripted("\n  A\n  B", [{"key": None, "value": "A"}]))
+    later = result(80, svc=scripted("\n  <empty>\n  C\x01", [{"key": None, "value": ""}]))
+    assert normalised_service(first) == normalised_service(later)
+    scan(writer, "j1", [first])
+    scan(writer, "j2", [later])
+    assert kinds(redis) == [("80/tcp", "opened")]
+    stored = json.loads(redis.call("HGET", KEYS.inventory(HOST), "80/tcp"))
+    assert stored["service"]["script_results"] == later["service"]["script_results"]
+
+    rows = ["| http-server-header: ", "|   <empty>", "|_  C\\x01"]
+    shown = vscan(redis_server, "inventory", HOST, "--script-output")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[4].split() == ["80/tcp", "open", "http", "nginx", "1.24.0"]
+    assert shown.stdout.splitlines()[5:8] == rows
+    plain = vscan(redis_server, "inventory", HOST)
+    assert "http-server-header" not in plain.stdout
+    results = vscan(redis_server, "results", "j1", "--script-output")
+    assert results.returncode == 0, results.stderr
+    assert results.stdout.splitlines()[5:8] == ["| http-server-header: ", "|   A", "|_  B"]
+    for args in (["export", "j2"], ["export", "--inventory"]):
+        exported = vscan(redis_server, *args, "-oX", "-", "--script-output")
+        assert exported.returncode == 0, exported.stderr
+        script = ET.fromstring(exported.stdout).find(".//port/script")
+        assert script is not None, exported.stdout
+        assert script.get("output") == "\n  <empty>\n  C\\x01"
+        assert [(e.tag, e.get("key"), e.text) for e in script] == [("elem", None, None)]
+        bare = vscan(redis_server, *args, "-oX", "-")
+        assert "<script" not in bare.stdout

@@ -17,13 +17,23 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.daemon_harness import CACHE_DIR, SSH_BANNER, Listeners, banner
 from tests.test_jobs import MALFORMED, NOW, encode, parse
 from vscand.jobs.ids import JOB_ID_PATTERN
 from vscand.jobs.schema import JOB_FIELDS, TIMEOUT_FIELDS, JobError
 from vscand.output.jsonl import RESULT_KEYS
-from vscand.service import SERVICE_KEYS
+from vscand.output.script_output import (
+    MAX_DEPTH,
+    MAX_ELEMENTS,
+    MAX_OUTPUT_CHARS,
+    ScriptOutput,
+    Table,
+    script_result,
+)
+from vscand.service import SERVICE_KEYS, empty_service
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_SCHEMA = json.loads((REPO / "schemas" / "job.schema.json").read_text())
@@ -217,3 +227,70 @@ def test_vscan_scan_results_validate_against_the_result_schema(tmp_path: Path) -
         assert list(result)[: len(RESULT_KEYS) - 1] == [k for k in RESULT_KEYS if k in result]
     bad = dict(results[0], state="up")
     assert list(RESULTS.iter_errors(bad))
+
+
+# --- service.script_results (DESIGN.md "### Script output") -------------------------
+
+SCRIPT_RESULT = jsonschema.Draft202012Validator(
+    {"$ref": "#/$defs/script_result", "$defs": RESULT_SCHEMA["$defs"]}
+)
+_script_keys = st.text(min_size=1, max_size=5)
+_script_values = st.recursive(
+    st.text(max_size=6),
+    lambda children: st.builds(
+        Table,
+        st.lists(children, max_size=3),
+        st.lists(st.tuples(_script_keys, children), max_size=3),
+    ),
+    max_leaves=10,
+)
+
+
+def test_the_schema_states_the_codes_script_output_bounds() -> None:
+    item = RESULT_SCHEMA["$defs"]["script_result"]["properties"]
+    assert item["output"]["maxLength"] == MAX_OUTPUT_CHARS
+    scripts = RESULT_SCHEMA["$defs"]["service"]["properties"]["scripts"]
+    assert scripts["additionalProperties"]["maxLength"] == MAX_OUTPUT_CHARS
+    described = RESULT_SCHEMA["$defs"]["script_elements"]["description"]
+    assert f"{MAX_ELEMENTS} entries" in described and f"{MAX_DEPTH} levels" in described
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.builds(
+        Table,
+        st.lists(_script_values, max_size=3),
+        st.lists(st.tuples(_script_keys, _script_values), max_size=3),
+    ),
+    st.one_of(st.none(), st.text(max_size=8)),
+)
+def test_what_the_runner_records_validates(table: Table, text: str | None) -> None:
+    for out in (ScriptOutput(table=table, text=text), ScriptOutput(text=text or "x")):
+        SCRIPT_RESULT.validate(script_result(out.to_json("some-script")))
+
+
+def test_bounded_hostile_results_validate_and_malformed_ones_do_not() -> None:
+    deep: list[dict[str, Any]] = [{"key": None, "value": "v"}]
+    for _ in range(100):
+        deep = [{"key": "t", "table": deep}]
+    hostile = {
+        "id": "h",
+        "output": "x" * (2 * MAX_OUTPUT_CHARS),
+        "elements": deep + [{"key": "k", "value": "y"}] * (2 * MAX_ELEMENTS),
+    }
+    bounded = script_result(hostile)
+    SCRIPT_RESULT.validate(bounded)
+    assert list(SCRIPT_RESULT.iter_errors(hostile))  # the schema states the bounds
+    for bad in (
+        {"id": "", "output": "", "elements": None},
+        {"id": "x", "output": "", "elements": [{"key": None}]},
+        {"id": "x", "output": "", "elements": [{"key": None, "value": "v", "table": []}]},
+        {"id": "x", "output": "", "elements": None, "truncated": False},
+        {"id": "x", "elements": None},
+    ):
+        assert list(SCRIPT_RESULT.iter_errors(bad)), bad
+    result = {"job": None, "host": "127.0.0.1", "hostname": None, "port": 80, "protocol": "tcp",
+              "state": "open", "reason": "syn-ack", "service": dict(empty_service("http"),
+              script_results=[bounded]), "tags": {}, "worker": None,
+              "scanned_at": "2027-01-15T08:00:00Z", "duration_ms": 1}  # fmt: skip
+    RESULTS.validate(result)

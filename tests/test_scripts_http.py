@@ -71,6 +71,10 @@ def test_without_fingerprint_it_asks_itself_and_an_empty_header_shows_as_empty()
     service = scan(port_result(8080, "http-proxy"), FakeExchange(empty_server, port=8080))
     assert service["product"] is None and service["method"] == "probed"
     assert service["scripts"] == {"http-server-header": "<empty>"}
+    # NSE returns the list too: -oX <elem></elem> (the value, not its printed form)
+    assert service["script_results"] == [
+        {"id": "http-server-header", "output": "<empty>", "elements": [{"key": None, "value": ""}]}
+    ]
 
 
 def test_identified_product_is_kept_and_other_servers_are_listed() -> None:

@@ -13,7 +13,13 @@ from typing import Any
 from twisted.internet import task
 
 from vscand.cli.fleet import FleetError, Handler, keys_for
-from vscand.cli.options import EXIT_FAILED, EXIT_OK, add_redis_options, write_output
+from vscand.cli.options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_redis_options,
+    add_script_output_option,
+    write_output,
+)
 from vscand.cli.replies import print_table, text
 from vscand.output.hosts import ScanMeta, parse_time
 from vscand.output.jsonl import dumps
@@ -35,6 +41,7 @@ def add_fleet_view_commands(sub: Any) -> None:
     inventory = sub.add_parser("inventory", help="the current picture of a host (or all hosts)")
     inventory.add_argument("host", metavar="HOST", nargs="?")
     inventory.add_argument("--json", action="store_true")
+    add_script_output_option(inventory)
     add_redis_options(inventory)
 
     migrate_cmd = sub.add_parser(
@@ -105,7 +112,7 @@ async def cmd_inventory(reactor: Any, client: RedisClient, args: argparse.Namesp
         for result in results:
             print(dumps(result))
     else:
-        sys.stdout.write(format_hosts(results))
+        sys.stdout.write(format_hosts(results, script_output=args.script_output))
     return EXIT_OK
 
 
@@ -134,6 +141,7 @@ async def cmd_export_inventory(reactor: Any, client: RedisClient, args: argparse
         args="vscan export --inventory",
         start=min(starts, default=now),
         end=max((t for t in ends.values() if t is not None), default=now),
+        script_output=args.script_output,
     )
     write_output(args.xml_out, format_xml(results, meta))
     return EXIT_OK

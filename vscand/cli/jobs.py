@@ -22,6 +22,7 @@ from vscand.cli.options import (
     add_job_options,
     add_job_targets,
     add_redis_options,
+    add_script_output_option,
     write_output,
 )
 from vscand.cli.replies import text
@@ -105,6 +106,7 @@ def add_job_commands(sub: Any) -> None:
     results = sub.add_parser("results", help="a job's port results")
     results.add_argument("job", metavar="JOB")
     results.add_argument("--json", action="store_true", help="JSON lines")
+    add_script_output_option(results)
     add_redis_options(results)
 
     export = sub.add_parser("export", help="a job's results as Nmap XML (same as vscan scan -oX)")
@@ -113,6 +115,7 @@ def add_job_commands(sub: Any) -> None:
         "--inventory", action="store_true", help="export the whole inventory instead of a job"
     )
     export.add_argument("-oX", dest="xml_out", metavar="FILE", required=True, help="- = stdout")
+    add_script_output_option(export)
     add_redis_options(export)
 
 
@@ -300,16 +303,18 @@ async def _stream_results(client: RedisClient, stream: str) -> list[dict[str, An
 async def cmd_results(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
     keys = keys_for(args)
     await _job_hash(client, keys, args.job)
-    _print_results(await _results(client, keys, args.job), args.json)
+    _print_results(await _results(client, keys, args.job), args.json, args.script_output)
     return EXIT_OK
 
 
-def _print_results(results: list[dict[str, Any]], as_json: bool) -> None:
+def _print_results(
+    results: list[dict[str, Any]], as_json: bool, script_output: bool = False
+) -> None:
     if as_json:
         for result in results:
             print(dumps(result))
     else:
-        sys.stdout.write(format_hosts(results))
+        sys.stdout.write(format_hosts(results, script_output=script_output))
 
 
 async def cmd_export(reactor: Any, client: RedisClient, args: argparse.Namespace) -> int:
@@ -322,7 +327,9 @@ async def cmd_export(reactor: Any, client: RedisClient, args: argparse.Namespace
     results = await _results(client, keys, args.job)
     start = parse_time(status.get("started_at")) or time.time()
     end = parse_time(status.get("finished_at")) or time.time()
-    meta = ScanMeta(args=f"vscan job {args.job}", start=start, end=end)
+    meta = ScanMeta(
+        args=f"vscan job {args.job}", start=start, end=end, script_output=args.script_output
+    )
     write_output(args.xml_out, format_xml(results, meta))
     return EXIT_OK
 

@@ -34,6 +34,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"vscan: error: {message} (see {hint})\n")
 
 
+SCRIPT_OUTPUT_HELP = (
+    "print the version scripts' output (table and -oN '|' lines, -oX <script>) as "
+    "'nmap -sV --script=version' does; 'nmap -sV' alone prints none (JSON always has it)"
+)
+
+
+def add_script_output_option(parser: argparse.ArgumentParser) -> None:
+    """``--script-output``: the reports show the version scripts' output (DESIGN.md)."""
+    parser.add_argument("--script-output", action="store_true", help=SCRIPT_OUTPUT_HELP)
+
+
 def count(low: int, what: str) -> Callable[[str], int]:
     """An argparse type: an integer of at least *low*."""
 

@@ -289,6 +289,7 @@ async def _scan(
         start=started,
         end=ended,
         ports=prepared.ports,
+        script_output=bool(getattr(args, "script_output", False)),
         interrupted=(
             f"{interrupted[0]}: {len(results)} of {len(tasks)} ports finished"
             if interrupted
@@ -298,7 +299,7 @@ async def _scan(
     # like nmap: an output written to stdout (-oX -, -oN -, -oJ -) is all stdout carries
     to_stdout = "-" in (args.xml_out, args.normal_out, args.json_out)
     if not args.json and not to_stdout:
-        sys.stdout.write(format_hosts(results))
+        sys.stdout.write(format_hosts(results, script_output=meta.script_output))
     _write(args.xml_out, lambda: format_xml(results, meta))
     _write(args.normal_out, lambda: format_normal(results, meta))
     if args.json_out:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vscand.cli.options import add_probe_options, count, rate
+from vscand.cli.options import add_probe_options, add_script_output_option, count, rate
 from vscand.scripts.options import add_script_options
 
 #: nmap options vscan does not take, with the reason (one line, exit 2)
@@ -166,3 +166,4 @@ def add_scan_command(sub: Any) -> None:
         "--probes FILE, else Nmap's installed file)",
     )
     add_script_options(scan)
+    add_script_output_option(scan)

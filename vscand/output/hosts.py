@@ -39,6 +39,10 @@ class ScanMeta:
     nmap_version: str = "7.93"
     #: the run was interrupted (Ctrl-C): the reports hold the ports that had ended, and say so
     interrupted: str | None = None
+    #: print the version scripts' output (-oN ``|`` lines, -oX ``<script>``): Nmap does only
+    #: when script scanning was asked for (``o.script``: ``nmap -sV --script=version``), never
+    #: for ``-sV`` alone
+    script_output: bool = False
 
 
 @dataclass

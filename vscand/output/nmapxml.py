@@ -26,7 +26,7 @@ from vscand.output.hosts import (
     ignored_groups,
     port_ranges,
 )
-from vscand.output.script_output import protect_xml
+from vscand.output.script_output import protect_xml, script_items
 from vscand.scan.fingerprint import servicefp
 
 XML_OUTPUT_VERSION = "1.05"
@@ -103,7 +103,8 @@ def _script_items(items: Iterable[Mapping[str, Any]]) -> str:
 
 def script_element(item: Mapping[str, Any]) -> str:
     """``<script id=… output=…>`` (``ScriptResult::write_xml``): the printed string, then
-    the structured table, if the script returned one."""
+    the structured table, if the script returned one (an item of
+    :func:`~vscand.output.script_output.script_items`: well formed, bounded)."""
     head = f'<script id="{escape(item["id"])}" output="{escape(protect_xml(item["output"]))}"'
     elements = item.get("elements")
     if elements is None:
@@ -111,7 +112,7 @@ def script_element(item: Mapping[str, Any]) -> str:
     return head + ">" + _script_items(elements) + "</script>"
 
 
-def port_element(result: Result) -> str:
+def port_element(result: Result, script_output: bool = False) -> str:
     state = _attrs(
         (
             ("state", result.get("state")),
@@ -126,8 +127,9 @@ def port_element(result: Result) -> str:
     service = result.get("service")
     if service and (service.get("name") or service.get("fingerprint") or service.get("tunnel")):
         text += service_element(service)
-    for item in (service or {}).get("script_results") or ():
-        text += script_element(item)
+    if script_output:
+        for item in script_items(service):
+            text += script_element(item)
     return text + "</port>"
 
 
@@ -153,7 +155,9 @@ def host_element(host: Host, meta: ScanMeta) -> list[str]:
                 f'proto="{escape(proto)}" ports="{port_ranges(numbers)}"/>\n'
             )
         body += "</extraports>\n"
-    shown = [port_element(r) for r in host.ports if str(r.get("state")) not in hidden]
+    shown = [
+        port_element(r, meta.script_output) for r in host.ports if str(r.get("state")) not in hidden
+    ]
     if shown:
         body += "\n".join(shown) + "\n"
     lines.append(body + "</ports>")

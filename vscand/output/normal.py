@@ -8,6 +8,8 @@ Layout as Nmap 7.93 prints it (checked against local scans of 127.0.0.1)::
     Not shown: 36 closed tcp ports (conn-refused)      <- or an empty line
     PORT     STATE SERVICE VERSION
     3306/tcp open  mysql   MySQL 5.5.5-10.11.19-MariaDB-0+deb12u1
+    | script-id: first line of its output                <- each script's output, by id
+    |_last line                                           <- (Nmap's formatScriptOutput)
     N service(s) unrecognized despite returning data. ...
     SF-Port...
     Service Info: Host: ...; OS: ...
@@ -31,7 +33,7 @@ from vscand.output.hosts import (
     ignored_groups,
     plural,
 )
-from vscand.output.table import service_column, service_info_line, version_column
+from vscand.output.table import script_rows, service_column, service_info_line, version_column
 
 #: fingerprints printed per host at most (Nmap keeps 9)
 MAX_FINGERPRINTS = 9
@@ -41,19 +43,32 @@ FOOTER = (
 )
 
 
-def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Nmap's output table: each column as wide as its widest cell, one space apart.
-
-    Trailing blanks are not written (an empty last cell leaves no padding).
+def format_table(rows: Sequence[Sequence[str] | str]) -> list[str]:
+    """Nmap's output table (``NmapOutputTable``): each column as wide as its widest
+    cell, one space apart; a cell is padded only while cells with text follow it in
+    its row (no trailing blanks are added; a cell's own are kept). A ``str`` row is a
+    *full row* (the port's script output): written as is, counted in no width.
+    Rows with nothing in them are left out.
     """
-    if not rows:
-        return []
-    columns = max(len(row) for row in rows)
-    widths = [max(len(row[c]) for row in rows if c < len(row)) for c in range(columns)]
-    lines = []
+    cell_rows = [row for row in rows if not isinstance(row, str)]
+    columns = max((len(row) for row in cell_rows), default=0)
+    widths = [max((len(r[c]) for r in cell_rows if c < len(r)), default=0) for c in range(columns)]
+    lines: list[str] = []
     for row in rows:
-        cells = [cell.ljust(widths[c]) for c, cell in enumerate(row)]
-        lines.append(" ".join(cells).rstrip(" "))
+        if isinstance(row, str):
+            if row:
+                lines.extend(row.split("\n"))
+            continue
+        items = sum(1 for cell in row if cell)
+        if not items:
+            continue
+        text, written = "", 0
+        for c, cell in enumerate(row):
+            text += cell
+            written += bool(cell)
+            if written < items:
+                text += " " * (widths[c] - len(cell) + 1)
+        lines.append(text)
     return lines
 
 
@@ -117,8 +132,16 @@ def port_row(result: Result, version_scan: bool = True) -> list[str]:
     return row
 
 
-def format_host(host: Host, version_scan: bool = True, ptr_name: str | None = None) -> list[str]:
+def format_host(
+    host: Host,
+    version_scan: bool = True,
+    ptr_name: str | None = None,
+    script_output: bool = False,
+) -> list[str]:
     """One host's report, ending with the empty line Nmap writes after each host.
+
+    ``script_output``: each port's row is followed by its version scripts' output
+    (``|``/``|_`` lines, by script id), as ``nmap -sV --script=version`` prints it.
 
     ``ptr_name`` is the address's reverse-DNS name, if one was looked up: Nmap
     leaves that name (compared case-insensitively) out of ``Service Info``.
@@ -147,7 +170,11 @@ def format_host(host: Host, version_scan: bool = True, ptr_name: str | None = No
         return lines
     lines.append(not_shown)  # '' when nothing is hidden: Nmap's empty line
     header = ["PORT", "STATE", "SERVICE"] + (["VERSION"] if version_scan else [])
-    rows = [header] + [port_row(r, version_scan) for r in shown]
+    rows: list[Sequence[str] | str] = [header]
+    for r in shown:
+        rows.append(port_row(r, version_scan))
+        if script_output:
+            rows.extend(script_rows(r.get("service")))
     lines.extend(format_table(rows))
     fingerprints = [
         str((r.get("service") or {}).get("fingerprint"))
@@ -170,12 +197,14 @@ def format_hosts(
     results: Iterable[Result],
     version_scan: bool = True,
     ptr_names: Mapping[str, str] | None = None,
+    script_output: bool = False,
 ) -> str:
     """The per-host reports (the table vscan prints on stdout) plus the footer."""
     lines: list[str] = []
     results = list(results)
     for host in group_hosts(results):
-        lines.extend(format_host(host, version_scan, (ptr_names or {}).get(host.address)))
+        ptr_name = (ptr_names or {}).get(host.address)
+        lines.extend(format_host(host, version_scan, ptr_name, script_output))
     if version_scan:
         lines.append(FOOTER)
     lines.extend(interrupted_lines(results))
@@ -205,7 +234,8 @@ def format_normal(
     hosts = group_hosts(results)
     lines = [f"# {meta.program} scan initiated {ctime(meta.start)} as: {meta.args}"]
     for host in hosts:
-        lines.extend(format_host(host, meta.version_scan, (ptr_names or {}).get(host.address)))
+        ptr_name = (ptr_names or {}).get(host.address)
+        lines.extend(format_host(host, meta.version_scan, ptr_name, meta.script_output))
     if meta.version_scan:
         lines.append(FOOTER)
     summary = done_summary(len(hosts), meta.hosts_down, meta.end - meta.start)

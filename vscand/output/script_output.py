@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_ELEMENTS",
+    "MAX_OUTPUT_CHARS",
     "SCRIPT_ERROR_OUTPUT",
     "ScriptFailed",
     "ScriptOutput",
@@ -34,12 +37,21 @@ __all__ = [
     "lua_str",
     "protect_xml",
     "screen_text",
+    "script_items",
+    "script_result",
 ]
 
 #: what Nmap prints for a script whose Lua died with a runtime error (no ``-d``)
 SCRIPT_ERROR_OUTPUT = "ERROR: Script execution failed (use -d to debug)"
 
 Value = Union[str, "Table"]
+
+#: the longest printed output kept per script (characters); more is cut (``truncated``)
+MAX_OUTPUT_CHARS = 32 * 1024
+#: the most structured entries (``elem`` and ``table`` nodes, at any depth) kept per script
+MAX_ELEMENTS = 1000
+#: the deepest nesting of structured tables kept (the script's own table is depth 1)
+MAX_DEPTH = 16
 
 
 class ScriptFailed(Exception):
@@ -121,6 +133,10 @@ def _from_elements(elements: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
+def _release_key(release: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in release.split(".") if part.isdigit())
+
+
 @dataclass(frozen=True)
 class ScriptOutput:
     """What an action returns: NSE's (table, string) pair; at least one is set."""
@@ -130,17 +146,23 @@ class ScriptOutput:
 
     @property
     def output(self) -> str:
-        """The string Nmap prints (``ScriptResult::get_output_str``)."""
-        if self.text is not None and self.text != "":
+        """The string Nmap 7.93 prints (``ScriptResult::get_output_str``)."""
+        return self.printed()
+
+    def printed(self, release: str = "7.93") -> str:
+        """The string Nmap prints: the script's string, else its table formatted. An empty
+        string falls back to the table in 7.93 (it tests ``empty()``); from 7.95 on any
+        string the script returned is the output, ``""`` too (it tests for a Lua string)."""
+        if self.text is not None and (self.text != "" or _release_key(release) >= (7, 95)):
             return self.text
         if self.table is not None:
             return format_table(self.table)
         return ""
 
-    def to_json(self, script_id: str) -> dict[str, Any]:
+    def to_json(self, script_id: str, release: str = "7.93") -> dict[str, Any]:
         return {
             "id": script_id,
-            "output": self.output,
+            "output": self.printed(release),
             "elements": self.table.to_json() if self.table is not None else None,
         }
 
@@ -199,3 +221,82 @@ def screen_text(text: str) -> str:
 def protect_xml(text: str) -> str:
     """Nmap's ``protect_xml`` (``-oX``): tab, CR and newline kept, others ``\\xHH``."""
     return _escape(text, "\t\r\n")
+
+
+class _Budget:
+    """What is left of :data:`MAX_ELEMENTS` while copying one script's elements."""
+
+    def __init__(self) -> None:
+        self.left = MAX_ELEMENTS
+        self.cut = False
+
+
+def _bounded_elements(items: object, depth: int, budget: _Budget) -> list[dict[str, Any]]:
+    """A well-formed copy of JSON elements within the bounds; anything else is dropped."""
+    if not isinstance(items, list):
+        budget.cut = True
+        return []
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if budget.left <= 0:
+            budget.cut = True
+            break
+        if not isinstance(item, Mapping):
+            budget.cut = True
+            continue
+        key = item.get("key")
+        if key is not None and not isinstance(key, str):
+            key = lua_str(key)
+        if "table" in item:
+            if depth >= MAX_DEPTH:
+                budget.cut = True
+                continue
+            budget.left -= 1
+            out.append({"key": key, "table": _bounded_elements(item["table"], depth + 1, budget)})
+        elif "value" in item:
+            budget.left -= 1
+            value = item["value"]
+            text = value if isinstance(value, str) else lua_str(value)
+            if len(text) > MAX_OUTPUT_CHARS:
+                text, budget.cut = text[:MAX_OUTPUT_CHARS], True
+            out.append({"key": key, "value": text})
+        else:
+            budget.cut = True
+    return out
+
+
+def script_result(item: object) -> dict[str, Any] | None:
+    """One ``service.script_results`` entry, well formed and bounded, or None.
+
+    The runner stores every entry through this (so a result, in Redis too, never
+    holds more than :data:`MAX_OUTPUT_CHARS` of output per script, nor more than
+    :data:`MAX_ELEMENTS` structured entries nested at most :data:`MAX_DEPTH` deep),
+    and the writers read stored results through it (a result written by an older or
+    foreign producer cannot make them fail). What was cut is flagged
+    ``"truncated": true``; Nmap itself bounds none of this.
+    """
+    if not isinstance(item, Mapping):
+        return None
+    script_id, output = item.get("id"), item.get("output")
+    if not isinstance(script_id, str) or not script_id:
+        return None
+    text = output if isinstance(output, str) else ""
+    budget = _Budget()
+    if len(text) > MAX_OUTPUT_CHARS:
+        text, budget.cut = text[:MAX_OUTPUT_CHARS], True
+    elements = item.get("elements")
+    bounded = None if elements is None else _bounded_elements(elements, 1, budget)
+    out: dict[str, Any] = {"id": script_id, "output": text, "elements": bounded}
+    if budget.cut or item.get("truncated") is True:
+        out["truncated"] = True
+    return out
+
+
+def script_items(service: object) -> list[dict[str, Any]]:
+    """A stored service's ``script_results``, each through :func:`script_result`."""
+    if not isinstance(service, Mapping):
+        return []
+    items = service.get("script_results")
+    if not isinstance(items, list | tuple):
+        return []
+    return [r for r in (script_result(i) for i in items) if r is not None]

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from vscand.output.script_output import screen_text, script_items
+
 VERSION_COLUMN_MAX = 159
 
 
@@ -90,3 +92,25 @@ def service_info_line(services: Iterable[Mapping[str, Any]], own_name: str | Non
     if cpes:
         segments.append("CPE: " + ", ".join(cpes))
     return ("Service Info: " + "; ".join(segments)) if segments else ""
+
+
+def script_row(script_id: str, output: str) -> str:
+    """Nmap's ``formatScriptOutput``: the output escaped for the screen, its lines
+    prefixed ``| `` and the last ``|_``, the id on the first (``''``: no row)."""
+    text = screen_text(output)
+    if not text:
+        return ""
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()  # C's line splitting: a final newline starts no new line
+    rows = []
+    for i, line in enumerate(lines):
+        head = "| " if i < len(lines) - 1 else "|_"
+        rows.append(head + (f"{script_id}: " if i == 0 else "") + line)
+    return "\n".join(rows)
+
+
+def script_rows(service: Mapping[str, Any] | None) -> list[str]:
+    """The port's script rows of the port table (by id, as stored), without empty ones."""
+    rows = (script_row(item["id"], item["output"]) for item in script_items(service))
+    return [row for row in rows if row]

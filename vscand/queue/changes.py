@@ -4,7 +4,11 @@ A rescan of an unchanged service must never show up as new, so the inventory is
 compared on a *normalised* form of each result (:func:`normalised_service`): the
 port state and, for an open port, the service's identifying fields and the TLS
 certificate's SHA-256 — never scan times, durations, the worker, the matched
-probe or an unmatched service's fingerprint (which embeds the scan date).
+probe, an unmatched service's fingerprint (which embeds the scan date) or the
+version scripts' output (``service.scripts``/``script_results``: often time- or
+peer-dependent — a clock, an uptime, a server's list order; what a script
+*identifies* is already in the service fields it sets). The inventory still
+holds the latest output.
 
 The comparison itself runs inside the fenced result-writing Lua script
 (:mod:`vscand.queue.results`), atomically with the inventory update; this module

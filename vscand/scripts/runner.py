@@ -27,7 +27,13 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vscand.output.script_output import SCRIPT_ERROR_OUTPUT, ScriptFailed, ScriptOutput
+from vscand.output.script_output import (
+    MAX_OUTPUT_CHARS,
+    SCRIPT_ERROR_OUTPUT,
+    ScriptFailed,
+    ScriptOutput,
+    script_result,
+)
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import (
@@ -223,13 +229,12 @@ class ScriptRunner:
         run = _Run(view, host, ctx.intensity, exchange, ctx.release)
         action = defer.Deferred.fromCoroutine(script.action(run))
         action.addTimeout(remaining, self._clock)
-        failed = False
         try:
             output = await action
         except ScriptFailed:
             # NSE: a Lua runtime error; what set_port_version did stays, the
             # output is Nmap's error line
-            output, failed = ScriptOutput(text=SCRIPT_ERROR_OUTPUT), True
+            output = ScriptOutput(text=SCRIPT_ERROR_OUTPUT)
         except Exception as exc:
             reason = "timed out" if isinstance(exc, defer.CancelledError) else repr(exc)
             log.info(
@@ -262,12 +267,17 @@ class ScriptRunner:
             output = ScriptOutput(text=output)
         own["scripts"] = {
             **(own.get("scripts") or {}),
-            script.name: output.output if output else "",
+            script.name: output.printed(ctx.release)[:MAX_OUTPUT_CHARS] if output else "",
         }
-        if output is not None and (failed or output.output or output.table is not None):
-            # NSE keeps a result for any non-nil return; Nmap prints it by id
+        if output is not None:
+            # NSE keeps a result for any non-nil return, even an empty string (-oX then has
+            # <script output="">, -oN no line); Nmap prints them by id. Bounded
+            # (script_result): what a hostile peer makes a script print cannot grow a
+            # result without limit
+            recorded = script_result(output.to_json(script.name, ctx.release))
             kept = [r for r in own.get("script_results") or () if r["id"] != script.name]
-            kept.append(output.to_json(script.name))
+            if recorded is not None:
+                kept.append(recorded)
             own["script_results"] = sorted(kept, key=lambda r: str(r["id"]))
 
 
