@@ -69,8 +69,9 @@ def _sorted_devices(value: Any) -> Any:
     out = []
     for item in value:
         if item[0] == "table" and item[1] == "devices":
-            item = ("table", "devices", [("table", None, sorted(d[2])) for d in item[2]])
-        out.append(item)
+            out.append(("table", "devices", [("table", None, sorted(d[2])) for d in item[2]]))
+        else:
+            out.append(item)
     return out
 
 

@@ -21,6 +21,7 @@ No response carries a date or anything else that changes between runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -159,10 +160,8 @@ def serve(port: int, handler: Callable[[socket.socket], None]) -> None:
     def one(conn: socket.socket) -> None:
         with conn:
             conn.settimeout(5)
-            try:
+            with contextlib.suppress(OSError):
                 handler(conn)
-            except OSError:
-                pass
 
     def loop() -> None:
         while True:
