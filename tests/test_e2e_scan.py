@@ -200,7 +200,11 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
         nmap_cmd = [nmap, "-sV", "-Pn", "-n", "-p", portlist, "127.0.0.1", "-oX", str(nmap_xml)]
         vscan_cmd = [*vscan_command(), "scan", "127.0.0.1", "-p", portlist]
         commands = {
-            "nmap": nmap_cmd if nse else [*nmap_cmd, "--datadir", str(datadir)],
+            # nse-on: `--script version` runs the scripts -sV runs and makes nmap print their
+            # output (plain -sV prints none: output.cc's `if (o.script)`) — issue 16
+            "nmap": [*nmap_cmd, "--script", "version"]
+            if nse
+            else [*nmap_cmd, "--datadir", str(datadir)],
             "vscan": [*vscan_cmd, "-oX", str(vscan_xml), "-oJ", str(vscan_json), "--no-progress"]
             + ([] if nse else ["--no-scripts"]),
         }

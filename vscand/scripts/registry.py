@@ -20,7 +20,11 @@ from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import VersionScript
 from vscand.scripts.builtin.amqp_info import AmqpInfo
 from vscand.scripts.builtin.docker_version import DockerVersion
+from vscand.scripts.builtin.fingerprint_strings import FingerprintStrings
+from vscand.scripts.builtin.hnap_info import HnapInfo
 from vscand.scripts.builtin.http_server_header import HttpServerHeader
+from vscand.scripts.builtin.http_trane_info import HttpTraneInfo
+from vscand.scripts.builtin.https_redirect import HttpsRedirect
 from vscand.scripts.builtin.ike_version import IkeVersion
 from vscand.scripts.builtin.mqtt_subscribe import MqttSubscribe
 from vscand.scripts.builtin.pptp_version import PptpVersion
@@ -72,6 +76,11 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
     lambda _settings: PptpVersion(),
     lambda _settings: StunVersion(),
     lambda _settings: IkeVersion(),
+    # HTTP and unrecognised services
+    lambda _settings: FingerprintStrings(),
+    lambda _settings: HttpsRedirect(),
+    lambda _settings: HnapInfo(),
+    lambda _settings: HttpTraneInfo(),
 ]
 
 
