@@ -206,7 +206,7 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
             if nse
             else [*nmap_cmd, "--datadir", str(datadir)],
             "vscan": [*vscan_cmd, "-oX", str(vscan_xml), "-oJ", str(vscan_json), "--no-progress"]
-            + ([] if nse else ["--no-scripts"]),
+            + (["--script-output"] if nse else ["--no-scripts"]),
         }
         seconds, logs = run_side_by_side(commands, workdir, SCAN_TIMEOUT)
         if not nse:

@@ -160,7 +160,7 @@ def run() -> Iterator[Run]:
             "nmap": [nmap, "-sV", "--script", "version", "-Pn", "-n", "-p", portlist,
                      "127.0.0.1", "-oX", str(nmap_xml)],
             "vscan": [*vscan_command(), "scan", "127.0.0.1", "-p", portlist,
-                      "-oX", str(vscan_xml), "--no-progress"],
+                      "-oX", str(vscan_xml), "--no-progress", "--script-output"],
         }  # fmt: skip
         run_side_by_side(commands, workdir, SCAN_TIMEOUT)
         keep_outputs(workdir, "scripts-http-")
