@@ -56,15 +56,15 @@ def parse_status(data: bytes) -> Table:
     # nine keys last first (nmap 7.93 and 7.95 print "max players" first)
     for key, value in reversed(list(zip(HEADINGS, values, strict=True))):
         out[key] = _text(value)
-    settings = Table()
-    out["settings"] = settings
+    settings: dict[str, str] = {}  # a dict keeps a reassigned key in place, as output_table
+    out["settings"] = Table()
     while pos >= len(data) or data[pos] != 1:
         (name, value), pos = lua_unpack("s1s1", data, pos)
         settings[_text(name)] = _text(value)
+    out["settings"] = Table(fields=list(settings.items()))
     pos += 1
     players = Table()
     out["players"] = players
-    number = 0
     while pos < len(data):
         flags = data[pos]
         pos += 1
@@ -73,8 +73,8 @@ def parse_status(data: bytes) -> Table:
             if flags & bit:
                 (value,), pos = lua_unpack("s1", data, pos)
                 player[field] = _text(value)
-        players[f"player {number}"] = player
-        number += 1
+        # "player N" keys are new each time: appended directly (Table's own lookup is linear)
+        players.fields.append((f"player {len(players.fields)}", player))
     return out
 
 

@@ -79,9 +79,9 @@ def parse_status(data: bytes) -> Table:
         pos, info[key] = _find(data, heading.encode() + b": ", rb"([^\n]*)", pos)
     channel_fields = [str(v) for v in _list(str(info["channelfields"])).array]
     info["channelfields"] = Table(array=list(channel_fields))
-    channels = Table()
-    info["channels"] = channels
-    channels["0"] = Table.of({"NAME": "<top level lobby>", "CID": "0"})
+    # by CID; a dict keeps a reassigned key in place, as output_table (and looks up in O(1))
+    channels: dict[str, Table] = {"0": Table.of({"NAME": "<top level lobby>", "CID": "0"})}
+    info["channels"] = Table()
     while data[pos + 1 : pos + 10] == b"CHANNEL: ":
         start = pos
         channel = Table()
@@ -104,10 +104,11 @@ def parse_status(data: bytes) -> Table:
             _add_client(channels, str(client["CID"]), client)
         if pos == start:
             break
+    info["channels"] = Table(fields=list(channels.items()))
     return info
 
 
-def _add_client(channels: Table, cid: str, client: Table) -> None:
+def _add_client(channels: dict[str, Table], cid: str, client: Table) -> None:
     unknown = cid not in channels
     if unknown:
         if "-1" not in channels:
@@ -116,7 +117,6 @@ def _add_client(channels: Table, cid: str, client: Table) -> None:
             )
         cid = "-1"
     channel = channels[cid]
-    assert isinstance(channel, Table)
     clients = _get(channel, "clients")
     if clients is None and not unknown:
         channel["clients"] = clients = Table()
