@@ -42,6 +42,7 @@ from tests.test_e2e_scripts import (
     _start_target_module,
 )
 from tests.test_output import DTD, xmllint_or_skip
+from vscand.output.script_output import SCRIPT_ERROR_OUTPUT
 
 pytestmark = pytest.mark.e2e
 
@@ -64,6 +65,9 @@ CASES = [
          ("quake1-info",)),
     Case("quake3", "udp", "Quake 3 lookalike: statusResponse (OpenArena probe match, then the "
          "script)", {"name": "quake3", "product": "ioq3", "ostype": "Linux"}, ("quake3-info",)),
+    Case("quake3-short", "udp", "Quake 3 with a two-word version: the script dies after the "
+         "probe's match", {"name": "quake3", "product": "OpenArena game server",
+                           "version": "ioq3 linux-x86_64"}, ("quake3-info",)),
     Case("ase", "udp", "All-Seeing Eye lookalike",
          {"name": "ase", "product": "All-Seeing Eye"}, ("allseeingeye-info",)),
     Case("ase-counted", "udp", "All-Seeing Eye as servers send it: the script dies",
@@ -166,6 +170,14 @@ def test_port_agrees(run: Run, case: Case) -> None:
     key = _key(run, case)
     diffs = differences(run.nmap.get(key), run.vscan.get(key))
     assert not diffs, f"{case.id} ({key[1]}/{key[0]}) disagrees:\n  " + "\n  ".join(diffs)
+
+
+@pytest.mark.parametrize(("case", "script"), [("quake3-short", "quake3-info"),
+                                               ("ase-counted", "allseeingeye-info")])  # fmt: skip
+def test_scripts_that_die_in_nmap(run: Run, case: str, script: str) -> None:
+    """The ScriptFailed paths: nmap's own Lua died there (the premise of the comparison)."""
+    rec = run.nmap[("udp", run.ports[case])]
+    assert rec["scripts"][script]["output"] == SCRIPT_ERROR_OUTPUT
 
 
 def test_silent_ase_query_on_the_quake_port(run: Run) -> None:

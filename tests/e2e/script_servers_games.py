@@ -11,7 +11,8 @@ randomness), so no output needs masking.
   per player: a full entry, one with an invalid shirt colour, one with a wrong
   length field, one whose address string is unterminated (Lua 5.3 and 5.4 differ).
 * ``quake3`` (27960/udp): ``getstatus`` (with or without the newline) → an
-  OpenArena-like statusResponse with four players (one with a space in its name).
+  OpenArena-like statusResponse with four players (one with a space in its name);
+  ``quake3-short`` (27961/udp): a version option of two words (the script dies).
 * ``ase`` (27138/udp): ``s`` → an All-Seeing Eye ``EYE1`` answer (settings, players), its
   strings laid out as the script reads them (Lua's ``s1``: the length byte alone);
   ``ase-counted`` (27244/udp): the same with the length bytes counting themselves, as
@@ -88,8 +89,21 @@ QUAKE3_STATUS = (
 )
 
 
+#: a version option of two words: quake3-info's Lua dies (no third word to search), after
+#: the probe file's OpenArena line matched (so nmap's probes end at once)
+QUAKE3_SHORT_VERSION = (
+    b"\xff\xff\xff\xffstatusResponse\n\\version\\ioq3 linux-x86_64\\gamename\\baseoa"
+    b'\\mapname\\q3dm1\n5 10 "solo"\n'
+)
+
+
 def quake3_answer(data: bytes) -> bytes | None:
     return QUAKE3_STATUS if data.rstrip(b"\n") == b"\xff\xff\xff\xffgetstatus" else None
+
+
+def quake3_short_answer(data: bytes) -> bytes | None:
+    getstatus = data.rstrip(b"\n") == b"\xff\xff\xff\xffgetstatus"
+    return QUAKE3_SHORT_VERSION if getstatus else None
 
 
 # -- All-Seeing Eye -------------------------------------------------------------------
@@ -289,6 +303,7 @@ def main() -> None:
     ports = {
         "quake1": serve_udp(26000, one(quake1_answer)),
         "quake3": serve_udp(27960, one(quake3_answer)),
+        "quake3-short": serve_udp(27961, one(quake3_short_answer)),
         "ase": serve_udp(27138, one(ase_answer)),
         "ase-counted": serve_udp(27244, one(ase_counted_answer)),
         "freelancer": serve_udp(2302, one(freelancer_answer)),
