@@ -74,3 +74,14 @@ def test_json_round_trip(table: Table, text: str | None) -> None:
     back = from_json(out.to_json("x"))
     assert back.output == out.output
     assert back.table == table
+
+
+def test_many_keys_are_set_in_linear_time_and_lookups_follow_outside_changes() -> None:
+    table = Table()
+    for n in range(60_000):
+        table[f"k{n}"] = str(n)
+    assert table["k59999"] == "59999" and len(table.fields) == 60_000
+    table.fields.insert(0, ("front", "x"))  # a writer that appends to fields directly
+    assert table["k0"] == "0" and table["front"] == "x"
+    table["k1"] = None
+    assert "k1" not in table and table["k2"] == "2"

@@ -75,27 +75,42 @@ class Table:
         self.array.append(value)
         return self
 
+    #: key -> position in ``fields`` (a cache, rebuilt when ``fields`` changed behind it)
+    _index: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def _find(self, key: str) -> int | None:
+        at = self._index.get(key)
+        if at is not None and at < len(self.fields) and self.fields[at][0] == key:
+            return at
+        if at is not None or len(self._index) != len(self.fields):
+            # the first of equal keys wins, as a linear search finds it
+            self._index = {k: n for n, (k, _) in reversed(list(enumerate(self.fields)))}
+            return self._index.get(key)
+        return None
+
     def __setitem__(self, key: str, value: Value | None) -> None:
         """``t[key] = value`` as in ``stdnse.output_table``: a new key goes last,
-        an existing one keeps its place, ``None`` removes it."""
-        for i, (k, _) in enumerate(self.fields):
-            if k == key:
-                if value is None:
-                    del self.fields[i]
-                else:
-                    self.fields[i] = (key, value)
-                return
-        if value is not None:
+        an existing one keeps its place, ``None`` removes it (O(1) but for removals)."""
+        at = self._find(key)
+        if at is not None:
+            if value is None:
+                del self.fields[at]
+                self._index = {}
+            else:
+                self.fields[at] = (key, value)
+        elif value is not None:
             self.fields.append((key, value))
+            if len(self._index) == len(self.fields) - 1:
+                self._index[key] = len(self.fields) - 1
 
     def __getitem__(self, key: str) -> Value:
-        for k, v in self.fields:
-            if k == key:
-                return v
-        raise KeyError(key)
+        at = self._find(key)
+        if at is None:
+            raise KeyError(key)
+        return self.fields[at][1]
 
     def __contains__(self, key: object) -> bool:
-        return any(k == key for k, _ in self.fields)
+        return isinstance(key, str) and self._find(key) is not None
 
     def __bool__(self) -> bool:
         """Lua's ``#t > 0 or next(t)``: a table with anything in it."""

@@ -18,9 +18,11 @@ from vscand.rpc.programs import RpcPrograms, load_rpc_programs
 from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import VersionScript
+from vscand.scripts.builtin.allseeingeye_info import AllSeeingEyeInfo
 from vscand.scripts.builtin.amqp_info import AmqpInfo
 from vscand.scripts.builtin.docker_version import DockerVersion
 from vscand.scripts.builtin.fingerprint_strings import FingerprintStrings
+from vscand.scripts.builtin.freelancer_info import FreelancerInfo
 from vscand.scripts.builtin.hnap_info import HnapInfo
 from vscand.scripts.builtin.http_server_header import HttpServerHeader
 from vscand.scripts.builtin.http_trane_info import HttpTraneInfo
@@ -28,10 +30,14 @@ from vscand.scripts.builtin.https_redirect import HttpsRedirect
 from vscand.scripts.builtin.ike_version import IkeVersion
 from vscand.scripts.builtin.mqtt_subscribe import MqttSubscribe
 from vscand.scripts.builtin.pptp_version import PptpVersion
+from vscand.scripts.builtin.quake1_info import Quake1Info
+from vscand.scripts.builtin.quake3_info import Quake3Info
 from vscand.scripts.builtin.rpc import RpcGrind, RpcInfoScript
 from vscand.scripts.builtin.skypev2_version import SkypeV2Version
 from vscand.scripts.builtin.snmp_info import SnmpInfo
 from vscand.scripts.builtin.stun_version import StunVersion
+from vscand.scripts.builtin.teamspeak2_version import TeamSpeak2Version
+from vscand.scripts.builtin.ventrilo_info import VentriloInfo
 from vscand.scripts.builtin.xmpp_info import XmppInfo
 from vscand.scripts.runner import ScriptPhase, ScriptRunner, rule_context
 
@@ -81,6 +87,13 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
     lambda _settings: HttpsRedirect(),
     lambda _settings: HnapInfo(),
     lambda _settings: HttpTraneInfo(),
+    # games over UDP
+    lambda _settings: Quake1Info(),
+    lambda _settings: Quake3Info(),
+    lambda _settings: AllSeeingEyeInfo(),
+    lambda _settings: FreelancerInfo(),
+    lambda _settings: TeamSpeak2Version(),
+    lambda _settings: VentriloInfo(),
 ]
 
 
