@@ -19,15 +19,22 @@ from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import VersionScript
 from vscand.scripts.builtin.amqp_info import AmqpInfo
+from vscand.scripts.builtin.db2_das_info import Db2DasInfo
 from vscand.scripts.builtin.docker_version import DockerVersion
+from vscand.scripts.builtin.drda_info import DrdaInfo
 from vscand.scripts.builtin.http_server_header import HttpServerHeader
 from vscand.scripts.builtin.ike_version import IkeVersion
+from vscand.scripts.builtin.jdwp_version import JdwpVersion
+from vscand.scripts.builtin.maxdb_info import MaxdbInfo
 from vscand.scripts.builtin.mqtt_subscribe import MqttSubscribe
+from vscand.scripts.builtin.ndmp_version import NdmpVersion
+from vscand.scripts.builtin.oracle_tns_version import OracleTnsVersion
 from vscand.scripts.builtin.pptp_version import PptpVersion
 from vscand.scripts.builtin.rpc import RpcGrind, RpcInfoScript
 from vscand.scripts.builtin.skypev2_version import SkypeV2Version
 from vscand.scripts.builtin.snmp_info import SnmpInfo
 from vscand.scripts.builtin.stun_version import StunVersion
+from vscand.scripts.builtin.weblogic_t3_info import WeblogicT3Info
 from vscand.scripts.builtin.xmpp_info import XmppInfo
 from vscand.scripts.runner import ScriptPhase, ScriptRunner, rule_context
 
@@ -72,6 +79,14 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
     lambda _settings: PptpVersion(),
     lambda _settings: StunVersion(),
     lambda _settings: IkeVersion(),
+    # enterprise middleware
+    lambda _settings: OracleTnsVersion(),
+    lambda _settings: WeblogicT3Info(),
+    lambda _settings: Db2DasInfo(),
+    lambda _settings: DrdaInfo(),
+    lambda _settings: MaxdbInfo(),
+    lambda _settings: NdmpVersion(),
+    lambda _settings: JdwpVersion(),
 ]
 
 
