@@ -146,7 +146,7 @@ def _start_jvm(stack: contextlib.ExitStack[Any], inside: list[str], java: str, w
     """A JVM idling with a JDWP agent on ``port``; ready when the agent says it listens
     (a connection to it would cost the agent's 2 s handshake wait)."""
     log_path = workdir / f"jvm-{port}.log"
-    log = stack.enter_context(open(log_path, "wb"))
+    log = stack.enter_context(log_path.open("wb"))
     proc = subprocess.Popen(
         [*inside, java, "-Xmx32m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
          f"-agentlib:jdwp=transport=dt_socket,server=y,suspend=n,address=127.0.0.1:{port}",
@@ -196,13 +196,13 @@ def run() -> Iterator[Run]:
             return ",".join(str(p) for p in numbers)
 
         commands = {
-            "nmap": [*inside, nmap, "-sV", *SCRIPT_OUTPUT, "-Pn", "-n", "-p", joined(tcp), "127.0.0.1",
-                     "-oX", str(workdir / "nmap.xml")],
+            "nmap": [*inside, nmap, "-sV", *SCRIPT_OUTPUT, "-Pn", "-n", "-p", joined(tcp),
+                     "127.0.0.1", "-oX", str(workdir / "nmap.xml")],
             "vscan": [*inside, *vscan_command(), "scan", "127.0.0.1", "-p", joined(vscan_tcp),
                       "-oX", str(workdir / "vscan.xml"), "-oJ", str(workdir / "vscan.jsonl"),
                       "--no-progress"],
-            "nmap-udp": [*inside, nmap, "-sU", "-sV", *SCRIPT_OUTPUT, "-Pn", "-n", "-p", "U:" + joined(udp),
-                         "127.0.0.1", "-oX", str(workdir / "nmap-udp.xml")],
+            "nmap-udp": [*inside, nmap, "-sU", "-sV", *SCRIPT_OUTPUT, "-Pn", "-n", "-p",
+                         "U:" + joined(udp), "127.0.0.1", "-oX", str(workdir / "nmap-udp.xml")],
             "vscan-udp": [*inside, *vscan_command(), "scan", "127.0.0.1", "-p",
                           "U:" + joined(udp), "-oX", str(workdir / "vscan-udp.xml"),
                           "-oJ", str(workdir / "vscan-udp.jsonl"), "--no-progress"],
