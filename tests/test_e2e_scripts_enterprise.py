@@ -42,6 +42,7 @@ from tests.e2e.oracle_run import keep_outputs, oracle_nmap, run_side_by_side, vs
 from tests.e2e.script_servers_enterprise import idle_class
 from tests.test_e2e_scripts import SCAN_TIMEOUT, _namespace, _need_root, _require
 from tests.test_e2e_scripts import _start_target_module as start_target_module
+from vscand.output.script_output import SCRIPT_ERROR_OUTPUT
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +64,8 @@ class Case:
     premise: dict[str, Any]
     scripts: frozenset[str] = field(default_factory=frozenset)
     protocol: str = "tcp"
+    #: script id -> the output nmap must print (the premise of a hostile variant)
+    outputs: dict[str, str] = field(default_factory=dict)
 
 
 CASES = [
@@ -119,6 +122,29 @@ CASES = [
         "jdwp",
         "a real JVM's JDWP agent (tcpwrapped to the probes)",
         {"name": "jdwp", "method": "probed"},
+    ),
+    Case(
+        "oracle-huge-vsnnum",
+        "hostile: a VSNNUM over 2^63 (softmatch, read from the fingerprint): NSE's Lua dies",
+        {"name": "oracle-tns", "version": None},
+        outputs={"oracle-tns-version": SCRIPT_ERROR_OUTPUT},
+    ),
+    Case(
+        "weblogic-echo",
+        "hostile: a T3 server echoing 12.1.2 (three numbers): nothing set, nothing printed",
+        {"name": "afs3-vlserver", "product": None, "method": "table"},
+    ),
+    Case(
+        "drda-no-excsatrd",
+        "hostile: a DRDA reply without EXCSATRD: the script says so, sets nothing",
+        {"product": None},
+        outputs={"drda-info": "The response contained no EXCSATRD"},
+    ),
+    Case(
+        "drda-short-parameter",
+        "hostile: an EXCSATRD parameter shorter than its header: NSE's Lua dies",
+        {"product": None},
+        outputs={"drda-info": SCRIPT_ERROR_OUTPUT},
     ),
     Case(
         "db2-das-udp",
@@ -259,6 +285,8 @@ def test_case_premise(run: Run, case: Case) -> None:
     for key, want in {"state": "open", **case.premise}.items():
         assert rec.get(key) == want, f"{case.id}: nmap {key}={rec.get(key)!r}, expected {want!r}"
     assert case.scripts <= set(rec["scripts"]), f"{case.id}: nmap's scripts {rec['scripts']}"
+    for script_id, output in case.outputs.items():
+        assert rec["scripts"].get(script_id, {}).get("output") == output, rec["scripts"]
 
 
 def test_jdwp_premise(run: Run) -> None:

@@ -21,6 +21,10 @@ that is not its protocol. Written from the protocols' published layouts:
 * ``drda`` (50000): an EXCSATRD in EBCDIC (DB2/LINUXX8664, SQL11055);
 * ``maxdb`` (7210): MaxDB packets (little-endian length first): the connect,
   ``dbm_version`` and ``db_enum`` answers with ``OK``;
+* hostile variants: ``oracle-huge-vsnnum`` (1523: a VSNNUM over 2^63, which NSE's Lua
+  cannot shift), ``weblogic-echo`` (7003: ``HELO:12.1.2.false``, no version),
+  ``drda-no-excsatrd`` (60000: an ACCSECRD instead), ``drda-short-parameter`` (1527: a
+  parameter length under its own 4-byte header);
 * ``ndmp`` (10000): NDMPv4 NOTIFY_CONNECTION_STATUS on connect, then host info and
   server info replies (vendor ``VERITAS Software, Corp.``).
 """
@@ -37,14 +41,27 @@ from collections.abc import Callable
 from tests.e2e.script_servers_brokers_vpn import serve_tcp, serve_udp
 
 
-def recv_exactly(conn: socket.socket, count: int) -> bytes | None:
-    data = b""
-    while len(data) < count:
-        chunk = conn.recv(count - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
+class Stream:
+    """Reads a client's messages. A message arrives in one go: once part of one is in,
+    half a second without the rest ends the connection (a scanner's probe that is not
+    this protocol then ends at once instead of waiting out its wait); between messages
+    the client may be silent as long as it likes."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn, self.buffer = conn, b""
+
+    def read(self, count: int) -> bytes | None:
+        while len(self.buffer) < count:
+            self.conn.settimeout(0.5 if self.buffer else 30)
+            try:
+                chunk = self.conn.recv(65536)
+            except TimeoutError:
+                return None
+            if not chunk:
+                return None
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
 
 
 # -- Oracle TNS ----------------------------------------------------------------
@@ -131,12 +148,13 @@ def das_reply(request: bytes) -> bytes | None:
 
 
 def das_tcp(conn: socket.socket) -> None:
+    stream = Stream(conn)
     while True:
-        header = recv_exactly(conn, 41)
+        header = stream.read(41)
         if header is None or not header.startswith(DAS_MAGIC):
             return
         (length,) = struct.unpack_from("<H", header, 37)
-        data = recv_exactly(conn, length) if length else b""
+        data = stream.read(length) if length else b""
         if data is None:
             return
         reply = das_reply(header + data)
@@ -173,15 +191,25 @@ def excsatrd() -> bytes:
     return struct.pack(">HBBHHH", 10 + len(params), 0xD0, 0x02, 1, 4 + len(params), 0x1443) + params
 
 
-def drda(conn: socket.socket) -> None:
-    header = recv_exactly(conn, 10)
-    if header is None or header[2] != 0xD0 or header[8:10] != b"\x10\x41":
-        return
-    (length,) = struct.unpack_from(">H", header)
-    if length < 10 or recv_exactly(conn, length - 10) is None:
-        return
-    conn.sendall(excsatrd())
-    conn.recv(4096)
+def drda(answer: bytes) -> Callable[[socket.socket], None]:
+    def handler(conn: socket.socket) -> None:
+        stream = Stream(conn)
+        header = stream.read(10)
+        if header is None or header[2] != 0xD0 or header[8:10] != b"\x10\x41":
+            return
+        (length,) = struct.unpack_from(">H", header)
+        if length < 10 or stream.read(length - 10) is None:
+            return
+        conn.sendall(answer)
+        conn.recv(4096)
+
+    return handler
+
+
+#: hostile DRDA answers: a reply without EXCSATRD (ACCSECRD's code point), and an
+#: EXCSATRD whose first parameter says it is 2 bytes long (under its own header)
+DRDA_NO_EXCSATRD = struct.pack(">HBBHHH", 14, 0xD0, 0x02, 1, 8, 0x14AC) + b"\x00\x04\x11\xa2"
+DRDA_SHORT_PARAMETER = struct.pack(">HBBHHH", 14, 0xD0, 0x02, 1, 8, 0x1443) + b"\x00\x02\x11\x47"
 
 
 # -- MaxDB ---------------------------------------------------------------------
@@ -204,14 +232,15 @@ def maxdb_packet(request: bytes, text: str) -> bytes:
 
 
 def maxdb(conn: socket.socket) -> None:
+    stream = Stream(conn)
     while True:
-        head = recv_exactly(conn, 4)
+        head = stream.read(4)
         if head is None:
             return
         (length,) = struct.unpack("<I", head)
         if not 24 <= length <= 1024:
             return
-        rest = recv_exactly(conn, length - 4)
+        rest = stream.read(length - 4)
         if rest is None:
             return
         request = head + rest
@@ -242,8 +271,9 @@ def ndmp(conn: socket.socket) -> None:
     # NOTIFY_CONNECTION_STATUS: reason 0, protocol version 4, no text
     conn.sendall(ndmp_message(1, 0x502, 0, struct.pack(">II", 0, 4) + xdr(""), kind=0))
     seq = 1
+    stream = Stream(conn)
     while True:
-        fragment = recv_exactly(conn, 28)
+        fragment = stream.read(28)
         if fragment is None or not fragment[0] & 0x80:
             return
         request_seq, _time, _kind, message = struct.unpack_from(">IIII", fragment, 4)
@@ -318,7 +348,12 @@ def main() -> None:
             7002, t3(b"VERS:Incompatible versions - this server:10.3.6.0\n\n")
         ),
         "db2-das": serve_tcp(523, das_tcp),
-        "drda": serve_tcp(50000, drda),
+        "drda": serve_tcp(50000, drda(excsatrd())),
+        # hostile variants
+        "oracle-huge-vsnnum": serve_tcp(1523, tns(10**20, 1189)),
+        "weblogic-echo": serve_tcp(7003, t3(b"HELO:12.1.2.false\nAS:2048\nHL:19\n\n")),
+        "drda-no-excsatrd": serve_tcp(60000, drda(DRDA_NO_EXCSATRD)),
+        "drda-short-parameter": serve_tcp(1527, drda(DRDA_SHORT_PARAMETER)),
         "maxdb": serve_tcp(7210, maxdb),
         "ndmp": serve_tcp(10000, ndmp),
         "db2-das-udp": serve_udp(523, das_udp),
