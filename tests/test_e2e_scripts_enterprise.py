@@ -147,6 +147,12 @@ CASES = [
         outputs={"drda-info": SCRIPT_ERROR_OUTPUT},
     ),
     Case(
+        "drda-negative-length",
+        "hostile: a DDM header saying 5 bytes (NSE asks for -5 more): NSE's Lua dies",
+        {"product": None},
+        outputs={"drda-info": SCRIPT_ERROR_OUTPUT},
+    ),
+    Case(
         "db2-das-udp",
         "DB2 DAS over UDP: DB2RETADDR names it, the script exports the profile over UDP",
         {"name": "ibm-db2", "version": "9.07.0", "extrainfo": "Hostname: dbhost"},

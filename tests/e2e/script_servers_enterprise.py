@@ -24,7 +24,8 @@ that is not its protocol. Written from the protocols' published layouts:
 * hostile variants: ``oracle-huge-vsnnum`` (1523: a VSNNUM over 2^63, which NSE's Lua
   cannot shift), ``weblogic-echo`` (7003: ``HELO:12.1.2.false``, no version),
   ``drda-no-excsatrd`` (60000: an ACCSECRD instead), ``drda-short-parameter`` (1527: a
-  parameter length under its own 4-byte header);
+  parameter length under its own 4-byte header), ``drda-negative-length`` (1526: a DDM
+  header saying 5 bytes);
 * ``ndmp`` (10000): NDMPv4 NOTIFY_CONNECTION_STATUS on connect, then host info and
   server info replies (vendor ``VERITAS Software, Corp.``).
 """
@@ -209,6 +210,7 @@ def drda(answer: bytes) -> Callable[[socket.socket], None]:
 #: hostile DRDA answers: a reply without EXCSATRD (ACCSECRD's code point), and an
 #: EXCSATRD whose first parameter says it is 2 bytes long (under its own header)
 DRDA_NO_EXCSATRD = struct.pack(">HBBHHH", 14, 0xD0, 0x02, 1, 8, 0x14AC) + b"\x00\x04\x11\xa2"
+DRDA_NEGATIVE_LENGTH = struct.pack(">HBBHHH", 5, 0xD0, 0x02, 1, 0, 0x1443)
 DRDA_SHORT_PARAMETER = struct.pack(">HBBHHH", 14, 0xD0, 0x02, 1, 8, 0x1443) + b"\x00\x02\x11\x47"
 
 
@@ -354,6 +356,7 @@ def main() -> None:
         "weblogic-echo": serve_tcp(7003, t3(b"HELO:12.1.2.false\nAS:2048\nHL:19\n\n")),
         "drda-no-excsatrd": serve_tcp(60000, drda(DRDA_NO_EXCSATRD)),
         "drda-short-parameter": serve_tcp(1527, drda(DRDA_SHORT_PARAMETER)),
+        "drda-negative-length": serve_tcp(1526, drda(DRDA_NEGATIVE_LENGTH)),
         "maxdb": serve_tcp(7210, maxdb),
         "ndmp": serve_tcp(10000, ndmp),
         "db2-das-udp": serve_udp(523, das_udp),
