@@ -22,10 +22,12 @@ DEMO_APT_PACKAGES := nmap-common $(PCRE_PACKAGES) redis-server python3-venv
 # mqtt-subscribe, xmpp-info, snmp-info and stun-version end-to-end tests
 # (tests/test_e2e_scripts_*.py, started in their own namespace from generated configs).
 # tmux: the terminal of tests/test_scan_cli.py's progress-display test.
+# default-jre-headless: a real JVM's JDWP agent for jdwp-version
+# (tests/test_e2e_scripts_enterprise.py; OpenJDK 17 on Debian 12, 21 on 13: ~44 MB to fetch).
 # Every name exists in Debian 12 and 13 (checked in a trixie root with apt-cache policy).
 TEST_APT_PACKAGES := nmap ndiff libxml2-utils \
 	openssh-server nginx vsftpd prometheus rpcbind iproute2 util-linux dnsmasq-base snmpd \
-	stunnel4 openssl mosquitto prosody coturn tmux
+	stunnel4 openssl mosquitto prosody coturn tmux default-jre-headless
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all install uninstall system-deps demo-deps venv demo-venv debian12-root debian13-root other-root demo test test-debian13 test-oracle-other test-repeat lint bench bench-engines bench-scan bench-fast soak clean

@@ -20,7 +20,9 @@ from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import VersionScript
 from vscand.scripts.builtin.allseeingeye_info import AllSeeingEyeInfo
 from vscand.scripts.builtin.amqp_info import AmqpInfo
+from vscand.scripts.builtin.db2_das_info import Db2DasInfo
 from vscand.scripts.builtin.docker_version import DockerVersion
+from vscand.scripts.builtin.drda_info import DrdaInfo
 from vscand.scripts.builtin.fingerprint_strings import FingerprintStrings
 from vscand.scripts.builtin.freelancer_info import FreelancerInfo
 from vscand.scripts.builtin.hnap_info import HnapInfo
@@ -28,7 +30,11 @@ from vscand.scripts.builtin.http_server_header import HttpServerHeader
 from vscand.scripts.builtin.http_trane_info import HttpTraneInfo
 from vscand.scripts.builtin.https_redirect import HttpsRedirect
 from vscand.scripts.builtin.ike_version import IkeVersion
+from vscand.scripts.builtin.jdwp_version import JdwpVersion
+from vscand.scripts.builtin.maxdb_info import MaxdbInfo
 from vscand.scripts.builtin.mqtt_subscribe import MqttSubscribe
+from vscand.scripts.builtin.ndmp_version import NdmpVersion
+from vscand.scripts.builtin.oracle_tns_version import OracleTnsVersion
 from vscand.scripts.builtin.pptp_version import PptpVersion
 from vscand.scripts.builtin.quake1_info import Quake1Info
 from vscand.scripts.builtin.quake3_info import Quake3Info
@@ -38,6 +44,7 @@ from vscand.scripts.builtin.snmp_info import SnmpInfo
 from vscand.scripts.builtin.stun_version import StunVersion
 from vscand.scripts.builtin.teamspeak2_version import TeamSpeak2Version
 from vscand.scripts.builtin.ventrilo_info import VentriloInfo
+from vscand.scripts.builtin.weblogic_t3_info import WeblogicT3Info
 from vscand.scripts.builtin.xmpp_info import XmppInfo
 from vscand.scripts.runner import ScriptPhase, ScriptRunner, rule_context
 
@@ -94,6 +101,14 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
     lambda _settings: FreelancerInfo(),
     lambda _settings: TeamSpeak2Version(),
     lambda _settings: VentriloInfo(),
+    # enterprise middleware
+    lambda _settings: OracleTnsVersion(),
+    lambda _settings: WeblogicT3Info(),
+    lambda _settings: Db2DasInfo(),
+    lambda _settings: DrdaInfo(),
+    lambda _settings: MaxdbInfo(),
+    lambda _settings: NdmpVersion(),
+    lambda _settings: JdwpVersion(),
 ]
 
 
