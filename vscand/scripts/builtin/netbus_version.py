@@ -3,18 +3,16 @@
 Rule: service ``netbus`` (tcp, open or open|filtered, intensity >= 7, not
 excluded). One connection, 5 s socket timeout. The first ``\\r``-terminated
 piece the peer sends (``stdnse.make_buffer``) must start ``NetBus``; then it
-sends ``Password;0;\\r`` and reads the next piece. NSE's buffer gives *nil*
-there only after it has handed out a last piece without ``\\r`` (the peer
-closed or went silent after it); a reply, a timeout or a close right after a
-``\\r`` give something else and mean NetBus. On *nil*: name ``netbus``,
-product ``NetBuster``, extrainfo ``honeypot``, no version; hard match. No
-output.
+sends ``Password;0;\\r`` and reads the next piece: NetBus answers; NSE's
+buffer gives *nil* when the socket fails (5 s timeout, close) with nothing
+left over, or after it has handed out a last piece without ``\\r``. On *nil*:
+name ``netbus``, product ``NetBuster``, extrainfo ``honeypot``, no version;
+hard match. No output.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
 
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.exchange import Connection, ExchangeError
@@ -30,8 +28,8 @@ _rule = version_port_or_service([], ["netbus"], ("tcp",))
 
 class SeparatorBuffer:
     """``stdnse.make_buffer(socket, sep)``: each call gives the next piece before
-    ``sep``; when the socket fails, the rest once (then None), or False at once
-    when there is no rest."""
+    ``sep``; when the socket fails (timeout, close), the rest once, then None —
+    None at once when there is no rest (NSE's socket returns nil on errors)."""
 
     def __init__(self, conn: Connection, sep: bytes, timeout: float) -> None:
         self._conn, self._sep, self._timeout = conn, sep, timeout
@@ -39,7 +37,7 @@ class SeparatorBuffer:
         self._buffer: bytes | None = None
         self._done = False
 
-    async def next(self) -> bytes | Literal[False] | None:
+    async def next(self) -> bytes | None:
         while True:
             if self._done:
                 return None
@@ -47,10 +45,10 @@ class SeparatorBuffer:
                 try:
                     data = await self._conn.receive(self._timeout)
                 except ExchangeError:
-                    if self._left:
-                        self._done = True
-                        return self._left
-                    return False
+                    if not self._left:
+                        return None
+                    self._done = True
+                    return self._left
                 self._buffer = self._left + data
                 continue
             at = self._buffer.find(self._sep, self._point)
@@ -80,7 +78,7 @@ class NetbusVersion(BaseScript):
             with contextlib.suppress(ExchangeError):  # NSE ignores send's status
                 conn.send(PASSWORD)
             if await buffer.next() is not None:
-                return  # NetBus answers (or the buffer reports its failure)
+                return  # NetBus answers (or bytes were left after the banner)
         finally:
             conn.close()
         run.set_version(
