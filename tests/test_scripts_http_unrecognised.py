@@ -24,7 +24,7 @@ from vscand.scripts.builtin.hnap_info import HnapInfo, hnap_table, sax_events
 from vscand.scripts.builtin.http_trane_info import HttpTraneInfo, devices
 from vscand.scripts.builtin.https_redirect import HttpsRedirect, redirects_to_tls
 from vscand.scripts.fingerprints import parse_fingerprint
-from vscand.scripts.nsehttp import parse_response
+from vscand.scripts.nsehttp_simple import parse_response
 from vscand.scripts.nseurl import parse_url
 from vscand.scripts.runner import ScriptRunner
 from vscand.scripts.testing import FakeConnection, FakeExchange, Reply

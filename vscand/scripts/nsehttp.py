@@ -1,186 +1,335 @@
-"""The part of NSE's ``http`` library the HTTP version scripts use: ``get`` and
-``identify_404``'s verdict "every URI answers 200".
+"""NSE's ``http`` library, the parts version scripts depend on: ``http.get`` and
+``http.post`` as Nmap 7.93/7.95 do them.
 
-A request is NSE's: ``GET path HTTP/1.1`` with ``Connection: close``, NSE's
-User-Agent and ``Host``, sent TLS or not as ``comm.tryssl`` orders them; the
-response is read whole (status line, headers, a body by ``Content-Length``,
-chunks or up to the close), bounded by the exchange. Redirects are not
-followed (NSE's ``get`` follows up to 5 that pass its safety rules; see
-DESIGN.md).
+* The request: ``METHOD path HTTP/1.1``, headers ``Connection: close``, ``Host``
+  (the port appended unless it is the scheme's default), NSE's ``User-Agent``,
+  ``Content-Length`` for a POST or a body; the caller's headers replace or add.
+* The connection: ``comm.tryssl`` (the better of plain TCP and TLS first; the
+  other when the first does not connect or send back a first chunk), connect
+  bound :data:`~vscand.scripts.comm.CONNECT_TIMEOUT`, every receive
+  :data:`~vscand.scripts.comm.REQUEST_TIMEOUT`.
+* The response, read as ``next_response`` reads it: status line
+  ``HTTP/d.d code``, header fields (names lower-cased, words joined by one
+  space, repeated fields joined by ``", "``; a line without a token continues
+  the previous field, as NSE's parser does), the body by ``Transfer-Encoding``
+  (chunked), ``Content-Length`` (Lua's ``tonumber``) or the peer closing;
+  ``1xx`` responses skipped; ``gzip`` content decoded. Any failure gives a
+  response with ``status`` None (NSE's ``http_error``).
+* ``get`` follows redirects as NSE's default ``redirect_ok`` allows (at most
+  5; same host, same port, no credentials, not back to ``/``).
+
+Bodies are bounded by the exchange (1 MiB per connection): a body reaching
+that is treated as NSE treats one over its 2 MiB ``max-body-size`` (an error).
 """
 
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from urllib.parse import urljoin, urlsplit
 
+from vscand.output.script_output import ScriptFailed
 from vscand.scripts.api import PortView
-from vscand.scripts.comm import CONNECT_TIMEOUT, REQUEST_TIMEOUT, bestoption, get_hostname
-from vscand.scripts.exchange import Exchange, ExchangeError
+from vscand.scripts.comm import CONNECT_TIMEOUT, REQUEST_TIMEOUT, bestoption, likely_ssl
+from vscand.scripts.exchange import DEFAULT_MAX_BYTES as _CONNECTION_LIMIT
+from vscand.scripts.exchange import Connection, Exchange, ExchangeError
+from vscand.scripts.proto.lua_values import lua_tonumber
+from vscand.scripts.proto.nse_http import (
+    MAX_BODY_SIZE,
+    HttpError,
+    HttpResponse,
+    build_request,
+    connection_tokens,
+    decode_body,
+    parse_header,
+    parse_status_line,
+)
 
-__all__ = ["USER_AGENT", "HttpResponse", "all_uris_200", "get", "parse_response"]
+__all__ = ["HttpResponse", "get", "host_field", "post", "request"]
 
-USER_AGENT = "Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)"
-#: NSE's MAX_BODY_SIZE; a longer body is an error (``http.truncated-ok`` false)
-MAX_BODY = 2 * 1024 * 1024
-_STATUS = re.compile(rb"HTTP/([0-9]+\.[0-9]+) +([0-9]+)(?=[ \r\n]) *(.*?)\r?\n$", re.DOTALL)
-
-
-@dataclass
-class HttpResponse:
-    """NSE's response table: ``status`` None and ``status_line`` the error text on failure."""
-
-    status: int | None
-    status_line: str
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-
-
-def _error(text: str) -> HttpResponse:
-    return HttpResponse(None, text)
+MAX_REDIRECTS = 5
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DEFAULT_SCHEMES = {80: "http", 443: "https"}
 
 
-def _host_field(port: PortView, tls: bool) -> str:
-    name = get_hostname(port)
-    default = 443 if tls else 80
-    return name if port.number == default else f"{name}:{port.number}"
+# -- the request ------------------------------------------------------------------------
 
 
-def _dechunk(body: bytes) -> tuple[bytes, int] | None:
-    """Decoded chunks and the bytes used, or None while incomplete."""
-    out = bytearray()
-    pos = 0
-    while True:
-        end = body.find(b"\n", pos)
-        if end < 0:
-            return None
-        size_text = body[pos:end].split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            return bytes(out), -1
-        if size == 0:
-            return bytes(out), end + 1
-        if len(body) < end + 1 + size:
-            return None
-        out += body[end + 1 : end + 1 + size]
-        pos = end + 1 + size
-        if body.startswith(b"\r\n", pos):
-            pos += 2
-        elif body.startswith(b"\n", pos):
-            pos += 1
-        elif len(body) - pos < 2:
-            return None
-
-
-def parse_response(data: bytes, *, complete: bool) -> HttpResponse | None:
-    """The response in ``data``; None while more may come (``complete`` False)."""
-    line_end = data.find(b"\n")
-    if line_end < 0:
-        return None if not complete else _error("Error in next_response function; EOF")
-    status_line = data[: line_end + 1]
-    found = _STATUS.match(status_line)
-    text = status_line.decode("latin-1")
-    if found is None:
-        return _error(f"Error parsing status-line {text!r}.")
-    head_end = data.find(b"\r\n\r\n", line_end - 1)
-    sep = 4
-    alt = data.find(b"\n\n", line_end)
-    if alt >= 0 and (head_end < 0 or alt < head_end):
-        head_end, sep = alt, 2
-    if head_end < 0:
-        return None if not complete else _error("Error in next_response function; EOF")
-    headers: dict[str, str] = {}
-    for raw in data[line_end + 1 : head_end].split(b"\n"):
-        name, colon, value = raw.decode("latin-1").rstrip("\r").partition(":")
-        if colon:
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
-    body = data[head_end + sep :]
-    status = int(found.group(2))
-    response = HttpResponse(status, text, headers)
-    encoding = headers.get("transfer-encoding", "").lower()
-    length = headers.get("content-length", "")
-    if encoding and encoding != "identity":
-        decoded = _dechunk(body)
-        if decoded is None:
-            return None if not complete else _error("Error in next_response function; EOF")
-        response.body = decoded[0]
-    elif length.isdigit():
-        if len(body) < int(length):
-            return None if not complete else _error("Error in next_response function; EOF")
-        response.body = body[: int(length)]
-    elif status in (204, 304) or 100 <= status < 200:
-        response.body = b""
-    elif not complete:
-        return None
+def host_field(port: PortView, number: int | None = None, scheme: str | None = None) -> str:
+    """``get_host_field``: the name, with ``:port`` unless the scheme's default port."""
+    hostname = port.target_name or port.address
+    number = port.number if number is None else number
+    if scheme is not None:
+        if _DEFAULT_PORTS.get(scheme.lower()) == number:
+            return hostname
     else:
-        response.body = body
-    if response.body is not None and len(response.body) > MAX_BODY:
-        return _error("Error in next_response function; Received response body too large")
+        default = _DEFAULT_SCHEMES.get(number)
+        if default is not None:
+            ssl_port = likely_ssl(port)
+            if (ssl_port and default == "https") or (not ssl_port and default == "http"):
+                return hostname
+    return f"{hostname}:{number}"
+
+
+# -- reading the response ---------------------------------------------------------------
+
+
+class _Reader:
+    """NSE's socket with its ``partial`` buffer: one ``receive`` per call."""
+
+    def __init__(self, conn: Connection, partial: bytes) -> None:
+        self.conn = conn
+        self.partial = partial
+        self.total = len(partial)
+
+    async def more(self) -> bytes | None:
+        if self.total >= _CONNECTION_LIMIT:
+            raise HttpError("response body too large")
+        try:
+            data = await self.conn.receive(REQUEST_TIMEOUT)
+        except ExchangeError:
+            return None
+        self.total += len(data)
+        return data
+
+    async def line(self) -> bytes:
+        while b"\n" not in self.partial:
+            data = await self.more()
+            if data is None:
+                raise HttpError("line not received")
+            self.partial += data
+        end = self.partial.index(b"\n") + 1
+        line, self.partial = self.partial[:end], self.partial[end:]
+        return line
+
+    async def exactly(self, length: int, maxlen: int) -> bytes:
+        if length > maxlen:
+            raise HttpError("response body too large")
+        while len(self.partial) < length:
+            data = await self.more()
+            if data is None:
+                raise HttpError("body not received")
+            self.partial += data
+        body, self.partial = self.partial[:length], self.partial[length:]
+        return body
+
+    async def rest(self, maxlen: int) -> bytes:
+        while True:
+            if len(self.partial) > maxlen:
+                raise HttpError("response body too large")
+            data = await self.more()
+            if data is None:
+                body, self.partial = self.partial, b""
+                return body
+            self.partial += data
+
+
+async def _chunked(reader: _Reader, maxlen: int) -> bytes:
+    chunks = b""
+    while True:
+        line = await reader.line()
+        size = re.match(rb"[ \t]*([0-9a-fA-F]+)", line)
+        if size is None:
+            raise HttpError("chunked encoding without a size")
+        length = int(size.group(1), 16)
+        chunks += await reader.exactly(length, maxlen - len(chunks))
+        try:
+            after = await reader.line()
+        except HttpError:
+            after = None  # NSE lets a missing CRLF pass (the next size then fails)
+            if length != 0:
+                raise
+        if after is not None and not re.match(rb"\r?\n", after):
+            raise HttpError("no CRLF after chunk data")
+        if length == 0:
+            return chunks
+
+
+async def _body(reader: _Reader, method: str, response: HttpResponse, maxlen: int) -> bytes:
+    status = response.status or 0
+    header = response.header
+    if method.upper() == "HEAD" or 100 <= status <= 199 or status in (204, 304):
+        tokens = connection_tokens(header.get("connection", ""))
+        keepalive = "keep-alive" in tokens
+        if "close" in tokens or (response.version == "1.0" and not keepalive):
+            return await reader.rest(maxlen)
+        return b""
+    for name in ("transfer-encoding", "transfer-coding"):
+        if name in header and header[name] != "identity":
+            return await _chunked(reader, maxlen)
+    if "content-length" in header:
+        length = lua_tonumber(header["content-length"].encode("latin-1"))
+        if length is None:
+            raise HttpError("Content-Length is non-numeric")
+        if isinstance(length, float):
+            if not length.is_integer():
+                raise ScriptFailed("Content-Length has no integer representation")
+            length = int(length)
+        if length < 0:
+            await reader.rest(maxlen)  # NSE reads on until the peer stops, then fails
+            raise HttpError("negative Content-Length")
+        return await reader.exactly(length, maxlen)
+    return await reader.rest(maxlen)
+
+
+async def _next_response(reader: _Reader, method: str) -> HttpResponse:
+    response = parse_status_line(await reader.line())
+    if response is None:
+        raise HttpError("bad status line")
+    lines = b""
+    while True:
+        line = await reader.line()
+        if line in (b"\r\n", b"\n"):
+            break
+        lines += line
+    header = parse_header(lines)
+    if header is None:
+        raise HttpError("bad header")
+    response.header = header
+    body = await _body(reader, method, response, MAX_BODY_SIZE)
+    encoding = header.get("content-encoding")
+    if encoding is not None:
+        body = decode_body(body, encoding, response)
+    response.body = body
     return response
 
 
-async def get(exchange: Exchange, port: PortView, path: str) -> HttpResponse:
-    """``http.get(host, port, path)`` without following redirects."""
+# -- connections --------------------------------------------------------------------------
+
+
+async def _opencon(exchange: Exchange, tls: bool, data: bytes) -> tuple[Connection, bytes] | None:
+    """``comm.opencon``: connect, send, read a first chunk (None: any failure)."""
+    try:
+        conn = await exchange.connect(tls=tls, timeout=CONNECT_TIMEOUT)
+    except ExchangeError:
+        return None
+    try:
+        conn.send(data)
+        return conn, await conn.receive(REQUEST_TIMEOUT)
+    except ExchangeError:
+        conn.close()
+        return None
+
+
+async def request(
+    exchange: Exchange, port: PortView, data: bytes, *, scheme: str | None = None
+) -> HttpResponse:
+    """``http.request``: send ``data`` (tryssl, or the scheme's way only) and read
+    the response."""
     if port.protocol != "tcp":
-        return _error("Unsupported protocol.")
-    for option in bestoption(port):
-        tls = option == "ssl"
-        request = (
-            f"GET {path} HTTP/1.1\r\nConnection: close\r\nUser-Agent: {USER_AGENT}\r\n"
-            f"Host: {_host_field(port, tls)}\r\n\r\n"
-        ).encode("latin-1", "replace")
-        try:
-            conn = await exchange.connect(tls=tls, timeout=CONNECT_TIMEOUT)
-        except ExchangeError:
-            continue
-        try:
-            conn.send(request)
+        return HttpResponse()
+    method = data.split(None, 1)[0].decode("latin-1") if data.split() else ""
+    if scheme in ("http", "https"):
+        options: tuple[str, ...] = ("ssl" if scheme == "https" else "tcp",)
+    else:
+        options = tuple(dict.fromkeys(bestoption(port)))
+    opened = None
+    for option in options:
+        opened = await _opencon(exchange, option == "ssl", data)
+        if opened is not None:
+            break
+    if opened is None:
+        return HttpResponse()
+    conn, first = opened
+    try:
+        reader = _Reader(conn, first)
+        while True:
             try:
-                data = await conn.receive(REQUEST_TIMEOUT)
-            except ExchangeError:
-                continue  # comm.tryssl: no first answer, the other way
-            while len(data) <= MAX_BODY + 65536:
-                parsed = parse_response(data, complete=False)
-                if parsed is not None:
-                    return parsed
-                try:
-                    data += await conn.receive(REQUEST_TIMEOUT)
-                except ExchangeError:
-                    break
-            parsed = parse_response(data, complete=True)
-            return parsed if parsed is not None else _error("Error in next_response function")
-        finally:
-            conn.close()
-    return _error("Error creating socket.")
+                response = await _next_response(reader, method)
+            except HttpError:
+                return HttpResponse()
+            if not 100 <= (response.status or 0) <= 199:
+                response.ssl = option == "ssl"
+                return response
+    finally:
+        conn.close()
 
 
-async def all_uris_200(exchange: Exchange, port: PortView) -> bool:
-    """``identify_404`` answered 200: the server answers 200 to made-up URIs
-    (three of them, the same body), so the HTTP scripts stop."""
-    stamp = int(time.time())
-    first = await get(exchange, port, f"/nmaplowercheck{stamp}")
-    if first.status != 200:
+async def post(
+    exchange: Exchange,
+    port: PortView,
+    path: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+) -> HttpResponse:
+    """``http.post(host, port, path, options, nil, body)``."""
+    data = build_request("POST", path, host_field(port), headers, body)
+    return await request(exchange, port, data)
+
+
+@dataclass(frozen=True)
+class _Target:
+    path: str
+    host: str
+    port: int
+    scheme: str | None
+    userinfo: bool
+
+
+def _parse_redirect(port: PortView, path: str, response: HttpResponse) -> _Target | None:
+    """``parse_redirect``: where a 30x response points (None: not a redirect)."""
+    location = response.header.get("location")
+    if response.status not in (300, 301, 302, 303, 307) or location is None:
+        return None
+    try:
+        url = urlsplit(location)
+        url_port = url.port
+    except ValueError:
+        return None
+    scheme = url.scheme or None
+    number = url_port or _DEFAULT_PORTS.get((scheme or "").lower()) or port.number
+    new_path = urljoin(path, url.path or "/")
+    if url.query:
+        new_path = f"{new_path}?{url.query}"
+    return _Target(
+        path=new_path,
+        host=url.hostname or (port.target_name or port.address),
+        port=number,
+        scheme=scheme,
+        userinfo=url.username is not None,
+    )
+
+
+def _redirect_ok(port: PortView, target: _Target) -> bool:
+    """NSE's default ``redirect_ok`` rules (the count aside)."""
+    hostname = port.target_name or port.address
+    if target.userinfo:
         return False
-    if first.body is None:
-        return True
-    second = await get(exchange, port, f"/NmapUpperCheck{stamp}")
-    third = await get(exchange, port, f"/Nmap/folder/check{stamp}")
-    if second.status != 200 or third.status != 200:
+    if hostname == port.address:
+        if target.host != hostname:
+            return False
+    elif _domain(hostname) != _domain(target.host):
         return False
-    return _clean(first.body) == _clean(second.body) == _clean(third.body)
+    if target.port != port.number:
+        return False
+    return not (target.path == "/" and target.host == hostname)
 
 
-_VOLATILE = re.compile(
-    rb"[0-9]?[0-9]:[0-9]{2}:[0-9]{2}|[0-9]{2}:[0-9]{2}|AM|am|PM|pm|[0-9]{8}|"
-    rb"[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{4}/[0-9]{2}/[0-9]{2}|[0-9]{2}-[0-9]{2}-[0-9]{4}|"
-    rb"[0-9]{2}/[0-9]{2}/[0-9]{4}|[nN]map[A-Za-z/]*[cC]heck[0-9]*"
-)
+def _domain(name: str) -> str:
+    found = re.search(r"\..+\..+", name)
+    return (found.group() if found else name).lower()
 
 
-def _clean(body: bytes | None) -> bytes:
-    """Roughly ``clean_404``: times, dates and the requested URI removed."""
-    return _VOLATILE.sub(b"", body or b"")
+async def get(
+    exchange: Exchange, port: PortView, path: str, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    """``http.get``: GET ``path``, following the redirects NSE follows."""
+    scheme: str | None = None
+    followed: list[str] = []
+    view, current, counter = port, path, MAX_REDIRECTS
+    while True:
+        data = build_request("GET", current, host_field(view, scheme=scheme), headers)
+        response = await request(exchange, view, data, scheme=scheme)
+        target = _parse_redirect(port, path, response)
+        if target is None:
+            break
+        scheme = target.scheme or scheme
+        followed.append(response.header["location"])
+        if counter == 0 or not _redirect_ok(port, target):
+            break
+        counter -= 1
+        # the next request names the port by its number only, as NSE's does
+        view = replace(port, number=target.port, tunnel=None, conf=0, name=None)
+        current = target.path
+    response.location = followed
+    return response

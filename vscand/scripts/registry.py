@@ -20,6 +20,7 @@ from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import VersionScript
 from vscand.scripts.builtin.allseeingeye_info import AllSeeingEyeInfo
 from vscand.scripts.builtin.amqp_info import AmqpInfo
+from vscand.scripts.builtin.cccam_version import CccamVersion
 from vscand.scripts.builtin.db2_das_info import Db2DasInfo
 from vscand.scripts.builtin.docker_version import DockerVersion
 from vscand.scripts.builtin.drda_info import DrdaInfo
@@ -32,18 +33,24 @@ from vscand.scripts.builtin.https_redirect import HttpsRedirect
 from vscand.scripts.builtin.ike_version import IkeVersion
 from vscand.scripts.builtin.jdwp_version import JdwpVersion
 from vscand.scripts.builtin.maxdb_info import MaxdbInfo
+from vscand.scripts.builtin.mcafee_epo_agent import McafeeEpoAgent
 from vscand.scripts.builtin.mqtt_subscribe import MqttSubscribe
 from vscand.scripts.builtin.ndmp_version import NdmpVersion
+from vscand.scripts.builtin.netbus_version import NetbusVersion
+from vscand.scripts.builtin.openlookup_info import OpenlookupInfo
 from vscand.scripts.builtin.oracle_tns_version import OracleTnsVersion
+from vscand.scripts.builtin.ovs_agent_version import OvsAgentVersion
 from vscand.scripts.builtin.pptp_version import PptpVersion
 from vscand.scripts.builtin.quake1_info import Quake1Info
 from vscand.scripts.builtin.quake3_info import Quake3Info
+from vscand.scripts.builtin.rfc868_time import Rfc868Time
 from vscand.scripts.builtin.rpc import RpcGrind, RpcInfoScript
 from vscand.scripts.builtin.skypev2_version import SkypeV2Version
 from vscand.scripts.builtin.snmp_info import SnmpInfo
 from vscand.scripts.builtin.stun_version import StunVersion
 from vscand.scripts.builtin.teamspeak2_version import TeamSpeak2Version
 from vscand.scripts.builtin.ventrilo_info import VentriloInfo
+from vscand.scripts.builtin.vmware_version import VmwareVersion
 from vscand.scripts.builtin.weblogic_t3_info import WeblogicT3Info
 from vscand.scripts.builtin.xmpp_info import XmppInfo
 from vscand.scripts.runner import ScriptPhase, ScriptRunner, rule_context
@@ -109,6 +116,14 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
     lambda _settings: MaxdbInfo(),
     lambda _settings: NdmpVersion(),
     lambda _settings: JdwpVersion(),
+    # agents and small TCP services (issue 16)
+    lambda _settings: VmwareVersion(),
+    lambda _settings: OvsAgentVersion(),
+    lambda _settings: McafeeEpoAgent(),
+    lambda _settings: NetbusVersion(),
+    lambda _settings: OpenlookupInfo(),
+    lambda _settings: Rfc868Time(),
+    lambda _settings: CccamVersion(),
 ]
 
 

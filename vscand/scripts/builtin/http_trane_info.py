@@ -21,7 +21,7 @@ import re
 
 from vscand.output.script_output import ScriptFailed, ScriptOutput, Table
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
-from vscand.scripts.nsehttp import all_uris_200, get
+from vscand.scripts.nsehttp_simple import all_uris_200, get
 from vscand.scripts.shortport import likely_http
 
 __all__ = ["ABOUT_KEYS", "DEVICE_KEYS", "HttpTraneInfo", "devices"]
