@@ -19,16 +19,22 @@ from vscand.scan.model import PortTask, Result, ScanOptions
 from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import VersionScript
 from vscand.scripts.builtin.amqp_info import AmqpInfo
+from vscand.scripts.builtin.bacnet_info import BacnetInfo
 from vscand.scripts.builtin.docker_version import DockerVersion
+from vscand.scripts.builtin.enip_info import EnipInfo
 from vscand.scripts.builtin.fingerprint_strings import FingerprintStrings
+from vscand.scripts.builtin.fox_info import FoxInfo
 from vscand.scripts.builtin.hnap_info import HnapInfo
 from vscand.scripts.builtin.http_server_header import HttpServerHeader
 from vscand.scripts.builtin.http_trane_info import HttpTraneInfo
 from vscand.scripts.builtin.https_redirect import HttpsRedirect
+from vscand.scripts.builtin.iec61850_mms import Iec61850Mms
 from vscand.scripts.builtin.ike_version import IkeVersion
 from vscand.scripts.builtin.mqtt_subscribe import MqttSubscribe
+from vscand.scripts.builtin.omron_info import OmronInfo
 from vscand.scripts.builtin.pptp_version import PptpVersion
 from vscand.scripts.builtin.rpc import RpcGrind, RpcInfoScript
+from vscand.scripts.builtin.s7_info import S7Info
 from vscand.scripts.builtin.skypev2_version import SkypeV2Version
 from vscand.scripts.builtin.snmp_info import SnmpInfo
 from vscand.scripts.builtin.stun_version import StunVersion
@@ -81,12 +87,22 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
     lambda _settings: HttpsRedirect(),
     lambda _settings: HnapInfo(),
     lambda _settings: HttpTraneInfo(),
+    # industrial protocols
+    lambda _settings: S7Info(),
+    lambda _settings: EnipInfo(),
+    lambda _settings: BacnetInfo(),
+    lambda _settings: FoxInfo(),
+    lambda _settings: OmronInfo(),
+    lambda _settings: Iec61850Mms(),
 ]
 
 
 #: scripts that joined the version category in a later Nmap release: name -> first release
 #: (7.93's script.db has 45, 7.95's 47); a scan runs the set of the release it reproduces
-SINCE: dict[str, str] = {}
+SINCE: dict[str, str] = {
+    # industrial protocols
+    "iec61850-mms": "7.95",
+}
 
 
 def in_release(name: str, release: str | None) -> bool:

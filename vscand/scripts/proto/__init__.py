@@ -1,0 +1,1 @@
+"""Protocol code the version scripts share: pure (no Twisted), property-tested."""
