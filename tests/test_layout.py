@@ -5,7 +5,7 @@
 * The two applications sit on top: nothing outside ``vscand/cli/`` imports it, and
   nothing outside ``vscand/daemon/`` imports the daemon.
 * The pure floors import no Twisted: ``output/``, ``probes/``, ``rpc/``,
-  ``targets/parse.py`` and ``targets/policy.py``.
+  ``scripts/proto/``, ``targets/parse.py`` and ``targets/policy.py``.
 * Each floor imports only itself and the floors below it: the list is DESIGN.md's, top to bottom
   (``FLOORS``; imports for type checking only are left out).
 * Every Redis command is sent from ``vscand/queue/``.
@@ -175,6 +175,7 @@ PURE = (
     "vscand.output",
     "vscand.probes",
     "vscand.rpc",
+    "vscand.scripts.proto",
     "vscand.targets.parse",
     "vscand.targets.policy",
 )

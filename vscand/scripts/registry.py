@@ -20,16 +20,20 @@ from vscand.scan.pacing import ConnectLimiter
 from vscand.scripts.api import VersionScript
 from vscand.scripts.builtin.allseeingeye_info import AllSeeingEyeInfo
 from vscand.scripts.builtin.amqp_info import AmqpInfo
+from vscand.scripts.builtin.bacnet_info import BacnetInfo
 from vscand.scripts.builtin.cccam_version import CccamVersion
 from vscand.scripts.builtin.db2_das_info import Db2DasInfo
 from vscand.scripts.builtin.docker_version import DockerVersion
 from vscand.scripts.builtin.drda_info import DrdaInfo
+from vscand.scripts.builtin.enip_info import EnipInfo
 from vscand.scripts.builtin.fingerprint_strings import FingerprintStrings
+from vscand.scripts.builtin.fox_info import FoxInfo
 from vscand.scripts.builtin.freelancer_info import FreelancerInfo
 from vscand.scripts.builtin.hnap_info import HnapInfo
 from vscand.scripts.builtin.http_server_header import HttpServerHeader
 from vscand.scripts.builtin.http_trane_info import HttpTraneInfo
 from vscand.scripts.builtin.https_redirect import HttpsRedirect
+from vscand.scripts.builtin.iec61850_mms import Iec61850Mms
 from vscand.scripts.builtin.ike_version import IkeVersion
 from vscand.scripts.builtin.jdwp_version import JdwpVersion
 from vscand.scripts.builtin.maxdb_info import MaxdbInfo
@@ -37,6 +41,7 @@ from vscand.scripts.builtin.mcafee_epo_agent import McafeeEpoAgent
 from vscand.scripts.builtin.mqtt_subscribe import MqttSubscribe
 from vscand.scripts.builtin.ndmp_version import NdmpVersion
 from vscand.scripts.builtin.netbus_version import NetbusVersion
+from vscand.scripts.builtin.omron_info import OmronInfo
 from vscand.scripts.builtin.openlookup_info import OpenlookupInfo
 from vscand.scripts.builtin.oracle_tns_version import OracleTnsVersion
 from vscand.scripts.builtin.ovs_agent_version import OvsAgentVersion
@@ -45,6 +50,7 @@ from vscand.scripts.builtin.quake1_info import Quake1Info
 from vscand.scripts.builtin.quake3_info import Quake3Info
 from vscand.scripts.builtin.rfc868_time import Rfc868Time
 from vscand.scripts.builtin.rpc import RpcGrind, RpcInfoScript
+from vscand.scripts.builtin.s7_info import S7Info
 from vscand.scripts.builtin.skypev2_version import SkypeV2Version
 from vscand.scripts.builtin.snmp_info import SnmpInfo
 from vscand.scripts.builtin.stun_version import StunVersion
@@ -124,12 +130,22 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
     lambda _settings: OpenlookupInfo(),
     lambda _settings: Rfc868Time(),
     lambda _settings: CccamVersion(),
+    # industrial protocols
+    lambda _settings: S7Info(),
+    lambda _settings: EnipInfo(),
+    lambda _settings: BacnetInfo(),
+    lambda _settings: FoxInfo(),
+    lambda _settings: OmronInfo(),
+    lambda _settings: Iec61850Mms(),
 ]
 
 
 #: scripts that joined the version category in a later Nmap release: name -> first release
 #: (7.93's script.db has 45, 7.95's 47); a scan runs the set of the release it reproduces
-SINCE: dict[str, str] = {}
+SINCE: dict[str, str] = {
+    # industrial protocols
+    "iec61850-mms": "7.95",
+}
 
 
 def in_release(name: str, release: str | None) -> bool:
