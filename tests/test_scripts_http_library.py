@@ -116,6 +116,27 @@ def test_identify_404_follows_redirects_from_the_second_uri_on() -> None:
     assert len(exchange.connections) == 5
 
 
+def test_a_redirect_to_the_same_place_over_https_meets_nse_s_cache() -> None:
+    # nginx's "plain HTTP to an HTTPS port" answer: NSE's cache key has no scheme, so
+    # the https request for the same host, port and path is the cached 301 again
+    moved = b"HTTP/1.1 301 Moved\r\nLocation: https://127.0.0.1:8443/x\r\nContent-Length: 0\r\n\r\n"
+    exchange = FakeExchange(lambda _c, _d: Reply([moved], close=True), port=8443, tls_ok=True)
+    view = PortView("127.0.0.1", 8443, "tcp", "open", name="http")
+    response = run(get(exchange, view, "/x"))
+    assert response.status == 301 and len(response.location) == 6
+    assert len(exchange.connections) == 1
+    # elsewhere on the same port is followed (over TLS, as the scheme says)
+    hop = b"HTTP/1.1 301 Moved\r\nLocation: https://127.0.0.1:8080/y\r\nContent-Length: 0\r\n\r\n"
+
+    def respond(conn: FakeConnection, _d: bytes) -> Reply:
+        return Reply([http_response("200 OK", b"y", "x") if conn.tls else hop], close=True)
+
+    exchange = FakeExchange(respond, port=8080, tls_ok=True)
+    view = PortView("127.0.0.1", 8080, "tcp", "open", name="http")
+    assert run(get(exchange, view, "/x")).body == b"y"
+    assert [c.tls for c in exchange.connections] == [False, True]
+
+
 # -- NSE's error texts ------------------------------------------------------------------------
 
 

@@ -351,9 +351,19 @@ async def get(
     scheme: str | None = None
     followed: list[str] = []
     view, current, counter = port, path, MAX_REDIRECTS
+    key = (port.target_name or port.address, port.number, path)
+    # NSE's cache is keyed by host, port and path (not the scheme): a redirect
+    # back to the same place (plain HTTP sent to https://same:port/same) gets
+    # the cached redirect again, until the count runs out. Kept per call here.
+    cache: dict[tuple[str, int, str], HttpResponse] = {}
     while True:
-        data = build_request("GET", current, host_field(view, scheme=scheme), headers)
-        response = await request(exchange, view, data, scheme=scheme)
+        if key in cache:
+            response = replace(cache[key], header=dict(cache[key].header))
+        else:
+            data = build_request("GET", current, host_field(view, scheme=scheme), headers)
+            response = await request(exchange, view, data, scheme=scheme)
+            if response.status is not None and response.status not in (206, 401):
+                cache[key] = replace(response, header=dict(response.header))
         target = _parse_redirect(port, path, response)
         if target is None:
             break
@@ -365,5 +375,6 @@ async def get(
         # the next request names the port by its number only, as NSE's does
         view = replace(port, number=target.port, tunnel=None, conf=0, name=None)
         current = target.path
+        key = (target.host, target.port, current)
     response.location = followed
     return response
