@@ -14,9 +14,13 @@
   the previous field, as NSE's parser does), the body by ``Transfer-Encoding``
   (chunked), ``Content-Length`` (Lua's ``tonumber``) or the peer closing;
   ``1xx`` responses skipped; ``gzip`` content decoded. Any failure gives a
-  response with ``status`` None (NSE's ``http_error``).
+  response with ``status`` None and NSE's error text as ``status_line``
+  (``http_error``: ``Error creating socket.``, ``Error in next_response
+  function; ...`` with the peer's bytes quoted as NSE quotes them).
 * ``get`` follows redirects as NSE's default ``redirect_ok`` allows (at most
-  5; same host, same port, no credentials, not back to ``/``).
+  5; same host, same port, no credentials, not back to ``/``), or none.
+
+``identify_404`` (made-up URIs) is in :mod:`vscand.scripts.nsehttp404`.
 
 Bodies are bounded by the exchange (1 MiB per connection): a body reaching
 that is treated as NSE treats one over its 2 MiB ``max-body-size`` (an error).
@@ -32,8 +36,8 @@ from vscand.output.script_output import ScriptFailed
 from vscand.scripts.api import PortView
 from vscand.scripts.comm import CONNECT_TIMEOUT, REQUEST_TIMEOUT, bestoption, likely_ssl
 from vscand.scripts.exchange import DEFAULT_MAX_BYTES as _CONNECTION_LIMIT
-from vscand.scripts.exchange import Connection, Exchange, ExchangeError
-from vscand.scripts.proto.lua_values import lua_tonumber
+from vscand.scripts.exchange import Connection, Exchange, ExchangeError, ExchangeTimeout
+from vscand.scripts.proto.lua_values import lua_q, lua_tonumber
 from vscand.scripts.proto.nse_http import (
     MAX_BODY_SIZE,
     HttpError,
@@ -81,13 +85,16 @@ class _Reader:
         self.conn = conn
         self.partial = partial
         self.total = len(partial)
+        #: the socket's error, as NSE's receive reports it
+        self.error = "EOF"
 
     async def more(self) -> bytes | None:
         if self.total >= _CONNECTION_LIMIT:
-            raise HttpError("response body too large")
+            raise HttpError(_OVERSIZED)
         try:
             data = await self.conn.receive(REQUEST_TIMEOUT)
-        except ExchangeError:
+        except ExchangeError as exc:
+            self.error = "TIMEOUT" if isinstance(exc, ExchangeTimeout) else "EOF"
             return None
         self.total += len(data)
         return data
@@ -96,7 +103,7 @@ class _Reader:
         while b"\n" not in self.partial:
             data = await self.more()
             if data is None:
-                raise HttpError("line not received")
+                raise HttpError(self.error)
             self.partial += data
         end = self.partial.index(b"\n") + 1
         line, self.partial = self.partial[:end], self.partial[end:]
@@ -104,11 +111,11 @@ class _Reader:
 
     async def exactly(self, length: int, maxlen: int) -> bytes:
         if length > maxlen:
-            raise HttpError("response body too large")
+            raise HttpError(_OVERSIZED)
         while len(self.partial) < length:
             data = await self.more()
             if data is None:
-                raise HttpError("body not received")
+                raise HttpError(self.error)
             self.partial += data
         body, self.partial = self.partial[:length], self.partial[length:]
         return body
@@ -116,7 +123,7 @@ class _Reader:
     async def rest(self, maxlen: int) -> bytes:
         while True:
             if len(self.partial) > maxlen:
-                raise HttpError("response body too large")
+                raise HttpError(_OVERSIZED)
             data = await self.more()
             if data is None:
                 body, self.partial = self.partial, b""
@@ -127,12 +134,21 @@ class _Reader:
 async def _chunked(reader: _Reader, maxlen: int) -> bytes:
     chunks = b""
     while True:
-        line = await reader.line()
-        size = re.match(rb"[ \t]*([0-9a-fA-F]+)", line)
-        if size is None:
-            raise HttpError("chunked encoding without a size")
-        length = int(size.group(1), 16)
-        chunks += await reader.exactly(length, maxlen - len(chunks))
+        try:
+            line = await reader.line()
+        except HttpError as exc:
+            raise HttpError(f"Chunk size not received; {exc}") from None
+        size = re.match(rb"([ \t]*)([0-9a-fA-F]*)", line)
+        assert size is not None
+        if not size.group(2):
+            got = _quoted(line[size.end(1) : size.end(1) + 11])
+            raise HttpError(f"Chunked encoding didn't find hex; got {got}.")
+        length = int(size.group(2), 16)
+        try:
+            chunks += await reader.exactly(length, maxlen - len(chunks))
+        except HttpError as exc:
+            text = str(exc)
+            raise HttpError(text if text == _OVERSIZED else f"Incomplete chunk; {text}") from None
         try:
             after = await reader.line()
         except HttpError:
@@ -157,10 +173,11 @@ async def _body(reader: _Reader, method: str, response: HttpResponse, maxlen: in
     for name in ("transfer-encoding", "transfer-coding"):
         if name in header and header[name] != "identity":
             return await _chunked(reader, maxlen)
-    if "content-length" in header:
+    if "content-length" in header and "transfer-encoding" not in header:
         length = lua_tonumber(header["content-length"].encode("latin-1"))
         if length is None:
-            raise HttpError("Content-Length is non-numeric")
+            value = _quoted(header["content-length"].encode("latin-1"))
+            raise HttpError(f"Content-Length {value} is non-numeric")
         if isinstance(length, float):
             if not length.is_integer():
                 raise ScriptFailed("Content-Length has no integer representation")
@@ -172,10 +189,18 @@ async def _body(reader: _Reader, method: str, response: HttpResponse, maxlen: in
     return await reader.rest(maxlen)
 
 
+_OVERSIZED = "response body too large"
+
+
+def _quoted(data: bytes) -> str:
+    return lua_q(data).decode("latin-1")
+
+
 async def _next_response(reader: _Reader, method: str) -> HttpResponse:
-    response = parse_status_line(await reader.line())
+    line = await reader.line()
+    response = parse_status_line(line)
     if response is None:
-        raise HttpError("bad status line")
+        raise HttpError(f"Error parsing status-line {_quoted(line)}.")
     lines = b""
     while True:
         line = await reader.line()
@@ -186,7 +211,10 @@ async def _next_response(reader: _Reader, method: str) -> HttpResponse:
     if header is None:
         raise HttpError("bad header")
     response.header = header
-    body = await _body(reader, method, response, MAX_BODY_SIZE)
+    try:
+        body = await _body(reader, method, response, MAX_BODY_SIZE)
+    except HttpError as exc:
+        raise HttpError(f"Received {exc}" if str(exc) == _OVERSIZED else str(exc)) from None
     encoding = header.get("content-encoding")
     if encoding is not None:
         body = decode_body(body, encoding, response)
@@ -217,7 +245,7 @@ async def request(
     """``http.request``: send ``data`` (tryssl, or the scheme's way only) and read
     the response."""
     if port.protocol != "tcp":
-        return HttpResponse()
+        return HttpResponse(status_line="Unsupported protocol.")
     method = data.split(None, 1)[0].decode("latin-1") if data.split() else ""
     if scheme in ("http", "https"):
         options: tuple[str, ...] = ("ssl" if scheme == "https" else "tcp",)
@@ -229,15 +257,15 @@ async def request(
         if opened is not None:
             break
     if opened is None:
-        return HttpResponse()
+        return HttpResponse(status_line="Error creating socket.")
     conn, first = opened
     try:
         reader = _Reader(conn, first)
         while True:
             try:
                 response = await _next_response(reader, method)
-            except HttpError:
-                return HttpResponse()
+            except HttpError as exc:
+                return HttpResponse(status_line=f"Error in next_response function; {exc}")
             if not 100 <= (response.status or 0) <= 199:
                 response.ssl = option == "ssl"
                 return response
@@ -311,25 +339,42 @@ def _domain(name: str) -> str:
 
 
 async def get(
-    exchange: Exchange, port: PortView, path: str, headers: dict[str, str] | None = None
+    exchange: Exchange,
+    port: PortView,
+    path: str,
+    headers: dict[str, str] | None = None,
+    *,
+    redirect_ok: bool = True,
 ) -> HttpResponse:
-    """``http.get``: GET ``path``, following the redirects NSE follows."""
+    """``http.get``: GET ``path``, following the redirects NSE follows (none with
+    ``redirect_ok`` False)."""
     scheme: str | None = None
     followed: list[str] = []
     view, current, counter = port, path, MAX_REDIRECTS
+    key = (port.target_name or port.address, port.number, path)
+    # NSE's cache is keyed by host, port and path (not the scheme): a redirect
+    # back to the same place (plain HTTP sent to https://same:port/same) gets
+    # the cached redirect again, until the count runs out. Kept per call here.
+    cache: dict[tuple[str, int, str], HttpResponse] = {}
     while True:
-        data = build_request("GET", current, host_field(view, scheme=scheme), headers)
-        response = await request(exchange, view, data, scheme=scheme)
+        if key in cache:
+            response = replace(cache[key], header=dict(cache[key].header))
+        else:
+            data = build_request("GET", current, host_field(view, scheme=scheme), headers)
+            response = await request(exchange, view, data, scheme=scheme)
+            if response.status is not None and response.status not in (206, 401):
+                cache[key] = replace(response, header=dict(response.header))
         target = _parse_redirect(port, path, response)
         if target is None:
             break
         scheme = target.scheme or scheme
         followed.append(response.header["location"])
-        if counter == 0 or not _redirect_ok(port, target):
+        if not redirect_ok or counter == 0 or not _redirect_ok(port, target):
             break
         counter -= 1
         # the next request names the port by its number only, as NSE's does
         view = replace(port, number=target.port, tunnel=None, conf=0, name=None)
         current = target.path
+        key = (target.host, target.port, current)
     response.location = followed
     return response

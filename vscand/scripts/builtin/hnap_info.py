@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 
 from vscand.output.script_output import ScriptFailed, Table
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun
-from vscand.scripts.nsehttp_simple import all_uris_200, get
+from vscand.scripts.nsehttp import get
+from vscand.scripts.nsehttp404 import all_uris_200
 from vscand.scripts.shortport import likely_http
 
 __all__ = ["ELEMENTS", "HnapInfo", "hnap_table", "sax_events"]

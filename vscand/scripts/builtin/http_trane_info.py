@@ -1,8 +1,9 @@
 """``http-trane-info``: a Trane Tracer SC controller's ``/evox`` documents.
 
 Runs (intensity >= 7) on likely-HTTP ports (``shortport.http``). Stops when the
-server answers 200 to made-up URIs (``identify_404``). ``GET /evox/about``: a
-status line containing ``200`` whose body has ``serverName" val=...`` gives
+server answers 200 to made-up URIs (``identify_404``). ``GET /evox/about``
+(``http.get``: redirects followed as NSE follows them): a status line (or the
+error text standing in for one) containing ``200`` whose body has ``serverName" val=...`` gives
 nine values (``KEY" val=VALUE/>``, quotes removed): serverName, serverTime,
 serverBootTime, vendorName, productName, productVersion, kernelVersion,
 hardwareType, hardwareSerialNumber (one missing: NSE's Lua dies). Then
@@ -21,7 +22,8 @@ import re
 
 from vscand.output.script_output import ScriptFailed, ScriptOutput, Table
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
-from vscand.scripts.nsehttp_simple import all_uris_200, get
+from vscand.scripts.nsehttp import get
+from vscand.scripts.nsehttp404 import all_uris_200
 from vscand.scripts.shortport import likely_http
 
 __all__ = ["ABOUT_KEYS", "DEVICE_KEYS", "HttpTraneInfo", "devices"]
@@ -75,9 +77,12 @@ class HttpTraneInfo(BaseScript):
         if await all_uris_200(run.exchange, port):
             return None
         about = await get(run.exchange, port, "/evox/about")
-        if "200" not in about.status_line:
+        if "200" not in (about.status_line or ""):
             return None
-        body = about.body or b""
+        if about.body is None:
+            # an error text holding "200" (a quoted status line): NSE indexes a nil body
+            raise ScriptFailed("no body")
+        body = about.body
         if _value(body, "serverName") is None:
             return XML_PROBLEM
         output = Table()
@@ -87,11 +92,13 @@ class HttpTraneInfo(BaseScript):
                 raise ScriptFailed(f"no {key}")  # NSE concatenates nil: the script dies
             output[key] = value
         summary = await get(run.exchange, port, "/evox/equipment/installedSummary")
-        if "200" in summary.status_line:
-            summary_body = summary.body or b""
-            if b"Error code: 00017" not in summary_body:
-                output["devices"] = devices(summary_body)
-        if "Error" in summary.status_line:
+        summary_line = summary.status_line or ""
+        if "200" in summary_line:
+            if summary.body is None:
+                raise ScriptFailed("no body")  # as above
+            if b"Error code: 00017" not in summary.body:
+                output["devices"] = devices(summary.body)
+        if "Error" in summary_line:
             return NETWORK_ERROR
         vendor, product = output["vendorName"], output["productName"]
         assert isinstance(vendor, str) and isinstance(product, str)

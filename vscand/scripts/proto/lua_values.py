@@ -1,5 +1,6 @@
 """Lua 5.3/5.4 value semantics NSE scripts depend on, for parsers that must
-agree with them byte for byte: ``tonumber`` on a string, ``string.sub``.
+agree with them byte for byte: ``tonumber`` on a string, ``string.sub``,
+``string.format("%q")``.
 
 Pure code: nothing here imports Twisted.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["lua_sub", "lua_tonumber"]
+__all__ = ["lua_q", "lua_sub", "lua_tonumber"]
 
 _LUA_DEC = re.compile(
     rb"[ \t\n\v\f\r]*([-+]?)((?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)[ \t\n\v\f\r]*\Z"
@@ -60,3 +61,19 @@ def lua_sub(text: bytes, i: int, j: int = -1) -> bytes:
     elif j > n:
         j = n
     return text[i - 1 : j] if i <= j else b""
+
+
+def lua_q(text: bytes) -> bytes:
+    """``string.format("%q", text)`` (Lua 5.3 and 5.4 alike): quoted; ``"``, ``\\``
+    and newline escaped by a backslash; other control bytes as ``\\ddd`` in decimal
+    (three digits when a digit follows)."""
+    out = bytearray(b'"')
+    for i, byte in enumerate(text):
+        if byte in b'"\\\n':
+            out += b"\\" + bytes([byte])
+        elif byte < 32 or byte == 127:
+            follows_digit = i + 1 < len(text) and 48 <= text[i + 1] <= 57
+            out += (b"\\%03d" if follows_digit else b"\\%d") % byte
+        else:
+            out.append(byte)
+    return bytes(out + b'"')

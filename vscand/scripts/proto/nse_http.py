@@ -1,6 +1,6 @@
 """NSE's ``http`` library, its pure parts: the request bytes, the status line,
-the header parser, content decoding (``vscand.scripts.nsehttp`` reads and
-sends). Pure code: nothing here imports Twisted.
+the header parser, content decoding, ``clean_404`` (``vscand.scripts.nsehttp``
+reads and sends). Pure code: nothing here imports Twisted.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ __all__ = [
     "HttpError",
     "HttpResponse",
     "build_request",
+    "clean_404",
     "connection_tokens",
     "decode_body",
     "parse_header",
@@ -158,4 +159,39 @@ def decode_body(body: bytes, encodings: str, response: HttpResponse) -> bytes:
         response.header["content-encoding"] = ", ".join(pending)
     else:
         del response.header["content-encoding"]
+    return body
+
+
+#: ``clean_404``'s substitutions, applied one after the other over the whole body
+#: (each a single left-to-right pass, as ``string.gsub``): times, AM/PM, dates
+#: (8-digit years before 6-digit ones), then paths (which takes the URI with them)
+_CLEAN_404 = tuple(
+    re.compile(pattern)
+    for pattern in (
+        rb"[0-9]?[0-9]:[0-9][0-9]:[0-9][0-9]",
+        rb"[0-9][0-9]:[0-9][0-9]",
+        rb"AM",
+        rb"am",
+        rb"PM",
+        rb"pm",
+        rb"[0-9]{8}",
+        rb"[0-9]{4}-[0-9][0-9]-[0-9][0-9]",
+        rb"[0-9]{4}/[0-9][0-9]/[0-9][0-9]",
+        rb"[0-9][0-9]-[0-9][0-9]-[0-9]{4}",
+        rb"[0-9][0-9]/[0-9][0-9]/[0-9]{4}",
+        rb"[0-9]{6}",
+        rb"[0-9][0-9]-[0-9][0-9]-[0-9][0-9]",
+        rb"[0-9][0-9]/[0-9][0-9]/[0-9][0-9]",
+        rb"/[^ ]+",
+        rb"[a-zA-Z]:\\[^ ]+",
+    )
+)
+
+
+def clean_404(body: bytes) -> bytes:
+    """``clean_404``: the body with what changes between two requests for made-up
+    URIs removed. (NSE then takes the MD5 of it; only equality is compared, so the
+    cleaned body itself serves.)"""
+    for pattern in _CLEAN_404:
+        body = pattern.sub(b"", body)
     return body
