@@ -11,6 +11,7 @@ implementing the same protocol.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from typing import Any, Literal, Protocol
 
@@ -85,7 +86,11 @@ class Exchange(Protocol):
         protocol: Literal["tcp", "udp"] | None = None,
         tls: bool = False,
         timeout: float | None = None,
-    ) -> Connection: ...
+        any_source_port: bool = False,
+    ) -> Connection:
+        """``any_source_port`` (UDP): an unconnected socket that sends to the port and
+        takes datagrams from any port of the host (a TFTP server answers from a new
+        one); the connection's ``peer_port`` is the source port of the last one read."""
 
 
 class _Buffered:
@@ -205,16 +210,27 @@ class _UDPConnection(_Buffered, DatagramProtocol):
     ICMP port unreachable (``connectionRefused``) or another asynchronous
     socket error (``socketError``, from :class:`ConnectedUDPPort`) ends it:
     a waiting receive raises ``ExchangeClosed`` at once, later sends too.
+    With ``target`` the socket is not connected: it sends to ``target`` and
+    keeps only datagrams from the target's address (any source port).
     """
 
-    def __init__(self, clock: IReactorTime, max_bytes: int) -> None:
+    def __init__(
+        self, clock: IReactorTime, max_bytes: int, target: tuple[str, int] | None = None
+    ) -> None:
         _Buffered.__init__(self, clock, max_bytes)
         self._port: Any = None
+        self._target = target
+        self._peer = ipaddress.ip_address(target[0]) if target is not None else None
+        self._sources: deque[int | None] = deque()
+        #: the source port of the last datagram ``receive`` returned
+        self.peer_port: int | None = None
 
     def _available(self) -> int:
         return len(self._datagrams[0]) if self._datagrams else 0
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if self._peer is not None and not self._from_peer(addr):
+            return  # an unconnected socket: only the scanned host's datagrams count
         room = self._max_bytes - self.received
         if room <= 0:
             return
@@ -222,7 +238,14 @@ class _UDPConnection(_Buffered, DatagramProtocol):
         self.received += len(datagram)
         if datagram:
             self._datagrams.append(datagram)
+            self._sources.append(addr[1] if isinstance(addr, tuple) else None)
         self._fed()
+
+    def _from_peer(self, addr: Any) -> bool:
+        try:
+            return ipaddress.ip_address(str(addr[0]).split("%")[0]) == self._peer
+        except (ValueError, TypeError, IndexError):
+            return False
 
     def connectionRefused(self) -> None:
         self._eof = True
@@ -236,6 +259,12 @@ class _UDPConnection(_Buffered, DatagramProtocol):
     def send(self, data: bytes) -> None:
         if self.transport is None or self._eof:
             raise ExchangeClosed("socket closed (port unreachable)")
+        if self._target is not None:
+            try:
+                self.transport.write(data, self._target)
+            except OSError as exc:
+                raise ExchangeClosed(f"send failed: {exc}") from None
+            return
         self.transport.write(data)  # type: ignore[call-arg]  # connected: no address
 
     async def receive(self, timeout: float, max_bytes: int | None = None) -> bytes:
@@ -243,6 +272,7 @@ class _UDPConnection(_Buffered, DatagramProtocol):
         if not self._datagrams:
             raise ExchangeClosed("port unreachable")
         data = self._datagrams.popleft()
+        self.peer_port = self._sources.popleft() if self._sources else None
         return data if max_bytes is None else data[:max_bytes]
 
     async def receive_exactly(self, count: int, timeout: float) -> bytes:
@@ -308,6 +338,7 @@ class ReactorExchange:
         protocol: Literal["tcp", "udp"] | None = None,
         tls: bool = False,
         timeout: float | None = None,
+        any_source_port: bool = False,
     ) -> Connection:
         number = self.port if port is None else port
         proto = protocol or self.protocol
@@ -315,23 +346,26 @@ class ReactorExchange:
             await self._limiter.acquire()
         self.connections += 1
         if proto == "udp":
-            return self._udp(number)
+            return self._udp(number, any_source_port)
         limit = timeout if timeout is not None else self._connect_timeout
         if tls:
             limit = timeout if timeout is not None else self._tls_connect_timeout
         return await self._tcp(number, tls, limit)
 
-    def _udp(self, number: int) -> _UDPConnection:
+    def _udp(self, number: int, any_source_port: bool = False) -> _UDPConnection:
         # the engine's port class (reads bounded per turn: a flood cannot hold the reactor;
         # ICMP handled): on a poll-like reactor (epoll), Twisted's own
         # closes a connected socket on ICMP port unreachable without telling
         # the protocol, and the script would wait for its timeout
-        conn = _UDPConnection(self._reactor, self._max_bytes)
+        target = (self.address, number) if any_source_port else None
+        conn = _UDPConnection(self._reactor, self._max_bytes, target)
         interface = "::" if ":" in self.address else "0.0.0.0"
         udp_port = ConnectedUDPPort(0, conn, interface, MAX_DATAGRAM, self._reactor)  # type: ignore[no-untyped-call]
         udp_port.startListening()  # type: ignore[no-untyped-call]
         conn._port = udp_port
         self._open.append(conn)
+        if target is not None:
+            return conn
         try:
             udp_port.connect(self.address, number)  # type: ignore[no-untyped-call]
         except OSError as exc:

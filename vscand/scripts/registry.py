@@ -21,13 +21,18 @@ from vscand.scripts.api import VersionScript
 from vscand.scripts.builtin.amqp_info import AmqpInfo
 from vscand.scripts.builtin.docker_version import DockerVersion
 from vscand.scripts.builtin.http_server_header import HttpServerHeader
+from vscand.scripts.builtin.iax2_version import Iax2Version
 from vscand.scripts.builtin.ike_version import IkeVersion
 from vscand.scripts.builtin.mqtt_subscribe import MqttSubscribe
+from vscand.scripts.builtin.murmur_version import MurmurVersion
 from vscand.scripts.builtin.pptp_version import PptpVersion
 from vscand.scripts.builtin.rpc import RpcGrind, RpcInfoScript
 from vscand.scripts.builtin.skypev2_version import SkypeV2Version
 from vscand.scripts.builtin.snmp_info import SnmpInfo
 from vscand.scripts.builtin.stun_version import StunVersion
+from vscand.scripts.builtin.tftp_version import TftpVersion
+from vscand.scripts.builtin.ubiquiti_discovery import UbiquitiDiscovery
+from vscand.scripts.builtin.wdb_version import WdbVersion
 from vscand.scripts.builtin.xmpp_info import XmppInfo
 from vscand.scripts.runner import ScriptPhase, ScriptRunner, rule_context
 
@@ -72,12 +77,20 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
     lambda _settings: PptpVersion(),
     lambda _settings: StunVersion(),
     lambda _settings: IkeVersion(),
+    # VoIP and devices
+    lambda _settings: MurmurVersion(),
+    lambda _settings: Iax2Version(),
+    lambda _settings: UbiquitiDiscovery(),
+    lambda _settings: WdbVersion(),
+    lambda _settings: TftpVersion(),
 ]
 
 
 #: scripts that joined the version category in a later Nmap release: name -> first release
 #: (7.93's script.db has 45, 7.95's 47); a scan runs the set of the release it reproduces
-SINCE: dict[str, str] = {}
+SINCE: dict[str, str] = {
+    "tftp-version": "7.95",  # VoIP and devices
+}
 
 
 def in_release(name: str, release: str | None) -> bool:
