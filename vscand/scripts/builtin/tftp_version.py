@@ -49,6 +49,7 @@ __all__ = ["TftpPacket", "TftpVersion", "load_fingerprints", "match", "parse", "
 FINGERPRINT_FILES = DataFile(
     "/usr/share/nmap/nselib/data/tftp-fingerprints.lua",
     "/usr/local/share/nmap/nselib/data/tftp-fingerprints.lua",
+    relative="nselib/data/tftp-fingerprints.lua",
 )
 #: ``stdnse.get_timeout(host)`` for a host timeout of 1 s: 1 * (8000 + 6000) / 7 ms
 TIMEOUT = 2.0
