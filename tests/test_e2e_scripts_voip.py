@@ -38,6 +38,7 @@ script results only when ``o.script`` is set, i.e. with ``-sC``/``--script``).
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import subprocess
@@ -164,7 +165,8 @@ def _wait_udp(inside: list[str], port: int, payload: bytes, proc: Any, what: str
         f"s.settimeout(0.5); s.sendto({payload!r}, ('127.0.0.1', {port})); s.recvfrom(100)"
     )
     deadline = time.monotonic() + 30
-    while subprocess.run([*inside, sys.executable, "-c", probe], capture_output=True).returncode:
+    command = [*inside, sys.executable, "-c", probe]
+    while subprocess.run(command, capture_output=True, check=False).returncode:
         if time.monotonic() > deadline or proc.poll() is not None:
             pytest.fail(f"{what} did not start on {port}/udp")
 
@@ -202,7 +204,7 @@ def run() -> Iterator[Run]:
         os.chmod(workdir, 0o755)
         ns = stack.enter_context(_namespace(ip))
         inside = [ip, "netns", "exec", ns]
-        user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        user = getpass.getuser()
         (workdir / "murmur.ini").write_text(MURMUR_INI.format(dir=workdir, user=user))
         log = stack.enter_context(open(workdir / "murmurd.log", "wb"))
         murmur = subprocess.Popen(

@@ -21,7 +21,8 @@ at once, and the script (whose rule is the port number) renames the port.
   any other datagram is refused from port 69 itself (ERROR 4 ``Unknown request.``,
   Nmap's tftp softmatch).
 
-``--hostile`` answers instead with what breaks parsers: a truncated WDB reply (the
+``--hostile`` answers instead with what breaks parsers (``murmur_hostile``, an
+oversized ping answer, is used by the unit tests only): a truncated WDB reply (the
 script dies, as NSE's Lua does), a Ubiquiti answer whose TLV length overruns the
 packet, an IAX2 frame of the wrong length, a TFTP error without its NUL.
 """
@@ -34,6 +35,16 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
+
+# -- Murmur (hostile only: the e2e target is the real mumble-server) -------------------
+
+
+def murmur_hostile(data: bytes) -> bytes | None:
+    """An oversized answer to the ping that starts like Murmur's (not 24 bytes: not Murmur)."""
+    if data != b"\x00\x00\x00\x00abcdefgh":
+        return None
+    return b"\x00\x01\x03\x04abcdefgh" + b"\xff" * 9000
+
 
 # -- IAX2 -------------------------------------------------------------------------
 

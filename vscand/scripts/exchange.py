@@ -86,11 +86,8 @@ class Exchange(Protocol):
         protocol: Literal["tcp", "udp"] | None = None,
         tls: bool = False,
         timeout: float | None = None,
-        any_source_port: bool = False,
-    ) -> Connection:
-        """``any_source_port`` (UDP): an unconnected socket that sends to the port and
-        takes datagrams from any port of the host (a TFTP server answers from a new
-        one); the connection's ``peer_port`` is the source port of the last one read."""
+        any_source_port: bool = False,  # UDP: answers from any port of the host (TFTP)
+    ) -> Connection: ...
 
 
 class _Buffered:
@@ -210,8 +207,8 @@ class _UDPConnection(_Buffered, DatagramProtocol):
     ICMP port unreachable (``connectionRefused``) or another asynchronous
     socket error (``socketError``, from :class:`ConnectedUDPPort`) ends it:
     a waiting receive raises ``ExchangeClosed`` at once, later sends too.
-    With ``target`` the socket is not connected: it sends to ``target`` and
-    keeps only datagrams from the target's address (any source port).
+    With ``target`` the socket is not connected: it sends to ``target`` and keeps
+    only datagrams from its address (any source port: ``peer_port`` tells which).
     """
 
     def __init__(
@@ -220,16 +217,15 @@ class _UDPConnection(_Buffered, DatagramProtocol):
         _Buffered.__init__(self, clock, max_bytes)
         self._port: Any = None
         self._target = target
-        self._peer = ipaddress.ip_address(target[0]) if target is not None else None
+        self._peer = ipaddress.ip_address(target[0]).compressed if target is not None else None
         self._sources: deque[int | None] = deque()
-        #: the source port of the last datagram ``receive`` returned
         self.peer_port: int | None = None
 
     def _available(self) -> int:
         return len(self._datagrams[0]) if self._datagrams else 0
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        if self._peer is not None and not self._from_peer(addr):
+        if self._peer is not None and addr[0] != self._peer:
             return  # an unconnected socket: only the scanned host's datagrams count
         room = self._max_bytes - self.received
         if room <= 0:
@@ -240,12 +236,6 @@ class _UDPConnection(_Buffered, DatagramProtocol):
             self._datagrams.append(datagram)
             self._sources.append(addr[1] if isinstance(addr, tuple) else None)
         self._fed()
-
-    def _from_peer(self, addr: Any) -> bool:
-        try:
-            return ipaddress.ip_address(str(addr[0]).split("%")[0]) == self._peer
-        except (ValueError, TypeError, IndexError):
-            return False
 
     def connectionRefused(self) -> None:
         self._eof = True
@@ -260,10 +250,7 @@ class _UDPConnection(_Buffered, DatagramProtocol):
         if self.transport is None or self._eof:
             raise ExchangeClosed("socket closed (port unreachable)")
         if self._target is not None:
-            try:
-                self.transport.write(data, self._target)
-            except OSError as exc:
-                raise ExchangeClosed(f"send failed: {exc}") from None
+            self.transport.write(data, self._target)
             return
         self.transport.write(data)  # type: ignore[call-arg]  # connected: no address
 
@@ -357,17 +344,16 @@ class ReactorExchange:
         # ICMP handled): on a poll-like reactor (epoll), Twisted's own
         # closes a connected socket on ICMP port unreachable without telling
         # the protocol, and the script would wait for its timeout
-        target = (self.address, number) if any_source_port else None
+        target = (self.address, number) if any_source_port else None  # not connected
         conn = _UDPConnection(self._reactor, self._max_bytes, target)
         interface = "::" if ":" in self.address else "0.0.0.0"
         udp_port = ConnectedUDPPort(0, conn, interface, MAX_DATAGRAM, self._reactor)  # type: ignore[no-untyped-call]
         udp_port.startListening()  # type: ignore[no-untyped-call]
         conn._port = udp_port
         self._open.append(conn)
-        if target is not None:
-            return conn
         try:
-            udp_port.connect(self.address, number)  # type: ignore[no-untyped-call]
+            if target is None:
+                udp_port.connect(self.address, number)  # type: ignore[no-untyped-call]
         except OSError as exc:
             conn.close()
             raise ExchangeError(f"UDP connect to port {number}: {exc}") from None
