@@ -28,7 +28,8 @@ then runs both scanners side by side inside it::
 
 and requires agreement on every port (the fields of ``tests/e2e/compare.py``, script
 output included), ``ndiff`` without a differing line and a DTD-valid ``-oX``. Needs
-root, ``ip`` and ``murmurd``: skips without them, fails under CI=true.
+root, ``ip`` and Murmur (``murmurd``; ``mumble-server`` from 1.5 on): skips without them,
+fails under CI=true.
 
 ``nmap`` runs with ``--script version`` (the same scripts ``-sV`` runs): plain ``-sV``
 runs the version scripts but prints none of their output (Nmap's ``output.cc`` writes
@@ -195,7 +196,9 @@ def run() -> Iterator[Run]:
     release = releases.oracle()
     if isinstance(release, releases.Unavailable):
         pytest.fail(f"oracle unavailable: {release.reason}")
-    ip, murmurd = _require("ip"), _require("murmurd")
+    ip = _require("ip")
+    # Debian 12's mumble-server 1.3 installs murmurd; Debian 13's 1.5 names it mumble-server
+    murmurd = shutil.which("murmurd") or shutil.which("mumble-server") or _require("murmurd")
     with (
         tempfile.TemporaryDirectory(prefix="vscand-scripts-voip-") as tmp,
         contextlib.ExitStack() as stack,
