@@ -18,8 +18,9 @@ DEMO_APT_PACKAGES := nmap-common $(PCRE_PACKAGES) redis-server python3-venv
 # What `make test` adds (see system-deps below):
 # rpcbind: the real portmapper of tests/test_e2e_scripts.py (rpcinfo/rpc-grind vs nmap);
 # iproute2 (ip netns) and util-linux (unshare) run it in a private network namespace;
-# mosquitto, prosody, snmpd, coturn: real MQTT, XMPP, SNMP and STUN servers for the
-# mqtt-subscribe, xmpp-info, snmp-info and stun-version end-to-end tests
+# mosquitto, prosody, snmpd, coturn, mumble-server: real MQTT, XMPP, SNMP, STUN and
+# Murmur servers for the mqtt-subscribe, xmpp-info, snmp-info, stun-version and
+# murmur-version end-to-end tests
 # (tests/test_e2e_scripts_*.py, started in their own namespace from generated configs).
 # tmux: the terminal of tests/test_scan_cli.py's progress-display test.
 # default-jre-headless: a real JVM's JDWP agent for jdwp-version
@@ -27,7 +28,7 @@ DEMO_APT_PACKAGES := nmap-common $(PCRE_PACKAGES) redis-server python3-venv
 # Every name exists in Debian 12 and 13 (checked in a trixie root with apt-cache policy).
 TEST_APT_PACKAGES := nmap ndiff libxml2-utils \
 	openssh-server nginx vsftpd prometheus rpcbind iproute2 util-linux dnsmasq-base snmpd \
-	stunnel4 openssl mosquitto prosody coturn tmux default-jre-headless
+	stunnel4 openssl mosquitto prosody coturn mumble-server tmux default-jre-headless
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all install uninstall system-deps demo-deps venv demo-venv debian12-root debian13-root other-root demo test test-debian13 test-oracle-other test-repeat lint bench bench-engines bench-scan bench-fast soak clean
@@ -138,7 +139,8 @@ test-debian13: debian13-root
 # by tests/releases.py; vscan loads that root's probe file). One module after the other, no
 # workers. DESIGN.md, "Against the other release's Nmap"; `make test` is unchanged.
 ORACLE_SUITES ?= tests/test_e2e_scan.py tests/test_tls_e2e.py tests/test_udp_e2e.py tests/test_e2e_fast.py \
-	tests/test_e2e_scripts.py tests/test_e2e_scripts_brokers_vpn.py tests/test_e2e_scripts_udp_services.py
+	tests/test_e2e_scripts.py tests/test_e2e_scripts_brokers_vpn.py tests/test_e2e_scripts_udp_services.py \
+	tests/test_e2e_scripts_voip.py
 test-oracle-other: venv other-root
 	@rc=0; for suite in $(ORACLE_SUITES); do \
 	  VSCAND_ORACLE=debian$(OTHER_DEBIAN) $(PY) -b -m pytest -q $$suite $(PYTEST_ARGS) || rc=1; \

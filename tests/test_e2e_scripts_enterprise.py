@@ -52,9 +52,9 @@ JDWP_PORTS = (20917, 20918)
 #: were asked for (``o.script`` in output.cc): ``--script version`` selects the same
 #: scripts (the category -sV adds anyway) and makes nmap print what they returned
 SCRIPT_OUTPUT = ("--script", "version")
-#: other helpers' scripts that may print on these ports: fingerprint-strings (any port
-#: nmap cannot name; none of ours should be) and cccam-version (port 10000)
-FOREIGN_SCRIPTS = frozenset({"fingerprint-strings", "cccam-version"})
+#: scripts left out of the comparison: none (every version script is compared, also
+#: fingerprint-strings and cccam-version, which may run on these ports too)
+FOREIGN_SCRIPTS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

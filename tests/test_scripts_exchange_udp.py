@@ -242,6 +242,38 @@ def test_udp_exchange_reaches_a_different_port_of_the_host(real: RealReactor) ->
         server.close()
 
 
+def test_udp_any_source_port_takes_the_hosts_answer_from_a_new_port(real: RealReactor) -> None:
+    """``any_source_port`` (tftp-version): the answer comes from another port of the host
+    (a TFTP transfer id); a datagram from another address (127.0.0.2) is not taken."""
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.2", 0))
+    fresh = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fresh.bind((LOOPBACK, 0))
+
+    def reply(data: bytes) -> list[bytes]:
+        peer = next(iter(server.peers))
+        stranger.sendto(b"not the host", peer)
+        fresh.sendto(b"from a new port", peer)
+        return []
+
+    server = UDPServer(reply)
+    try:
+        exchange = ReactorExchange(real.reactor, LOOPBACK, server.port, "udp")
+
+        async def talk() -> tuple[bytes, int | None]:
+            conn = await exchange.connect(any_source_port=True)
+            conn.send(b"\x00\x01A.b\x00octet\x00")
+            data = await conn.receive(5.0)
+            return data, getattr(conn, "peer_port", None)
+
+        assert real.run(talk) == (b"from a new port", fresh.getsockname()[1])
+        real.run(exchange.close_all)
+    finally:
+        server.close()
+        stranger.close()
+        fresh.close()
+
+
 @pytest.mark.parametrize("kind", ["tcp", "udp"])
 def test_receive_timeout_is_an_exchange_timeout(kind: str) -> None:
     """A receive that times out raises ExchangeTimeout, which scripts catch (``addTimeout``

@@ -11,6 +11,7 @@ implementing the same protocol.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from typing import Any, Literal, Protocol
 
@@ -85,6 +86,7 @@ class Exchange(Protocol):
         protocol: Literal["tcp", "udp"] | None = None,
         tls: bool = False,
         timeout: float | None = None,
+        any_source_port: bool = False,  # UDP: answers from any port of the host (TFTP)
     ) -> Connection: ...
 
 
@@ -205,16 +207,26 @@ class _UDPConnection(_Buffered, DatagramProtocol):
     ICMP port unreachable (``connectionRefused``) or another asynchronous
     socket error (``socketError``, from :class:`ConnectedUDPPort`) ends it:
     a waiting receive raises ``ExchangeClosed`` at once, later sends too.
+    With ``target`` the socket is not connected: it sends to ``target`` and keeps
+    only datagrams from its address (any source port: ``peer_port`` tells which).
     """
 
-    def __init__(self, clock: IReactorTime, max_bytes: int) -> None:
+    def __init__(
+        self, clock: IReactorTime, max_bytes: int, target: tuple[str, int] | None = None
+    ) -> None:
         _Buffered.__init__(self, clock, max_bytes)
         self._port: Any = None
+        self._target = target
+        self._peer = ipaddress.ip_address(target[0]).compressed if target is not None else None
+        self._sources: deque[int | None] = deque()
+        self.peer_port: int | None = None
 
     def _available(self) -> int:
         return len(self._datagrams[0]) if self._datagrams else 0
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if self._peer is not None and addr[0] != self._peer:
+            return  # an unconnected socket: only the scanned host's datagrams count
         room = self._max_bytes - self.received
         if room <= 0:
             return
@@ -222,6 +234,7 @@ class _UDPConnection(_Buffered, DatagramProtocol):
         self.received += len(datagram)
         if datagram:
             self._datagrams.append(datagram)
+            self._sources.append(addr[1] if isinstance(addr, tuple) else None)
         self._fed()
 
     def connectionRefused(self) -> None:
@@ -236,6 +249,9 @@ class _UDPConnection(_Buffered, DatagramProtocol):
     def send(self, data: bytes) -> None:
         if self.transport is None or self._eof:
             raise ExchangeClosed("socket closed (port unreachable)")
+        if self._target is not None:
+            self.transport.write(data, self._target)
+            return
         self.transport.write(data)  # type: ignore[call-arg]  # connected: no address
 
     async def receive(self, timeout: float, max_bytes: int | None = None) -> bytes:
@@ -243,6 +259,7 @@ class _UDPConnection(_Buffered, DatagramProtocol):
         if not self._datagrams:
             raise ExchangeClosed("port unreachable")
         data = self._datagrams.popleft()
+        self.peer_port = self._sources.popleft() if self._sources else None
         return data if max_bytes is None else data[:max_bytes]
 
     async def receive_exactly(self, count: int, timeout: float) -> bytes:
@@ -308,6 +325,7 @@ class ReactorExchange:
         protocol: Literal["tcp", "udp"] | None = None,
         tls: bool = False,
         timeout: float | None = None,
+        any_source_port: bool = False,
     ) -> Connection:
         number = self.port if port is None else port
         proto = protocol or self.protocol
@@ -315,25 +333,27 @@ class ReactorExchange:
             await self._limiter.acquire()
         self.connections += 1
         if proto == "udp":
-            return self._udp(number)
+            return self._udp(number, any_source_port)
         limit = timeout if timeout is not None else self._connect_timeout
         if tls:
             limit = timeout if timeout is not None else self._tls_connect_timeout
         return await self._tcp(number, tls, limit)
 
-    def _udp(self, number: int) -> _UDPConnection:
+    def _udp(self, number: int, any_source_port: bool = False) -> _UDPConnection:
         # the engine's port class (reads bounded per turn: a flood cannot hold the reactor;
         # ICMP handled): on a poll-like reactor (epoll), Twisted's own
         # closes a connected socket on ICMP port unreachable without telling
         # the protocol, and the script would wait for its timeout
-        conn = _UDPConnection(self._reactor, self._max_bytes)
+        target = (self.address, number) if any_source_port else None  # not connected
+        conn = _UDPConnection(self._reactor, self._max_bytes, target)
         interface = "::" if ":" in self.address else "0.0.0.0"
         udp_port = ConnectedUDPPort(0, conn, interface, MAX_DATAGRAM, self._reactor)  # type: ignore[no-untyped-call]
         udp_port.startListening()  # type: ignore[no-untyped-call]
         conn._port = udp_port
         self._open.append(conn)
         try:
-            udp_port.connect(self.address, number)  # type: ignore[no-untyped-call]
+            if target is None:
+                udp_port.connect(self.address, number)  # type: ignore[no-untyped-call]
         except OSError as exc:
             conn.close()
             raise ExchangeError(f"UDP connect to port {number}: {exc}") from None

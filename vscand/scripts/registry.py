@@ -33,12 +33,14 @@ from vscand.scripts.builtin.hnap_info import HnapInfo
 from vscand.scripts.builtin.http_server_header import HttpServerHeader
 from vscand.scripts.builtin.http_trane_info import HttpTraneInfo
 from vscand.scripts.builtin.https_redirect import HttpsRedirect
+from vscand.scripts.builtin.iax2_version import Iax2Version
 from vscand.scripts.builtin.iec61850_mms import Iec61850Mms
 from vscand.scripts.builtin.ike_version import IkeVersion
 from vscand.scripts.builtin.jdwp_version import JdwpVersion
 from vscand.scripts.builtin.maxdb_info import MaxdbInfo
 from vscand.scripts.builtin.mcafee_epo_agent import McafeeEpoAgent
 from vscand.scripts.builtin.mqtt_subscribe import MqttSubscribe
+from vscand.scripts.builtin.murmur_version import MurmurVersion
 from vscand.scripts.builtin.ndmp_version import NdmpVersion
 from vscand.scripts.builtin.netbus_version import NetbusVersion
 from vscand.scripts.builtin.omron_info import OmronInfo
@@ -55,8 +57,11 @@ from vscand.scripts.builtin.skypev2_version import SkypeV2Version
 from vscand.scripts.builtin.snmp_info import SnmpInfo
 from vscand.scripts.builtin.stun_version import StunVersion
 from vscand.scripts.builtin.teamspeak2_version import TeamSpeak2Version
+from vscand.scripts.builtin.tftp_version import TftpVersion
+from vscand.scripts.builtin.ubiquiti_discovery import UbiquitiDiscovery
 from vscand.scripts.builtin.ventrilo_info import VentriloInfo
 from vscand.scripts.builtin.vmware_version import VmwareVersion
+from vscand.scripts.builtin.wdb_version import WdbVersion
 from vscand.scripts.builtin.weblogic_t3_info import WeblogicT3Info
 from vscand.scripts.builtin.xmpp_info import XmppInfo
 from vscand.scripts.runner import ScriptPhase, ScriptRunner, rule_context
@@ -137,6 +142,12 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
     lambda _settings: FoxInfo(),
     lambda _settings: OmronInfo(),
     lambda _settings: Iec61850Mms(),
+    # VoIP and devices
+    lambda _settings: MurmurVersion(),
+    lambda _settings: Iax2Version(),
+    lambda _settings: UbiquitiDiscovery(),
+    lambda _settings: WdbVersion(),
+    lambda _settings: TftpVersion(),
 ]
 
 
@@ -145,6 +156,7 @@ BUILTIN: list[Callable[[ScriptSettings], VersionScript]] = [
 SINCE: dict[str, str] = {
     # industrial protocols
     "iec61850-mms": "7.95",
+    "tftp-version": "7.95",  # VoIP and devices
 }
 
 

@@ -9,6 +9,7 @@ the next read. :class:`BufferedReader` does the same over a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -96,16 +97,27 @@ async def start_tls(conn: Connection, timeout: float) -> bool:
 
 
 class DataFile:
-    """The first of ``paths`` that exists (Nmap's ``nmap.fetchfile`` search)."""
+    """The first of ``paths`` that exists (Nmap's ``nmap.fetchfile`` search).
 
-    def __init__(self, *paths: str) -> None:
+    With ``relative`` (the file's path in Nmap's data directory) and ``$NMAPDIR``
+    set, ``$NMAPDIR/relative`` is tried first, as Nmap does: a scan reproducing
+    another release's Nmap (``--probes`` of that release) reads that release's
+    data files this way."""
+
+    def __init__(self, *paths: str, relative: str | None = None) -> None:
         self.paths = paths
+        self.relative = relative
+
+    def candidates(self) -> list[str]:
+        nmapdir = os.environ.get("NMAPDIR")
+        first = [os.path.join(nmapdir, self.relative)] if nmapdir and self.relative else []
+        return [*first, *self.paths]
 
     def read_text(self) -> str:
-        for path in self.paths:
+        for path in self.candidates():
             try:
                 with open(path, encoding="latin-1") as handle:
                     return handle.read()
             except OSError:
                 continue
-        raise OSError(f"none of {', '.join(self.paths)} can be read")
+        raise OSError(f"none of {', '.join(self.candidates())} can be read")

@@ -40,6 +40,9 @@ class FakeConnection:
     pending: list[bytes] = field(default_factory=list)
     eof: bool = False
     closed: bool = False
+    #: UDP ``any_source_port``: the peer's source port (``respond`` may set it)
+    peer_port: int | None = None
+    any_source_port: bool = False
 
     def send(self, data: bytes) -> None:
         if self.closed or self.eof:
@@ -124,6 +127,7 @@ class FakeExchange:
         protocol: Literal["tcp", "udp"] | None = None,
         tls: bool = False,
         timeout: float | None = None,
+        any_source_port: bool = False,
     ) -> FakeConnection:
         self.attempts.append((self.port if port is None else port, protocol or self.protocol, tls))
         if self._refuse or (tls and not self._tls_ok):
@@ -131,5 +135,6 @@ class FakeExchange:
         conn = FakeConnection(
             self.port if port is None else port, protocol or self.protocol, tls, self._respond
         )
+        conn.any_source_port = any_source_port
         self.connections.append(conn)
         return conn
