@@ -140,7 +140,9 @@ test-debian13: debian13-root
 # workers. DESIGN.md, "Against the other release's Nmap"; `make test` is unchanged.
 ORACLE_SUITES ?= tests/test_e2e_scan.py tests/test_tls_e2e.py tests/test_udp_e2e.py tests/test_e2e_fast.py \
 	tests/test_e2e_scripts.py tests/test_e2e_scripts_brokers_vpn.py tests/test_e2e_scripts_udp_services.py \
-	tests/test_e2e_scripts_voip.py
+	tests/test_e2e_scripts_industrial.py tests/test_e2e_scripts_enterprise.py tests/test_e2e_scripts_agents.py \
+	tests/test_e2e_scripts_http.py tests/test_e2e_scripts_games.py tests/test_e2e_scripts_voip.py \
+	tests/test_e2e_script_writers.py tests/test_e2e_iec61850_mms.py
 test-oracle-other: venv other-root
 	@rc=0; for suite in $(ORACLE_SUITES); do \
 	  VSCAND_ORACLE=debian$(OTHER_DEBIAN) $(PY) -b -m pytest -q $$suite $(PYTEST_ARGS) || rc=1; \
