@@ -290,6 +290,8 @@ async def _scan(
         end=ended,
         ports=prepared.ports,
         script_output=bool(getattr(args, "script_output", False)),
+        # the release reproduced, as the fingerprints' V= field says it (7.95's probe file: 7.95)
+        nmap_version=prepared.matcher.db.nmap_release,
         interrupted=(
             f"{interrupted[0]}: {len(results)} of {len(tasks)} ports finished"
             if interrupted
