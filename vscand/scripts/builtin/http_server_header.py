@@ -8,14 +8,16 @@ itself. Always sends one ``GET / HTTP/1.1`` with a Host header. For each HTTP
 status-line response: while the port has no product and a confidence <= 3,
 the Server header's value (None when absent) becomes the product, soft match
 (method probed, conf 10; the service name stays what it was). Output: the
-distinct Server values other than the product, sorted (``<empty>`` for an
-empty header).
+distinct Server values other than the product, sorted: a table (the values
+as they are) and a string (``<empty>`` for an empty header; one per line,
+indented, after a newline when there are several); None when there is none.
 """
 
 from __future__ import annotations
 
 import re
 
+from vscand.output.script_output import ScriptOutput, Table
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.comm import get_hostname, tryssl
 from vscand.scripts.fingerprints import fingerprint_response
@@ -41,11 +43,13 @@ def server_header(response: bytes) -> str | None:
     return found.group(1).decode("latin-1") if found else None
 
 
-def format_output(servers: set[str]) -> str | None:
+def format_output(servers: set[str]) -> ScriptOutput | None:
+    """NSE's ``return out, text``: the sorted values, and their lines."""
     if not servers:
         return None
     shown = sorted(s if s else "<empty>" for s in servers)
-    return ("\n  " if len(shown) > 1 else "") + "\n  ".join(shown)
+    text = ("\n  " if len(shown) > 1 else "") + "\n  ".join(shown)
+    return ScriptOutput(table=Table(list(sorted(servers))), text=text)
 
 
 class HttpServerHeader(BaseScript):
@@ -55,7 +59,7 @@ class HttpServerHeader(BaseScript):
     def portrule(self, port: PortView, ctx: RuleContext) -> bool:
         return likely_http(port) and ctx.intensity >= 7
 
-    async def action(self, run: ScriptRun) -> str | None:
+    async def action(self, run: ScriptRun) -> ScriptOutput | None:
         port = run.port
         responses: list[bytes] = []
         for probe in FINGERPRINT_PROBES:
