@@ -41,7 +41,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.compare import differences, parse_jsonl, parse_xml
+from tests.e2e.compare import (
+    NMAP_SCRIPT_OUTPUT,
+    differences,
+    parse_jsonl,
+    parse_xml,
+    without_script,
+)
 from tests.e2e.oracle_run import keep_outputs, oracle_nmap, run_side_by_side, vscan_command
 
 pytestmark = pytest.mark.e2e
@@ -243,6 +249,7 @@ def run() -> Iterator[Run]:
                 nmap,
                 *scan_type,
                 "-sV",
+                *NMAP_SCRIPT_OUTPUT,
                 "-Pn",
                 "-n",
                 "-p",
@@ -261,8 +268,9 @@ def run() -> Iterator[Run]:
         yield Run(
             ports,
             nmap={
-                "tcp": parse_xml(workdir / "nmap.xml"),
-                "udp": parse_xml(workdir / "nmap-udp.xml"),
+                # fingerprint-strings: helper s16-http's script, not in vscan yet; left out
+                "tcp": without_script(parse_xml(workdir / "nmap.xml"), "fingerprint-strings"),
+                "udp": without_script(parse_xml(workdir / "nmap-udp.xml"), "fingerprint-strings"),
             },
             vscan={
                 "tcp": parse_xml(workdir / "vscan.xml"),

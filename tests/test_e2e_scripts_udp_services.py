@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.compare import differences, parse_xml
+from tests.e2e.compare import NMAP_SCRIPT_OUTPUT, differences, parse_xml, without_script
 from tests.e2e.oracle_run import oracle_nmap, scan_env, vscan_command
 from tests.test_e2e_scripts import REPO, _namespace, _need_root, _require, _start_target_module
 
@@ -106,8 +106,8 @@ def answers() -> Iterator[
         nmap_xml = workdir / "nmap.xml"
         portlist = ",".join(str(p) for p in sorted(PORTS.values()))
         subprocess.run(
-            [*inside, nmap, "-sU", "-sV", "-Pn", "-n", "-p", portlist, "127.0.0.1", "-oX",
-             str(nmap_xml)],
+            [*inside, nmap, "-sU", "-sV", *NMAP_SCRIPT_OUTPUT, "-Pn", "-n", "-p", portlist,
+             "127.0.0.1", "-oX", str(nmap_xml)],
             check=True, capture_output=True, timeout=300,
         )  # fmt: skip
         vscan_xml = workdir / "vscan.xml"
@@ -125,7 +125,12 @@ def answers() -> Iterator[
         for line in ours.stdout.splitlines():
             result = json.loads(line)
             vscan[int(result["port"])] = result
-        yield parse_xml(nmap_xml), vscan, parse_xml(vscan_xml)
+        # fingerprint-strings: helper s16-http's script, not in vscan yet; left out
+        yield (
+            without_script(parse_xml(nmap_xml), "fingerprint-strings"),
+            vscan,
+            parse_xml(vscan_xml),
+        )
 
 
 FIELDS = ("name", "product", "version", "extrainfo", "hostname", "ostype", "devicetype",
