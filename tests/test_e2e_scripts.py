@@ -41,6 +41,7 @@ from typing import Any
 
 import pytest
 
+import tests.e2e.masks_existing  # noqa: F401  (registers the script masks)
 from tests.e2e.compare import (
     NMAP_SCRIPT_OUTPUT,
     differences,

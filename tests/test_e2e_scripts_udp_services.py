@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+import tests.e2e.masks_existing  # noqa: F401  (registers the script masks)
 from tests.e2e.compare import NMAP_SCRIPT_OUTPUT, differences, parse_xml, without_script
 from tests.e2e.oracle_run import oracle_nmap, scan_env, vscan_command
 from tests.test_e2e_scripts import REPO, _namespace, _need_root, _require, _start_target_module
