@@ -6,9 +6,12 @@ this module); each is listed in DESIGN.md.
 * rpcinfo, docker-version, xmpp-info: NSE prints plain Lua tables in Lua's hash
   order, which changes from one Nmap run to the next: keys (and xmpp-info's
   value sets) are compared sorted.
-* mqtt-subscribe: the same, and the broker's ``$SYS`` counters (uptime, bytes,
-  messages, clients, load) change between the two scans: every ``$SYS/``
-  payload but ``$SYS/broker/version`` is masked.
+* mqtt-subscribe: the same, and which ``$SYS`` topics arrive in the listening
+  window and their payloads (uptime, byte/message/client counters, load) depend
+  on when each scanner subscribes and on the broker's ``$SYS`` interval: every
+  ``$SYS/`` topic but ``$SYS/broker/version`` is left out.
+* xmpp-info: ``stream_id`` is the server's random id of each stream (prosody:
+  a UUID): masked.
 """
 
 from __future__ import annotations
@@ -18,31 +21,58 @@ from typing import Any
 
 from tests.e2e.compare import SCRIPT_MASKS, sort_fields
 
-_SYS_LINE = re.compile(r"^(\s*\$SYS/(?!broker/version:)[^:]*): .*$", re.MULTILINE)
+_SYS_LINE = re.compile(r"^\s*\$SYS/(?!broker/version:).*\n?", re.MULTILINE)
+_VERSION = "$SYS/broker/version"
+_STREAM_ID = re.compile(r"^(\s*stream_id: ).*$", re.MULTILINE)
 
 
-def _mask_sys(value: Any) -> Any:
+def _drop_sys(value: Any) -> Any:
     if isinstance(value, str):
-        return _SYS_LINE.sub(r"\1: *", value)
+        return _SYS_LINE.sub("", value)
     if isinstance(value, list):
-        return [_mask_sys(v) for v in value]
-    if isinstance(value, tuple) and len(value) == 3:
-        kind, key, inner = value
-        if kind == "elem" and isinstance(key, str) and key.startswith("$SYS/"):
-            return (kind, key, inner if key == "$SYS/broker/version" else "*")
-        return (kind, key, _mask_sys(inner))
+        kept = []
+        for item in value:
+            if isinstance(item, tuple) and len(item) == 3 and item[0] == "elem":
+                key = item[1]
+                if (
+                    isinstance(key, str)
+                    and key.startswith("$SYS/")
+                    and key != "$SYS/broker/version"
+                ):
+                    continue
+            kept.append(_drop_sys(item))
+        return kept
+    if isinstance(value, tuple) and len(value) == 3 and value[0] == "table":
+        return (value[0], value[1], _drop_sys(value[2]))
     return value
 
 
 def mask_mqtt(value: Any) -> Any:
-    return sort_fields(_mask_sys(value))
+    return sort_fields(_drop_sys(value))
+
+
+def _mask_stream_id(value: Any) -> Any:
+    if isinstance(value, str):
+        return _STREAM_ID.sub(r"\1*", value)
+    if isinstance(value, list):
+        return [_mask_stream_id(v) for v in value]
+    if isinstance(value, tuple) and len(value) == 3:
+        kind, key, inner = value
+        if kind == "elem" and key == "stream_id":
+            return (kind, key, "*")
+        return (kind, key, _mask_stream_id(inner))
+    return value
+
+
+def mask_xmpp(value: Any) -> Any:
+    return sort_fields(_mask_stream_id(value))
 
 
 SCRIPT_MASKS.update(
     {
         "rpcinfo": sort_fields,
         "docker-version": sort_fields,
-        "xmpp-info": sort_fields,
+        "xmpp-info": mask_xmpp,
         "mqtt-subscribe": mask_mqtt,
     }
 )

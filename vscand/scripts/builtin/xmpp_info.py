@@ -4,7 +4,8 @@ Runs on ports 5222/5269 or services jabber/xmpp-client/xmpp-server (tcp,
 open, intensity >= 7, not excluded). As Nmap 7.93, three streams are opened
 (namespace ``jabber:client`` when the port is named ``xmpp-client``, else
 ``jabber:server``): to the server name ``.``, to the target's name (the name
-given by the user, else the address), and to that name again after STARTTLS.
+given by the user, else NSE's ``host.name``: the reverse-DNS name, empty as
+with ``-n``: we resolve none), and to that name again after STARTTLS.
 Each reads tags until ``</stream:features>`` (a "tag" is what ends at the
 first ``>`` or the first 256 bytes, parsed with Nmap's trivial regular
 expressions).
@@ -31,7 +32,6 @@ from typing import Any
 from vscand.output.script_output import ScriptFailed, ScriptOutput, Table
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.builtin.xmpp_factor import factor
-from vscand.scripts.comm import get_hostname
 from vscand.scripts.exchange import Connection, ExchangeError
 from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import BufferedReader, start_tls
@@ -292,7 +292,9 @@ class XmppInfo(BaseScript):
     async def action(self, run: ScriptRun) -> ScriptOutput | None:
         port = run.port
         xmlns = "'jabber:client'" if port.name == "xmpp-client" else "'jabber:server'"
-        server_name = get_hostname(port)
+        # NSE: host.targetname or host.name (the reverse-DNS name, "" without one);
+        # we resolve no names: "" unless the user gave a name
+        server_name = port.target_name or ""
         try:
             alt = await self._scan(run, ".", xmlns, tls=False)
             plain = await self._scan(run, server_name, xmlns, tls=False)
