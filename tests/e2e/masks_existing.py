@@ -10,6 +10,8 @@ this module); each is listed in DESIGN.md.
   window and their payloads (uptime, byte/message/client counters, load) depend
   on when each scanner subscribes and on the broker's ``$SYS`` interval: every
   ``$SYS/`` topic but ``$SYS/broker/version`` is left out.
+* snmp-info: ``snmpEngineTime`` (the agent's uptime) moves between the scans:
+  masked.
 * xmpp-info: ``stream_id`` is the server's random id of each stream (prosody:
   a UUID): masked.
 """
@@ -64,6 +66,22 @@ def _mask_stream_id(value: Any) -> Any:
     return value
 
 
+_ENGINE_TIME = re.compile(r"^(\s*snmpEngineTime: ).*$", re.MULTILINE)
+
+
+def mask_snmp(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ENGINE_TIME.sub(r"\1*", value)
+    if isinstance(value, list):
+        return [
+            ("elem", "snmpEngineTime", "*")
+            if isinstance(v, tuple) and v[:2] == ("elem", "snmpEngineTime")
+            else v
+            for v in value
+        ]
+    return value
+
+
 def mask_xmpp(value: Any) -> Any:
     return sort_fields(_mask_stream_id(value))
 
@@ -74,5 +92,6 @@ SCRIPT_MASKS.update(
         "docker-version": sort_fields,
         "xmpp-info": mask_xmpp,
         "mqtt-subscribe": mask_mqtt,
+        "snmp-info": mask_snmp,
     }
 )
