@@ -23,7 +23,7 @@ from typing import Any
 
 from tests.e2e.compare import SCRIPT_MASKS, sort_fields
 
-_SYS_LINE = re.compile(r"^\s*\$SYS/(?!broker/version:).*\n?", re.MULTILINE)
+_SYS_LINE = re.compile(r"\n[ ]*\$SYS/(?!broker/version:)[^\n]*")
 _VERSION = "$SYS/broker/version"
 _STREAM_ID = re.compile(r"^(\s*stream_id: ).*$", re.MULTILINE)
 
