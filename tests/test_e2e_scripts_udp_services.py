@@ -173,3 +173,10 @@ def test_udp_script_agrees(answers: Any, case: str) -> None:
     if sorted(theirs.get("cpe") or []) != sorted(service.get("cpe") or []):
         diffs.append(f"cpe: nmap={theirs.get('cpe')} ours={service.get('cpe')}")
     assert not diffs, f"{case} (port {port}/udp):\n  " + "\n  ".join(diffs)
+
+
+def test_script_output_premise(answers: Any) -> None:
+    """nmap printed snmp-info's result (stun-version and ike-version print none)."""
+    nmap, _vscan, _scanned = answers
+    shown = {sid for rec in nmap.values() for sid in rec["scripts"]}
+    assert "snmp-info" in shown, shown
