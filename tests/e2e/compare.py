@@ -62,6 +62,18 @@ def without_script(records: dict[int, dict[str, Any]], script_id: str) -> dict[i
     return records
 
 
+def xml_without_script(src: Path, dest: Path, script_id: str) -> Path:
+    """A copy of an ``-oX`` file without one script's ``<script>`` elements (for ndiff,
+    which crashes on any script difference: Debian's ndiff compares a list with 0)."""
+    tree = ET.parse(src)
+    for port in tree.getroot().iter("port"):
+        for script in port.findall("script"):
+            if script.get("id") == script_id:
+                port.remove(script)
+    tree.write(dest, encoding="utf-8", xml_declaration=True)
+    return dest
+
+
 def sort_fields(value: Any) -> Any:
     """A mask for outputs NSE prints in Lua's hash order (plain Lua tables):
     keyed elements sorted at every level; the output string's sibling lines
