@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
-from vscand.scripts.exchange import ExchangeError
+from vscand.scripts.exchange import ExchangeError, ExchangeTimeout
 from vscand.scripts.nsefmt import Nested, format_output
 from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import NSE_SOCKET_TIMEOUT
@@ -160,7 +160,10 @@ class AmqpInfo(BaseScript):
         try:
             conn = await run.exchange.connect(timeout=NSE_SOCKET_TIMEOUT)
         except ExchangeError as exc:
-            return f"Unable to open connection: {exc}"
+            # nsock's connect error text: TIMEOUT, else ERROR (as nmap printed it for a
+            # refused connection)
+            reason = "TIMEOUT" if isinstance(exc, ExchangeTimeout) else "ERROR"
+            return f"Unable to open connection: {reason}"
         data = b""
         try:
             conn.send(CLIENT_HEADER)
