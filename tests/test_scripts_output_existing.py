@@ -213,3 +213,10 @@ def test_xmpp_factor_like_nse() -> None:
     assert second["features"] == Table(["IM Session Establishment"])
     # error texts are Lua tables: never the same value in both streams
     assert "errors" not in both and len(first["errors"].array) == 1
+
+
+def test_docker_strings_are_lua_bytes() -> None:
+    table = to_table({"Os": "caf\u00e9", "Raw": b"\xff".decode("utf-8", "surrogateescape")})
+    assert isinstance(table, Table)
+    assert table["Os"] == "caf\xc3\xa9"  # UTF-8 bytes, as Lua holds them
+    assert table["Raw"] == "\xff"

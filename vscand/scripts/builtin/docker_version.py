@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from vscand.output.script_output import ScriptOutput, Table, lua_str
+from vscand.output.script_output import ScriptFailed, ScriptOutput, Table, lua_str
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.comm import http_get
 from vscand.scripts.shortport import version_port_or_service
@@ -35,14 +35,25 @@ def _number(text: str) -> int | float:
     return int(text)
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON for Nmap's parser")
+
+
+def _lua_bytes(text: str) -> str:
+    """A JSON string as Lua holds it: UTF-8 bytes (raw bytes kept), one char per byte."""
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
 def to_table(value: object) -> str | Table:
     """A parsed JSON value as NSE's output holds it."""
     if isinstance(value, dict):
-        return Table.of({str(k): to_table(v) for k, v in value.items()})
+        return Table.of({_lua_bytes(str(k)): to_table(v) for k, v in value.items()})
     if isinstance(value, list):
         return Table([to_table(v) for v in value])
     if value is None:
         return Table()  # json.NULL is an empty table
+    if isinstance(value, str):
+        return _lua_bytes(value)
     return lua_str(value)
 
 
@@ -60,16 +71,27 @@ class DockerVersion(BaseScript):
         if status != 200 or not body:
             return None
         try:
-            document = json.loads(body, parse_int=_number, parse_float=_number)
-        except (ValueError, RecursionError):
+            text = body.decode("utf-8", "surrogateescape")
+            document = json.loads(
+                text,
+                parse_int=_number,
+                parse_float=_number,
+                parse_constant=_no_constant,
+                strict=False,
+            )
+            table = to_table(document)
+        except (ValueError, RecursionError):  # also a lone surrogate escape, NaN, Infinity
             return None
+        if isinstance(document, (bool, int, float)):
+            raise ScriptFailed("indexing a number or boolean")  # response["Version"] in Lua
         if not isinstance(document, dict):
             return None
         # Lua: response["Version"] and response["GitCommit"] (null is a table: true)
         if document.get("Version", False) is False or document.get("GitCommit", False) is False:
             return None
         version = _version(document["Version"])
+        if isinstance(version, str):
+            version = _lua_bytes(version)
         run.set_version(VersionUpdate(name="docker", product="Docker", version=version))
-        table = to_table(document)
         assert isinstance(table, Table)
         return ScriptOutput(table=table)
