@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
@@ -220,3 +222,22 @@ def test_docker_strings_are_lua_bytes() -> None:
     assert isinstance(table, Table)
     assert table["Os"] == "caf\xc3\xa9"  # UTF-8 bytes, as Lua holds them
     assert table["Raw"] == "\xff"
+
+
+@given(st.integers(min_value=-(2**62), max_value=2**62))
+def test_format_time_total(seconds: int) -> None:
+    text = format_time(seconds)
+    assert text.endswith("s") and (text[0] == "-") == (seconds < 0)
+
+
+@given(st.binary(max_size=40))
+def test_str_to_ip_and_tohex_total(raw: bytes) -> None:
+    shown = str_to_ip(raw)
+    assert (shown is None) == (len(raw) not in (4, 16))
+    assert tohex(raw, "7.95", separator=True).replace(":", "") == raw.hex()
+
+
+@given(st.lists(st.text(max_size=20), max_size=5))
+def test_format_output_lines(items: list[str]) -> None:
+    out = format_output(items)
+    assert out is None or (out.startswith("\n") and out.endswith("\n"))
