@@ -41,7 +41,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.compare import differences, parse_jsonl, parse_xml
+import tests.e2e.masks_existing  # noqa: F401  (registers the script masks)
+from tests.e2e.compare import (
+    NMAP_SCRIPT_OUTPUT,
+    differences,
+    parse_jsonl,
+    parse_xml,
+)
 from tests.e2e.oracle_run import keep_outputs, oracle_nmap, run_side_by_side, vscan_command
 
 pytestmark = pytest.mark.e2e
@@ -243,6 +249,7 @@ def run() -> Iterator[Run]:
                 nmap,
                 *scan_type,
                 "-sV",
+                *NMAP_SCRIPT_OUTPUT,
                 "-Pn",
                 "-n",
                 "-p",
@@ -255,6 +262,7 @@ def run() -> Iterator[Run]:
                 *inside, *vscan_command(), "scan", "127.0.0.1", "-p", portspec,
                 "-oX", str(workdir / f"vscan{suffix}.xml"),
                 "-oJ", str(workdir / f"vscan{suffix}.jsonl"), "--no-progress",
+                "--script-output",
             ]  # fmt: skip
         _seconds, logs = run_side_by_side(commands, workdir, SCAN_TIMEOUT)
         keep_outputs(workdir, "scripts-")
@@ -340,3 +348,9 @@ def test_every_port_reported(run: Run) -> None:
         assert set(run.nmap[proto]) == wanted, f"nmap ({proto}) did not report every port"
         assert set(run.vscan[proto]) == wanted, f"vscan ({proto}) did not report every port"
         assert set(run.vscan_json[proto]) == wanted, f"vscan -oJ ({proto})"
+
+
+def test_script_output_premise(run: Run) -> None:
+    """nmap printed these scripts' results (so comparing them is not vacuous)."""
+    shown = {sid for recs in run.nmap.values() for rec in recs.values() for sid in rec["scripts"]}
+    assert {"rpcinfo", "docker-version", "http-server-header"} <= shown, shown

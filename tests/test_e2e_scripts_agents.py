@@ -263,11 +263,6 @@ def test_case_premise(run: Run, case: Case) -> None:
 def test_port_agrees(run: Run, case: Case) -> None:
     port = run.ports[case.id]
     nmap, vscan = run.nmap[case.protocol].get(port), run.vscan[case.protocol].get(port)
-    # http-server-header (its structured output is another group's; it prints on 8082,
-    # whose Server header is not the product) is not compared here until that lands
-    for record in (nmap, vscan):
-        if record is not None:
-            record["scripts"].pop("http-server-header", None)
     diffs = differences(nmap, vscan)
     scripts = run.vscan_json.get(port, {}).get("service", {}).get("scripts")
     assert not diffs, (

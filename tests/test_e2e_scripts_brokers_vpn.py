@@ -37,7 +37,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.compare import differences, parse_jsonl, parse_xml
+import tests.e2e.masks_existing  # noqa: F401  (registers the script masks)
+from tests.e2e.compare import (
+    NMAP_SCRIPT_OUTPUT,
+    differences,
+    parse_jsonl,
+    parse_xml,
+)
 from tests.e2e.oracle_run import keep_outputs, oracle_nmap, run_side_by_side, vscan_command
 from tests.test_e2e_scripts import (
     SCAN_TIMEOUT,
@@ -154,14 +160,16 @@ def run() -> Iterator[Run]:
             workdir / "vscan.jsonl",
         )
         commands = {
-            "nmap": [*inside, nmap, "-sV", "-Pn", "-n", "-p", portlist, "127.0.0.1",
-                     "-oX", str(nmap_xml)],
+            "nmap": [*inside, nmap, "-sV", *NMAP_SCRIPT_OUTPUT, "-Pn", "-n", "-p", portlist,
+                     "127.0.0.1", "-oX", str(nmap_xml)],
             "vscan": [*inside, *vscan_command(), "scan", "127.0.0.1", "-p", portlist,
-                      "-oX", str(vscan_xml), "-oJ", str(vscan_json), "--no-progress"],
+                      "-oX", str(vscan_xml), "-oJ", str(vscan_json), "--no-progress",
+                      "--script-output"],
         }  # fmt: skip
         _seconds, logs = run_side_by_side(commands, workdir, SCAN_TIMEOUT)
         keep_outputs(workdir, "scripts2-")
-        yield Run(ports, parse_xml(nmap_xml), parse_xml(vscan_xml), parse_jsonl(vscan_json), logs)
+        nmap_ports = parse_xml(nmap_xml)
+        yield Run(ports, nmap_ports, parse_xml(vscan_xml), parse_jsonl(vscan_json), logs)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -191,3 +199,9 @@ def test_port_agrees(run: Run, case: Case) -> None:
         + "\n  ".join(diffs)
         + (f"\n  vscan scripts: {scripts}")
     )
+
+
+def test_script_output_premise(run: Run) -> None:
+    """nmap printed these scripts' results (so comparing them is not vacuous)."""
+    shown = {sid for rec in run.nmap.values() for sid in rec["scripts"]}
+    assert {"amqp-info", "mqtt-subscribe", "xmpp-info"} <= shown, shown

@@ -30,7 +30,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.compare import differences, parse_xml
+import tests.e2e.masks_existing  # noqa: F401  (registers the script masks)
+from tests.e2e.compare import NMAP_SCRIPT_OUTPUT, differences, parse_xml
 from tests.e2e.oracle_run import oracle_nmap, scan_env, vscan_command
 from tests.test_e2e_scripts import REPO, _namespace, _need_root, _require, _start_target_module
 
@@ -106,14 +107,14 @@ def answers() -> Iterator[
         nmap_xml = workdir / "nmap.xml"
         portlist = ",".join(str(p) for p in sorted(PORTS.values()))
         subprocess.run(
-            [*inside, nmap, "-sU", "-sV", "-Pn", "-n", "-p", portlist, "127.0.0.1", "-oX",
-             str(nmap_xml)],
+            [*inside, nmap, "-sU", "-sV", *NMAP_SCRIPT_OUTPUT, "-Pn", "-n", "-p", portlist,
+             "127.0.0.1", "-oX", str(nmap_xml)],
             check=True, capture_output=True, timeout=300,
         )  # fmt: skip
         vscan_xml = workdir / "vscan.xml"
         subprocess.run(
             [*inside, *vscan_command(), "scan", "127.0.0.1", "-p", "U:" + portlist, "-oX",
-             str(vscan_xml), "--no-progress"],
+             str(vscan_xml), "--no-progress", "--script-output"],
             check=True, capture_output=True, timeout=300, env=scan_env(),
         )  # fmt: skip
         ours = subprocess.run(
@@ -125,7 +126,11 @@ def answers() -> Iterator[
         for line in ours.stdout.splitlines():
             result = json.loads(line)
             vscan[int(result["port"])] = result
-        yield parse_xml(nmap_xml), vscan, parse_xml(vscan_xml)
+        yield (
+            parse_xml(nmap_xml),
+            vscan,
+            parse_xml(vscan_xml),
+        )
 
 
 FIELDS = ("name", "product", "version", "extrainfo", "hostname", "ostype", "devicetype",
@@ -167,3 +172,10 @@ def test_udp_script_agrees(answers: Any, case: str) -> None:
     if sorted(theirs.get("cpe") or []) != sorted(service.get("cpe") or []):
         diffs.append(f"cpe: nmap={theirs.get('cpe')} ours={service.get('cpe')}")
     assert not diffs, f"{case} (port {port}/udp):\n  " + "\n  ".join(diffs)
+
+
+def test_script_output_premise(answers: Any) -> None:
+    """nmap printed snmp-info's and ike-version's results (stun-version prints none)."""
+    nmap, _vscan, _scanned = answers
+    shown = {sid for rec in nmap.values() for sid in rec["scripts"]}
+    assert {"snmp-info", "ike-version"} <= shown, shown

@@ -226,3 +226,27 @@ def test_rpcinfo_rewrites_every_registered_open_port_of_the_host() -> None:
     assert [
         parse_call(RecordReader().feed(c.sent[0]) or b"")[2] for c in exchanges[111].connections
     ] == [4, 3, 2]
+
+
+def test_rpcinfo_output_table_and_lines() -> None:
+    entries = [
+        PortmapEntry(100000, 4, "tcp", 111, "0.0.0.0", "superuser"),
+        PortmapEntry(100000, 3, "tcp", 111, "0.0.0.0", "superuser"),
+        PortmapEntry(100000, 4, "local", None, "/run/rpcbind.sock", "superuser"),
+    ]
+    ports = [port(111, "rpcbind")]
+    run(ports, [RpcInfoScript(PROGRAMS)], {111: FakeExchange(portmapper(entries), port=111)})
+    (kept,) = ports[0]["service"]["script_results"]
+    assert kept["output"] == (
+        "\n  program version    port/proto  service\n  100000  3,4          111/tcp   rpcbind\n"
+    )
+    (program,) = kept["elements"]
+    assert program["key"] == "100000"
+    tcp, local = program["table"]
+    assert tcp == {"key": "tcp", "table": [
+        {"key": "port", "value": "111"}, {"key": "addr", "value": "0.0.0.0"},
+        {"key": "owner", "value": "superuser"},
+        {"key": "version", "table": [{"key": None, "value": "3"}, {"key": None, "value": "4"}]},
+    ]}  # fmt: skip
+    # a transport without a port: no line, its address kept, no port key
+    assert [e["key"] for e in local["table"]] == ["addr", "owner", "version"]

@@ -49,6 +49,57 @@ def parse_scripts(port: ET.Element) -> dict[str, dict[str, Any]]:
     }
 
 
+#: ``nmap -sV`` runs the version scripts but prints their results only when a
+#: script selection is given (output.cc writes ``<script>`` under ``o.script``):
+#: the differential suites add this to nmap's command line to see them
+NMAP_SCRIPT_OUTPUT = ["--script=version"]
+
+
+def without_script(records: dict[int, dict[str, Any]], script_id: str) -> dict[int, dict[str, Any]]:
+    """The records with one script's output left out (a script another helper owns)."""
+    for rec in records.values():
+        (rec.get("scripts") or {}).pop(script_id, None)
+    return records
+
+
+def xml_without_script(src: Path, dest: Path, script_id: str) -> Path:
+    """A copy of an ``-oX`` file without one script's ``<script>`` elements (for ndiff,
+    which crashes on any script difference: Debian's ndiff compares a list with 0)."""
+    tree = ET.parse(src)
+    for port in tree.getroot().iter("port"):
+        for script in port.findall("script"):
+            if script.get("id") == script_id:
+                port.remove(script)
+    tree.write(dest, encoding="utf-8", xml_declaration=True)
+    return dest
+
+
+def sort_fields(value: Any) -> Any:
+    """A mask for outputs NSE prints in Lua's hash order (plain Lua tables):
+    keyed elements sorted at every level; the output string's sibling lines
+    (with their indented children) sorted at every level."""
+    if isinstance(value, str):
+        return _sort_lines(value.split("\n"), 0)
+    if isinstance(value, list):
+        items = [sort_fields(v) if isinstance(v, (list, tuple)) else v for v in value]
+        return sorted(items, key=repr)
+    if isinstance(value, tuple) and len(value) == 3 and value[0] == "table":
+        return ("table", value[1], sort_fields(value[2]))
+    return value
+
+
+def _sort_lines(lines: list[str], depth: int) -> str:
+    blocks: list[list[str]] = []
+    for line in lines:
+        indent = len(line) - len(line.lstrip(" "))
+        if blocks and indent > depth:
+            blocks[-1].append(line)
+        else:
+            blocks.append([line])
+    rendered = [b[0] + ("\n" + _sort_lines(b[1:], depth + 2) if b[1:] else "") for b in blocks]
+    return "\n".join(sorted(rendered))
+
+
 #: per script id, a function masking what depends on time or randomness in its output
 #: (both the string and the elements pass through it); listed in DESIGN.md
 SCRIPT_MASKS: dict[str, Any] = {}

@@ -12,17 +12,27 @@ value). Hard match: name ``amqp``, product = the last ``product`` string,
 version = the last ``version`` string (either cleared when absent), extra
 info = the protocol version.
 
-:func:`parse_connection_start` is pure; it raises :class:`NeedMore` while the
-bytes so far end inside the frame.
+Output: ``stdnse.format_output(true, properties)``, the lines ``key: value``
+(booleans ``YES``/``NO``; a nested table is the line ``key: `` and its
+entries indented two more spaces), then ``mechanisms: ...`` and
+``locales: ...``. When the answer is not what Nmap accepts, the output is the
+library's error string (``ERROR: AMQP:handshake connection closed
+unexpectedly while reading <what>``, ``ERROR: AQMP:handshake expected ...``),
+as NSE's script returns it.
+
+:func:`parse_connection_start` is pure; it raises :class:`NeedMore` (saying
+what it was reading) while the bytes so far end inside the frame.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
-from vscand.scripts.exchange import ExchangeError
+from vscand.scripts.exchange import ExchangeError, ExchangeTimeout
+from vscand.scripts.nsefmt import Nested, format_output
 from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import NSE_SOCKET_TIMEOUT
 
@@ -44,7 +54,7 @@ _rule = version_port_or_service([5672], ["amqp"], ("tcp",), ("open",))
 
 
 class NeedMore(Exception):
-    """The bytes so far end inside the Connection.Start frame."""
+    """The bytes so far end inside the Connection.Start frame; ``str()``: what was being read."""
 
 
 class AmqpError(Exception):
@@ -56,8 +66,8 @@ class AmqpStart:
     protocol: str
     product: str | None = None
     version: str | None = None
-    #: "key: value" lines in Nmap's order (nested tables indented)
-    properties: list[str] = field(default_factory=list)
+    #: "key: value" lines in Nmap's order, a nested table as a nested list
+    properties: list[str | list[Any]] = field(default_factory=list)
 
 
 class _Reader:
@@ -65,71 +75,78 @@ class _Reader:
         self.data = data
         self.pos = 0
 
-    def take(self, count: int) -> bytes:
+    def take(self, count: int, what: str) -> bytes:
         if self.pos + count > len(self.data):
-            raise NeedMore
+            raise NeedMore(what)
         chunk = self.data[self.pos : self.pos + count]
         self.pos += count
         return chunk
 
-    def uint(self, size: int) -> int:
-        return int.from_bytes(self.take(size), "big")
+    def uint(self, size: int, what: str) -> int:
+        return int.from_bytes(self.take(size, what), "big")
 
 
 def _text(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
-def _decode_table(reader: _Reader, size: int, start: AmqpStart, out: list[str], depth: int) -> None:
+def _decode_table(reader: _Reader, size: int, start: AmqpStart, out: list[Any]) -> None:
     read = 0
-    pad = "  " * depth
     while read < size:
-        key_length = reader.uint(1)
+        key_length = reader.uint(1, "key length")
         read += 1
-        key = _text(reader.take(key_length))
+        key = _text(reader.take(key_length, "key"))
         read += key_length
-        kind = reader.take(1)
+        kind = reader.take(1, f"value type for {key}")
         read += 1
         if kind == b"F":
-            nested = reader.uint(4)
+            nested_size = reader.uint(4, "table size")
             read += 4
-            out.append(f"{pad}{key}: ")
-            _decode_table(reader, nested, start, out, depth + 1)
-            read += nested
+            nested: list[Any] = []
+            out.append(f"{key}: ")
+            out.append(nested)
+            _decode_table(reader, nested_size, start, nested)
+            read += nested_size
         elif kind == b"S":
-            length = reader.uint(4)
-            value = _text(reader.take(length))
+            length = reader.uint(4, f"value size for {key}")
+            value = _text(reader.take(length, f"value for {key}"))
             read += 4 + length
             if key == "product":
                 start.product = value
             elif key == "version":
                 start.version = value
-            out.append(f"{pad}{key}: {value}")
+            out.append(f"{key}: {value}")
         elif kind == b"t":
-            value = "YES" if reader.uint(1) == 1 else "NO"
+            value = "YES" if reader.uint(1, f"value for {key}") == 1 else "NO"
             read += 1
-            out.append(f"{pad}{key}: {value}")
+            out.append(f"{key}: {value}")
         # any other type: its value is not consumed (as Nmap's decoder)
 
 
 def parse_connection_start(data: bytes) -> AmqpStart:
-    """The broker's answer to :data:`CLIENT_HEADER`, decoded as Nmap decodes it."""
+    """The broker's answer to :data:`CLIENT_HEADER`, decoded as Nmap decodes it.
+
+    Raises :class:`AmqpError` with Nmap's message for what it refuses."""
     reader = _Reader(data)
-    frame_type, _channel, _size, method = struct.unpack(">BHII", reader.take(11))
+    header = reader.take(11, "frame header")
+    frame_type, _channel, _size, method = struct.unpack(">BHII", header)
     if frame_type != 1:
-        raise AmqpError(f"expected a method frame (1), got {frame_type}")
+        raise AmqpError(f"ERROR: AQMP:handshake expected header (1) frame, but was {frame_type}")
     if method != 0x000A000A:
-        raise AmqpError(f"expected connection.start, got {method:x}")
-    version = reader.uint(2)
+        raise AmqpError(
+            "ERROR: AQMP:handshake expected connection.start (0x000A000A) method,"
+            f" but was {method:x}"
+        )
+    version = reader.uint(2, "version")
     protocol = PROTOCOL_VERSIONS.get(version)
     if protocol is None:
-        raise AmqpError(f"unsupported version {version:x}")
+        raise AmqpError(f"ERROR: AMQP:handshake unsupported version ({version:x})")
     start = AmqpStart(protocol)
-    table_size = reader.uint(4)
-    _decode_table(reader, table_size, start, start.properties, 0)
+    table_size = reader.uint(4, "server properties size")
+    _decode_table(reader, table_size, start, start.properties)
     for name in ("mechanisms", "locales"):
-        length = reader.uint(4)
-        start.properties.append(f"{name}: {_text(reader.take(length))}")
+        length = reader.uint(4, f"value size for {name}")
+        start.properties.append(f"{name}: {_text(reader.take(length, f'value for {name}'))}")
     return start
 
 
@@ -143,7 +160,10 @@ class AmqpInfo(BaseScript):
         try:
             conn = await run.exchange.connect(timeout=NSE_SOCKET_TIMEOUT)
         except ExchangeError as exc:
-            return f"Unable to open connection: {exc}"
+            # nsock's connect error text: TIMEOUT, else ERROR (as nmap printed it for a
+            # refused connection)
+            reason = "TIMEOUT" if isinstance(exc, ExchangeTimeout) else "ERROR"
+            return f"Unable to open connection: {reason}"
         data = b""
         try:
             conn.send(CLIENT_HEADER)
@@ -151,10 +171,18 @@ class AmqpInfo(BaseScript):
                 try:
                     start = parse_connection_start(data)
                     break
-                except NeedMore:
-                    data += await conn.receive(NSE_SOCKET_TIMEOUT)
-        except (ExchangeError, AmqpError) as exc:
-            return f"ERROR: AMQP:handshake {exc}"
+                except NeedMore as need:
+                    try:
+                        data += await conn.receive(NSE_SOCKET_TIMEOUT)
+                    except ExchangeError:
+                        return (
+                            "ERROR: AMQP:handshake connection closed unexpectedly"
+                            f" while reading {need}"
+                        )
+        except AmqpError as exc:
+            return str(exc)
+        except ExchangeError:
+            return "ERROR: AMQP:handshake failed while sending client version"
         finally:
             conn.close()
         run.set_version(
@@ -165,4 +193,5 @@ class AmqpInfo(BaseScript):
                 extrainfo=start.protocol,
             )
         )
-        return "\n".join(start.properties)
+        properties: Nested = start.properties
+        return format_output(properties)

@@ -8,8 +8,9 @@ itself. Always sends one ``GET / HTTP/1.1`` with a Host header. For each HTTP
 status-line response: while the port has no product and a confidence <= 3,
 the Server header's value (None when absent) becomes the product, soft match
 (method probed, conf 10; the service name stays what it was). Output: the
-distinct Server values other than the product, sorted (``<empty>`` for an
-empty header), and the same values as NSE's list (``<elem>`` each).
+distinct Server values other than the product, sorted: a table (the values
+as they are) and a string (``<empty>`` for an empty header; one per line,
+indented, after a newline when there are several); None when there is none.
 """
 
 from __future__ import annotations
@@ -43,13 +44,12 @@ def server_header(response: bytes) -> str | None:
 
 
 def format_output(servers: set[str]) -> ScriptOutput | None:
-    """NSE's two return values: the values as a list, sorted, and the printed string
-    (``<empty>`` for an empty header, sorted apart; on lines of their own when several)."""
+    """NSE's ``return out, text``: the sorted values, and their lines."""
     if not servers:
         return None
     shown = sorted(s if s else "<empty>" for s in servers)
     text = ("\n  " if len(shown) > 1 else "") + "\n  ".join(shown)
-    return ScriptOutput(table=Table(array=list(sorted(servers))), text=text)
+    return ScriptOutput(table=Table(list(sorted(servers))), text=text)
 
 
 class HttpServerHeader(BaseScript):

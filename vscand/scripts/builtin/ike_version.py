@@ -18,10 +18,14 @@ vendor agrees).
 Version fields: the port becomes ``open``; with a vendor row, product =
 vendor, version = its version, ostype and devicetype = the row's (cleared when
 the row has none), its CPE appended; attribute rows fill ostype/devicetype when
-still empty and append their CPEs; hard match when any of that applied. A
-response without vendor IDs makes the port open and nothing else (Nmap's
-script dies right after). Nmap binds source port 500 when it may; we use an
-ephemeral source port.
+still empty and append their CPEs; hard match when any of that applied.
+Output (NSE's output table): ``vendor_id`` (the row's vendor, then `` `` and
+its version when it has one) and ``attributes`` (the matched attribute rows'
+texts), possibly empty. A response without vendor IDs makes the port open and
+then dies as Nmap's script does (:class:`ScriptFailed`); so does a payload cut
+short (Lua error in the parser, before anything is set), and a missing
+fingerprint file when there are vendor IDs. Nmap binds source port 500 when
+it may; we use an ephemeral source port.
 
 The fingerprint file is Lua; :func:`parse_fingerprints` reads its
 ``table.insert(fingerprints, {...})`` records (strings and nil only).
@@ -36,6 +40,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from vscand.output.script_output import ScriptFailed, ScriptOutput, Table
 from vscand.scripts.api import KEEP, BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.exchange import ExchangeError
 from vscand.scripts.shortport import version_port_or_service
@@ -298,9 +303,12 @@ class IkeVersion(BaseScript):
             return IkeResponse(False)
         finally:
             conn.close()
-        return parse_response(data)
+        try:
+            return parse_response(data)
+        except IkeError as exc:
+            raise ScriptFailed(str(exc)) from exc
 
-    async def action(self, run: ScriptRun) -> str | None:
+    async def action(self, run: ScriptRun) -> ScriptOutput | None:
         response = None
         for mode, diffie, identity in ATTEMPTS:
             packet = build_request(mode, diffie, identity, run.port.number, self._random)
@@ -312,8 +320,11 @@ class IkeVersion(BaseScript):
             return None
         run.set_port_state("open")
         if response.vendor_ids is None:
-            return None  # Nmap's script dies here (no VID payload): the port stays open
+            # Nmap's lookup returns {} and the script iterates its nil attribs
+            raise ScriptFailed("no vendor ID payload")
         rows = self._fingerprints if self._fingerprints is not None else load_fingerprints()
+        if not rows:
+            raise ScriptFailed("no fingerprint file")  # Nmap: concatenating a nil path
         info = lookup(response.vendor_ids, rows)
         port = run.port
         cpe = list(port.cpe)
@@ -321,27 +332,36 @@ class IkeVersion(BaseScript):
         product: str | object | None = KEEP
         version: str | object | None = KEEP
         ostype, devicetype = port.ostype, port.devicetype
-        out = []
+        out = Table()
         if info.vendor is not None:
             changed = True
             row = info.vendor
-            if row.vendor:
-                product = row.vendor
-            if row.version:
+            vendor_id: str | None = None
+            if row.vendor is not None:
+                product = vendor_id = row.vendor
+            if row.version is not None:
                 version = row.version
-            out.append(f"vendor_id: {row.vendor or ''} {row.version or ''}".rstrip())
+                vendor_id = (vendor_id or "") + " " + row.version
+            out["vendor_id"] = vendor_id
             ostype, devicetype = row.ostype, row.devicetype
-            if row.cpe:
+            if row.cpe is not None:
                 cpe.append(row.cpe)
+        texts: list[str | None] = []
         for row in info.attributes:
-            if row.text:
-                out.append(f"attribute: {row.text}")
-            if row.ostype or row.devicetype or row.cpe:
+            texts.append(row.text)
+            if row.ostype is not None or row.devicetype is not None or row.cpe is not None:
                 changed = True
-                ostype = ostype or row.ostype
-                devicetype = devicetype or row.devicetype
-                if row.cpe:
+                ostype = ostype if ostype is not None else row.ostype
+                devicetype = devicetype if devicetype is not None else row.devicetype
+                if row.cpe is not None:
                     cpe.append(row.cpe)
+        if any(text is not None for text in texts):
+            shown: list[str] = []
+            for text in texts:
+                if text is None:
+                    break  # ipairs stops at the first hole
+                shown.append(text)
+            out["attributes"] = Table(list(shown))
         if changed:
             run.set_version(
                 VersionUpdate(
@@ -352,4 +372,4 @@ class IkeVersion(BaseScript):
                     cpe=tuple(cpe),
                 )
             )
-        return "\n".join(out) or None
+        return ScriptOutput(table=out)

@@ -11,6 +11,11 @@ SUBACK) ends the conversation. When ``$SYS/broker/version`` was published,
 its last payload becomes the port's service *name* (as Nmap 7.93 does: e.g.
 ``mosquitto version 2.0.11``), hard match; nothing else changes.
 
+Output (NSE's output table): ``Topics and their most recent payloads``, a
+table topic -> last payload (NSE's is a plain Lua table, printed in hash
+order: a different order on every run of Nmap; ours is sorted). On failure,
+``ERROR`` = the library's message, which is also the output string.
+
 Packet building and parsing are pure functions.
 """
 
@@ -24,8 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vscand.output.script_output import ScriptFailed, ScriptOutput, Table
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
-from vscand.scripts.exchange import ExchangeError
+from vscand.scripts.exchange import ExchangeError, ExchangeTimeout
 from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import BufferedReader, open_best
 
@@ -174,11 +180,22 @@ def _length_end(buf: bytes) -> int | None:
     return 4 if len(buf) >= 4 else None
 
 
+def socket_error(exc: ExchangeError) -> str:
+    """The text of an nsock error as NSE's socket calls return it."""
+    return "TIMEOUT" if isinstance(exc, ExchangeTimeout) else "EOF"
+
+
 async def _receive_packet(reader: BufferedReader) -> bytes:
-    first = await reader.read_exactly(1)
-    length = await reader.read_until(_length_end)
-    _pos, number = parse_length(length)
-    body = await reader.read_exactly(number)
+    try:
+        first = await reader.read_exactly(1)
+    except ExchangeError as exc:
+        raise MqttError("Failed to receive control packet from server.") from exc
+    try:
+        length = await reader.read_until(_length_end)
+        _pos, number = parse_length(length)
+        body = await reader.read_exactly(number)
+    except ExchangeError as exc:
+        raise MqttError(socket_error(exc)) from exc
     return first + length + body
 
 
@@ -192,7 +209,17 @@ async def _receive(
         if packet.type in types:
             return packet
         if seconds > 0 and now() >= end:
-            raise MqttError(f"No messages received in {seconds:g} seconds matching desired types.")
+            if not float(seconds).is_integer():
+                # Lua's %d of a fractional number: a runtime error
+                raise ScriptFailed("bad argument to format")
+            raise MqttError(
+                f"No messages received in {int(seconds)} seconds matching desired types."
+            )
+
+
+def _error(message: str) -> ScriptOutput:
+    """NSE's ``output.ERROR = msg; return output, output.ERROR``."""
+    return ScriptOutput(table=Table.of({"ERROR": message}), text=message)
 
 
 class MqttSubscribe(BaseScript):
@@ -208,41 +235,48 @@ class MqttSubscribe(BaseScript):
     def portrule(self, port: PortView, ctx: RuleContext) -> bool:
         return _rule(port, ctx)
 
-    async def action(self, run: ScriptRun) -> str | None:
+    async def action(self, run: ScriptRun) -> ScriptOutput | None:
         client_id = "nmap" + "".join(self._rng.choice(string.ascii_letters) for _ in range(16))
         opened = await open_best(run.exchange, run.port, build_connect(client_id))
         if opened is None:
-            return "ERROR: connection failed"
+            return _error("TIMEOUT")  # comm.tryssl's error text
         conn, answer, _how = opened
         try:
             if len(answer) != 4:
-                return "ERROR: More bytes were returned from tryssl() than expected."
+                return _error("More bytes were returned from tryssl() than expected.")
             connack = parse_packet(answer)
             if connack.type != "CONNACK":
-                return f"ERROR: Received control packet type '{connack.type}' instead of 'CONNACK'."
+                return _error(
+                    f"Received control packet type '{connack.type}' instead of 'CONNACK'."
+                )
             if not connack.accepted:
-                return f"ERROR: Connection rejected: {connack.reason}"
+                return _error(f"Connection rejected: {connack.reason}")
             reader = BufferedReader(conn, timeout=RECEIVE_SECONDS)
             conn.send(build_subscribe(2, DEFAULT_TOPICS))
             suback = await _receive(reader, ("SUBACK",), self._now, RECEIVE_SECONDS)
             if not any(suback.granted):
-                return "ERROR: Every topic filter was rejected."
-            topics = await self._listen(reader)
-        except (MqttError, ExchangeError) as exc:
-            return f"ERROR: {exc}"
+                return _error("Every topic filter was rejected.")
+            topics, failure = await self._listen(reader)
+        except MqttError as exc:
+            return _error(str(exc))
+        except ExchangeError as exc:
+            return _error(socket_error(exc))
         finally:
             with contextlib.suppress(ExchangeError):
                 conn.send(DISCONNECT)
             conn.close()
-        if topics is None:
-            return "ERROR: no messages"
+        if failure is not None and not topics:
+            return _error(failure)
         version = topics.get(b"$SYS/broker/version")
         if version is not None:
             run.set_version(VersionUpdate(name=version.decode("latin-1")))
-        lines = [f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in sorted(topics.items())]
-        return "\n".join(["Topics and their most recent payloads:", *lines])
+        shown = Table()
+        for key, value in sorted(topics.items()):
+            shown[key.decode("latin-1")] = value.decode("latin-1")
+        return ScriptOutput(table=Table.of({"Topics and their most recent payloads": shown}))
 
-    async def _listen(self, reader: BufferedReader) -> dict[bytes, bytes] | None:
+    async def _listen(self, reader: BufferedReader) -> tuple[dict[bytes, bytes], str | None]:
+        """The topics heard, and the error that ended the listening (None: time/count)."""
         now = self._now
         end = now() + LISTEN_SECONDS
         topics: dict[bytes, bytes] = {}
@@ -254,12 +288,12 @@ class MqttSubscribe(BaseScript):
             reader.timeout = left
             try:
                 packet = await _receive(reader, ("PUBLISH",), self._now, left)
-            except (MqttError, ExchangeError):
-                if not topics:
-                    return None
-                break
+            except MqttError as exc:
+                return topics, str(exc)
+            except ExchangeError as exc:
+                return topics, socket_error(exc)
             topics[packet.topic] = packet.payload
             messages += 1
             if messages >= LISTEN_MESSAGES:
                 break
-        return topics
+        return topics, None

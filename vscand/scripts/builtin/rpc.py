@@ -6,6 +6,12 @@ registered port of the host that the scan found open or open|filtered: name
 from ``nmap-rpc``, version ``low-high`` of the registered versions, extra info
 ``RPC #<program>``, soft match. Its guard is NSE's: the target port has no
 name, or a name from the table, or port 111 itself is named ``rpcbind``.
+Output: a table program -> transport -> ``port``, ``addr``, ``owner``,
+``version`` (NSE's are plain Lua tables, printed in hash order, a different
+order on every Nmap run; ours follow the DUMP), and the string
+``stdnse.format_output`` makes of the sorted ``program version port/proto
+service`` lines (nothing found: no string, an empty table).
+``rpc-grind`` prints nothing (NSE returns nil).
 
 ``rpc-grind`` (intensity >= 7, not excluded; ports without a name, named from
 the table, or named ``rpcbind``; runs after rpcinfo) confirms the port speaks
@@ -24,12 +30,14 @@ datagrams.
 from __future__ import annotations
 
 import random
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from twisted.internet import defer
 
+from vscand.output.script_output import ScriptFailed, ScriptOutput, Table, lua_str
 from vscand.rpc.messages import (
     ACCEPT_PROG_MISMATCH,
     ACCEPT_PROG_UNAVAIL,
@@ -55,6 +63,7 @@ from vscand.scripts.api import (
     VersionUpdate,
 )
 from vscand.scripts.exchange import Connection, ExchangeError
+from vscand.scripts.nsefmt import format_output
 
 __all__ = ["RPC_TIMEOUT", "RpcGrind", "RpcInfoScript", "rpc_exchange"]
 
@@ -106,13 +115,13 @@ class RpcInfoScript(BaseScript):
             and port.state in ("open", "open|filtered")
         )
 
-    async def _dump(self, run: ScriptRun) -> dict[int, dict[str, tuple[int | None, list[int]]]]:
+    async def _dump(self, run: ScriptRun) -> dict[int, dict[str, _Registered]] | None:
         proto = run.port.protocol
         for pversion in (4, 3, 2):
             try:
                 conn = await run.exchange.connect()
             except ExchangeError:
-                return {}
+                return None
             try:
                 xid = random.randint(1, 1234567890)
                 reply = await rpc_exchange(conn, proto, dump_call(xid, pversion), self._timeout)
@@ -128,21 +137,34 @@ class RpcInfoScript(BaseScript):
                 continue
             finally:
                 conn.close()
-            table: dict[int, dict[str, tuple[int | None, list[int]]]] = {}
+            table: dict[int, dict[str, _Registered]] = {}
             for entry in entries:
                 by_proto = table.setdefault(entry.program, {})
-                _, versions = by_proto.get(entry.protocol, (None, []))
-                by_proto[entry.protocol] = (entry.port, sorted([*versions, entry.version]))
+                old = by_proto.get(entry.protocol)
+                versions = sorted([*(old.versions if old else []), entry.version])
+                address = entry.address
+                if (
+                    pversion > 2
+                    and entry.port is None
+                    and re.fullmatch(r"[tu][cd]p6?", entry.protocol)
+                ):
+                    address = None  # NSE: the universal address did not parse
+                by_proto[entry.protocol] = _Registered(entry.port, address, entry.owner, versions)
             return table
-        return {}
+        return None
 
-    async def action(self, run: ScriptRun) -> str | None:
+    async def action(self, run: ScriptRun) -> ScriptOutput | None:
         table = await self._dump(run)
+        if table is None:
+            return None  # stdnse.format_output(false, ...): nil without -d
         lines: list[str] = []
+        xmlout = Table()
         rpcbind_here = run.port.name == "rpcbind"
         for program, by_proto in table.items():
             name = self._programs.name(program)
-            for proto, (number, versions) in by_proto.items():
+            xmlout[str(program)] = _registrations(by_proto)
+            for proto, registered in by_proto.items():
+                number, versions = registered.port, registered.versions
                 target = None
                 if proto in ("tcp", "udp") and number is not None:
                     target = run.host.port(number, proto)
@@ -165,10 +187,36 @@ class RpcInfoScript(BaseScript):
                     shown = ",".join(str(v) for v in versions)
                     label = name or ""
                     lines.append(f"{program:<7d} {shown:<10s} {number:5d}/{proto:<4s}  {label}")
-        if not lines:
-            return None
         lines.sort()
-        return "\n".join(["program version    port/proto  service", *lines])
+        if lines:
+            lines.insert(0, "program version    port/proto  service")
+        return ScriptOutput(table=xmlout, text=format_output(lines))
+
+
+@dataclass
+class _Registered:
+    """One program's registration on one transport, as NSE's DUMP table keeps it."""
+
+    port: int | None
+    address: str | None
+    owner: str | None
+    versions: list[int]
+
+
+def _registrations(by_proto: dict[str, _Registered]) -> Table:
+    out = Table()
+    for proto, registered in by_proto.items():
+        entry = Table()
+        entry["port"] = lua_str(registered.port) if registered.port is not None else None
+        entry["addr"] = registered.address
+        entry["owner"] = registered.owner
+        entry["version"] = Table([lua_str(v) for v in registered.versions])
+        if proto.isdigit():
+            if proto == "1":
+                out.append(entry)  # a v2 protocol number: Lua's integer key 1
+            continue  # other integer keys are not printed (ipairs stops)
+        out[proto] = entry
+    return out
 
 
 @dataclass
@@ -216,7 +264,8 @@ class RpcGrind(BaseScript):
         # ignored every probe but answers this call), RPC or not
         run.set_state("open")
         if len(reply) < 8:
-            return False  # NSE's unpack fails: the script ends, the state stays set
+            # NSE's unpack fails: a Lua error, the state stays set
+            raise ScriptFailed("reply shorter than 8 bytes")
         reply_xid, msg_type = struct.unpack_from(">II", reply)
         return bool(reply_xid == xid and msg_type == 1)
 

@@ -13,18 +13,29 @@ Version fields: product ``<enterprise> SNMPv3 server``, or ``<product>;
 <enterprise> SNMPv3 server`` when the port already had another product;
 everything else kept (Nmap's script writes the name into a field
 ``set_port_version`` does not read); hard match.
+
+Output (NSE's output table): ``enterprise`` (the name; the number when a
+number without the high bit has no name; absent when one with it has none),
+``engineIDFormat`` and ``engineIDData`` (ipv4/ipv6/mac/text/octets/unknown as
+the engine ID's format byte says; mac is plain hex in 7.93, ``:``-separated
+from 7.95 on, ``stdnse.tohex``'s fix), ``snmpEngineBoots`` and
+``snmpEngineTime`` (``datetime.format_time``). Where Nmap's Lua dies (an
+engine ID of 4 bytes with the high bit, a time that is not a number, a
+decoder error) the script raises :class:`ScriptFailed` before setting
+anything.
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import struct
 from typing import Any
 
+from vscand.output.script_output import ScriptFailed, ScriptOutput, Table, lua_str
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.comm import exchange
 from vscand.scripts.fingerprints import fingerprint_response
+from vscand.scripts.nsefmt import format_time, lua_value, str_to_ip, tohex
 from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import DataFile
 
@@ -178,35 +189,36 @@ def load_enterprise_numbers() -> dict[int, str] | None:
         return None
 
 
-def enterprise_name(number: int, high_bit: bool, names: dict[int, str] | None) -> str:
-    """What Nmap's ``%s`` prints for ``output.enterprise``."""
+def enterprise_value(number: int, high_bit: bool, names: dict[int, str] | None) -> str | None:
+    """``output.enterprise``: the name; the number (no high bit); None (nil)."""
     if names is None:
-        return "unknown"
+        return "unknown"  # Nmap's fallback table when the file cannot be read
     name = names.get(number)
     if name is not None:
         return name
-    return "nil" if high_bit else str(number)
+    return None if high_bit else lua_str(number)
 
 
-def _format_engine(info: EngineInfo, high_bit: bool) -> str:
+def engine_output(info: EngineInfo, high_bit: bool, release: str) -> list[tuple[str, str | None]]:
+    """``engineIDFormat``/``engineIDData`` as NSE's script fills them."""
     engine_id = info.engine_id
-    if not high_bit or len(engine_id) < 5:
-        return "engineIDData: " + engine_id[4:].hex()
+    if not high_bit:
+        return [("engineIDFormat", "unknown"), ("engineIDData", tohex(engine_id[4:]))]
+    if len(engine_id) < 5:
+        raise ScriptFailed("engine id has no format byte")  # string.unpack fails
     kind, data = engine_id[4], engine_id[5:]
-    if kind == 1 and len(data) >= 4:
-        return "engineIDFormat: ipv4\nengineIDData: " + str(ipaddress.IPv4Address(data[:4]))
-    if kind == 2 and len(data) >= 16:
-        return "engineIDFormat: ipv6\nengineIDData: " + str(ipaddress.IPv6Address(data[:16]))
+    if kind == 1:
+        return [("engineIDFormat", "ipv4"), ("engineIDData", str_to_ip(data[:4]))]
+    if kind == 2:
+        return [("engineIDFormat", "ipv6"), ("engineIDData", str_to_ip(data[:16]))]
     if kind == 3:
-        return "engineIDFormat: mac\nengineIDData: " + ":".join(f"{b:02x}" for b in data[:6])
+        return [
+            ("engineIDFormat", "mac"),
+            ("engineIDData", tohex(data[:6], release, separator=True)),
+        ]
     if kind == 4:
-        return "engineIDFormat: text\nengineIDData: " + data.decode("latin-1")
-    return (
-        "engineIDFormat: "
-        + ("octets" if kind == 5 else "unknown")
-        + "\nengineIDData: "
-        + data.hex()
-    )
+        return [("engineIDFormat", "text"), ("engineIDData", data.decode("latin-1"))]
+    return [("engineIDFormat", "octets" if kind == 5 else "unknown"), ("engineIDData", tohex(data))]
 
 
 class SnmpInfo(BaseScript):
@@ -219,25 +231,34 @@ class SnmpInfo(BaseScript):
     def portrule(self, port: PortView, ctx: RuleContext) -> bool:
         return _rule(port, ctx)
 
-    async def action(self, run: ScriptRun) -> str | None:
+    async def action(self, run: ScriptRun) -> ScriptOutput | None:
         response = fingerprint_response(run.port.fingerprint, "SNMPv3GetRequest")
         if response is None:
             response = await exchange(run.exchange, SNMPV3_GET_REQUEST)
             if response is None:
                 return None
-        found = engine_info(response)
+        try:
+            found = engine_info(response)
+        except AsnError as exc:
+            raise ScriptFailed(str(exc)) from exc
         if found is None:
             return None
         number, high_bit, info = found
         names = load_enterprise_numbers() if self._names is True else self._names
-        enterprise = enterprise_name(number, high_bit, names if isinstance(names, dict) else None)
+        enterprise = enterprise_value(number, high_bit, names if isinstance(names, dict) else None)
+        out = Table()
+        out["enterprise"] = enterprise
+        for key, value in engine_output(info, high_bit, run.release):
+            out[key] = value
+        out["snmpEngineBoots"] = lua_value(info.boots)
+        if not isinstance(info.time, int) or isinstance(info.time, bool):
+            raise ScriptFailed("snmpEngineTime is not a number")  # format_time compares it
+        out["snmpEngineTime"] = format_time(info.time)
+        shown = "nil" if enterprise is None else enterprise  # Lua's %s of nil
         product = run.port.product
         if product and product != "SNMPv3 server":
-            text = f"{product}; {enterprise} SNMPv3 server"
+            text = f"{product}; {shown} SNMPv3 server"
         else:
-            text = f"{enterprise} SNMPv3 server"
+            text = f"{shown} SNMPv3 server"
         run.set_version(VersionUpdate(product=text))
-        return (
-            f"enterprise: {enterprise}\n{_format_engine(info, high_bit)}\n"
-            f"snmpEngineBoots: {info.boots}\nsnmpEngineTime: {info.time}"
-        )
+        return ScriptOutput(table=out)

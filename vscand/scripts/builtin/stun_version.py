@@ -10,6 +10,11 @@ looked at; at least one of them must be there.
 
 Version fields: the port becomes ``open``; name ``stun``, product = the
 SOFTWARE text (empty when absent, i.e. no product); hard match.
+
+Output: none (NSE's script returns nothing, and its failures go through
+``stdnse.format_output(false, ...)``, which is nil without debugging). An
+attribute cut short (header, or an address value shorter than 8 bytes) is a
+Lua error in Nmap's parser: :class:`ScriptFailed`, nothing set.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vscand.output.script_output import ScriptFailed
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
 from vscand.scripts.exchange import ExchangeError
 from vscand.scripts.shortport import version_port_or_service
@@ -97,21 +103,28 @@ class StunVersion(BaseScript):
         try:
             conn = await run.exchange.connect(timeout=TIMEOUT)
         except ExchangeError:
-            return "ERROR: Failed to connect to server"
+            return None  # "Failed to connect to server", printed only with -d
         try:
             conn.send(binding_request(self._random(12)))
             reader = BufferedReader(conn, timeout=TIMEOUT)
             header = await reader.read_exactly(20)
             message_type, length = header_length(header)
             if message_type != BINDING_RESPONSE:
-                return "ERROR: Failed to retrieve external IP"
-            body = await reader.read_exactly(length)
+                return None  # "Failed to retrieve external IP", printed only with -d
+            try:
+                body = await reader.read_exactly(length)
+            except ExchangeError:
+                # Nmap appends the socket's error text ("TIMEOUT") to the header and
+                # walks that: one unknown attribute, "no response"
+                return None
             response = parse_binding_response(header + body)
-        except (ExchangeError, StunError):
-            return "ERROR: Failed to retrieve external IP"
+        except ExchangeError:
+            return None
+        except StunError as exc:
+            raise ScriptFailed(str(exc)) from exc
         finally:
             conn.close()
         product = (response.server or b"").decode("latin-1")
         run.set_port_state("open")
         run.set_version(VersionUpdate(name="stun", product=product or None))
-        return product
+        return None

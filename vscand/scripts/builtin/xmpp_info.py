@@ -4,7 +4,8 @@ Runs on ports 5222/5269 or services jabber/xmpp-client/xmpp-server (tcp,
 open, intensity >= 7, not excluded). As Nmap 7.93, three streams are opened
 (namespace ``jabber:client`` when the port is named ``xmpp-client``, else
 ``jabber:server``): to the server name ``.``, to the target's name (the name
-given by the user, else the address), and to that name again after STARTTLS.
+given by the user, else NSE's ``host.name``: the reverse-DNS name, empty as
+with ``-n``: we resolve none), and to that name again after STARTTLS.
 Each reads tags until ``</stream:features>`` (a "tag" is what ends at the
 first ``>`` or the first 256 bytes, parsed with Nmap's trivial regular
 expressions).
@@ -26,9 +27,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from vscand.output.script_output import ScriptFailed, ScriptOutput, Table
 from vscand.scripts.api import BaseScript, PortView, RuleContext, ScriptRun, VersionUpdate
-from vscand.scripts.comm import get_hostname
+from vscand.scripts.builtin.xmpp_factor import factor
 from vscand.scripts.exchange import Connection, ExchangeError
 from vscand.scripts.shortport import version_port_or_service
 from vscand.scripts.streams import BufferedReader, start_tls
@@ -123,9 +126,12 @@ class StreamScan:
     features: list[str] = field(default_factory=list)
     mechanisms: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    #: error entries: tag names and "(timeout)" (strings), texts (``{text=}`` tables)
+    errors: list[str | Table] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
-    info: dict[str, str] = field(default_factory=dict)
+    info: Table = field(default_factory=Table)
+    capabilities: Table = field(default_factory=Table)
+    server_name: str = ""
     starttls: bool = False
     tls_required: bool = False
     _stack: list[str] = field(default_factory=lambda: [""])
@@ -146,9 +152,11 @@ class StreamScan:
         if inside and tag.name not in KNOWN_FEATURES:
             self.unknown.append(tag.name)
         if tag.name == "stream:stream" and tag.start:
-            if tag.attrs.get("xml:lang"):
+            if tag.attrs.get("xmlns:ack") == "http://www.xmpp.org/extensions/xep-0198.html#ns":
+                self.info.append("Stream Management")
+            if "xml:lang" in tag.attrs:
                 self.info["lang"] = tag.attrs["xml:lang"]
-            if "from" in tag.attrs:
+            if "from" in tag.attrs and tag.attrs["from"] != self.server_name:
                 self.info["server name"] = tag.attrs["from"]
             self.stream_id = tag.attrs.get("id")
             self.info["version"] = tag.attrs.get("version", "(none)")
@@ -175,20 +183,23 @@ class StreamScan:
         elif tag.name == "mechanism" and self._inside("mechanisms", "mechanism"):
             if tag.finish:
                 self.mechanisms.append(tag.contents)
-        elif tag.name == "c" and inside and tag.attrs.get("node") == EJABBERD_NODE:
-            self.ejabberd = True
+        elif tag.name == "c" and inside and "node" in tag.attrs:
+            self.capabilities["node"] = tag.attrs["node"]
+            if tag.attrs["node"] == EJABBERD_NODE:
+                self.ejabberd = True
+            self.capabilities["ver"] = tag.attrs.get("ver")
         if tag.name == "stream:error":
             if tag.start:
                 self._in_error = True
             elif not self._got_text:
                 if tag.contents:
-                    self.errors.append(tag.contents)
+                    self.errors.append(Table.of({"text": tag.contents}))
                 self._in_error = False
         elif self._in_error:
             if tag.name == "text":
                 if tag.finish:
                     self._got_text = True
-                    self.errors.append(tag.contents)
+                    self.errors.append(Table.of({"text": tag.contents}))
             else:
                 self.errors.append(tag.name)
         if tag.start and not tag.finish:
@@ -199,6 +210,34 @@ class StreamScan:
 
     def timed_out(self) -> None:
         self.errors.append("(timeout)")
+
+    def finish(self) -> None:
+        """After the loop: STARTTLS goes last into the features."""
+        if self.starttls:
+            self.features.append("TLS (required)" if self.tls_required else "TLS")
+
+    def lists(self) -> dict[str, list[Any]]:
+        return {
+            "features": list(self.features),
+            "compression_methods": list(self.methods),
+            "auth_mechanisms": list(self.mechanisms),
+            "errors": list(self.errors),
+            "unknown": list(self.unknown),
+        }
+
+    def result(self) -> Table:
+        """The table NSE's ``scan`` returns (a plain Lua table: its key order is
+        Lua's hash order in Nmap; here the source order)."""
+        out = Table()
+        out["stream_id"] = self.stream_id
+        out["xmpp"] = self.info
+        out["features"] = Table(list(self.features))
+        out["capabilities"] = self.capabilities
+        out["compression_methods"] = Table(list(self.methods))
+        out["auth_mechanisms"] = Table(list(self.mechanisms))
+        out["errors"] = Table(list(self.errors))
+        out["unknown"] = Table(list(self.unknown))
+        return out
 
 
 _HEX = "[0-9a-f]"
@@ -250,46 +289,35 @@ class XmppInfo(BaseScript):
     def portrule(self, port: PortView, ctx: RuleContext) -> bool:
         return _rule(port, ctx)
 
-    async def action(self, run: ScriptRun) -> str | None:
+    async def action(self, run: ScriptRun) -> ScriptOutput | None:
         port = run.port
         xmlns = "'jabber:client'" if port.name == "xmpp-client" else "'jabber:server'"
-        server_name = get_hostname(port)
+        # NSE: host.targetname or host.name (the reverse-DNS name, "" without one);
+        # we resolve no names: "" unless the user gave a name
+        server_name = port.target_name or ""
         try:
             alt = await self._scan(run, ".", xmlns, tls=False)
-            if alt is not None and alt.ejabberd:
-                run.set_version(VersionUpdate(product="ejabberd"))
             plain = await self._scan(run, server_name, xmlns, tls=False)
-            if plain is not None and plain.ejabberd:
-                run.set_version(VersionUpdate(product="ejabberd"))
             if alt is None or plain is None:
-                return None  # Nmap's script dies here (indexes a missing result)
+                raise ScriptFailed("indexing a missing stream result")  # as Nmap's Lua
             product = identify_server(alt.stream_id, plain.stream_id)
             if product is not None:
                 run.set_version(VersionUpdate(product=product))
             secure = await self._scan(run, server_name, xmlns, tls=True)
-            if secure is not None and secure.ejabberd:
-                run.set_version(VersionUpdate(product="ejabberd"))
         except ScriptDied as exc:
-            return f"ERROR: {exc}"
-        lines = []
+            raise ScriptFailed(str(exc)) from exc
+        out = Table()
         if not alt.errors and not plain.errors:
-            lines.append("Ignores server name")
+            out.append("Ignores server name")
         elif len(alt.errors) != len(plain.errors):
-            lines.append("Respects server name")
+            out.append("Respects server name")
         if secure is None:
-            lines.append("STARTTLS Failed")
-        for key, value in plain.info.items():
-            lines.append(f"{key}: {value}")
-        features = list(plain.features)
-        if plain.starttls:
-            features.append("TLS (required)" if plain.tls_required else "TLS")
-        if features:
-            lines.append("features: " + ", ".join(features))
-        if plain.mechanisms:
-            lines.append("auth mechanisms: " + ", ".join(plain.mechanisms))
-        if plain.methods:
-            lines.append("compression methods: " + ", ".join(plain.methods))
-        return "\n".join(lines)
+            out.append("STARTTLS Failed")
+            out["info"] = plain.result()
+        else:
+            both, first_only, second_only = factor(plain, secure)
+            out["info"], out["pre_tls"], out["post_tls"] = both, first_only, second_only
+        return ScriptOutput(table=out)
 
     async def _scan(
         self, run: ScriptRun, server_name: str, xmlns: str, *, tls: bool
@@ -303,7 +331,7 @@ class XmppInfo(BaseScript):
             if tls and not await self._starttls(conn, reader, server_name, xmlns):
                 return None
             conn.send(make_request(server_name, xmlns))
-            scan = StreamScan()
+            scan = StreamScan(server_name=server_name)
             while True:
                 try:
                     raw = await reader.read_until(tag_end)
@@ -314,8 +342,15 @@ class XmppInfo(BaseScript):
                 if tag is None:
                     scan.timed_out()
                     break
-                if scan.feed(tag):
+                seen = scan.ejabberd
+                try:
+                    ended = scan.feed(tag)
+                finally:
+                    if scan.ejabberd and not seen:
+                        run.set_version(VersionUpdate(product="ejabberd"))
+                if ended:
                     break
+            scan.finish()
             return scan
         except ExchangeError:
             return None
