@@ -119,6 +119,8 @@ PROBES = (
             ),
             lines=[],
             exclude=SimpleNamespace(excludes=lambda protocol, port, scanned: False),
+            # the release the probe database reproduces (decides the version-script set)
+            nmap_release="7.93",
         )
     ),
     ServicesTable(entries=[]),
