@@ -12,33 +12,9 @@ __all__ = ["FingerprintError", "fingerprint_response", "nse_get_response", "pars
 
 
 def _unescape(text: str) -> bytes:
-    """The bytes of an escaped response (``\\r \\n \\t \\0``, ``\\xHH``, ``\\c``)."""
-    out = bytearray()
-    i, n = 0, len(text)
-    while i < n:
-        char = text[i]
-        if char != "\\":
-            out += char.encode("latin-1", "replace")
-            i += 1
-            continue
-        i += 1
-        if i >= n:
-            break
-        code = text[i]
-        if code in "trn0":
-            out.append({"t": 9, "r": 13, "n": 10, "0": 0}[code])
-            i += 1
-        elif code == "x":
-            digits = ""
-            i += 1
-            while i < n and len(digits) < 2 and text[i] in "0123456789abcdefABCDEF":
-                digits += text[i]
-                i += 1
-            out.append(int(digits, 16) if digits else 0)
-        else:
-            out += code.encode("latin-1", "replace")
-            i += 1
-    return bytes(out)
+    """The bytes of an escaped response (``\\r \\n \\t \\0``, ``\\xHH``, ``\\c``); a ``\\x``
+    without a hex digit is a NUL here (NSE's reading, :func:`_nse_unescape`, fails)."""
+    return _decode_escapes(text, strict_hex=False)
 
 
 def fingerprint_response(fingerprint: str | None, probe: str) -> bytes | None:
@@ -112,6 +88,12 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 def _nse_unescape(text: str) -> bytes:
     """``lpeg-utility``'s unescape pass: ``\\t \\r \\n \\0``, ``\\xH``/``\\xHH``, else
     the escaped character; a trailing lone backslash ends the string there."""
+    return _decode_escapes(text, strict_hex=True)
+
+
+def _decode_escapes(text: str, *, strict_hex: bool) -> bytes:
+    """One pass over a fingerprint's escapes; ``strict_hex``: a ``\\x`` without a hex digit
+    raises :class:`FingerprintError` (else it gives a NUL)."""
     out = bytearray()
     i, n = 0, len(text)
     while i < n:
@@ -131,9 +113,9 @@ def _nse_unescape(text: str) -> bytes:
             while i < n and len(digits) < 2 and text[i] in _HEX_DIGITS:
                 digits += text[i]
                 i += 1
-            if not digits:
+            if not digits and strict_hex:
                 raise FingerprintError("\\x without a hex digit")
-            out.append(int(digits, 16))
+            out.append(int(digits, 16) if digits else 0)
         else:
             out += code.encode("latin-1", "replace")
     return bytes(out)
